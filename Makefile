@@ -1,0 +1,41 @@
+# rollguard — the commands a developer and CI need. `make help` lists them.
+SHELL := /bin/bash
+CARGO ?= cargo
+CLUSTER_ENV := target/cluster/env
+
+.PHONY: help build test unit integration lint crds cluster-up cluster-down tools demo bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+build: ## Build the operator and the kubectl plugin
+	$(CARGO) build --locked --bins
+
+lint: ## cargo fmt --check and clippy with warnings as errors
+	$(CARGO) fmt --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+crds: ## Regenerate crds/ and the chart's CRDs from the Rust types
+	$(CARGO) run --locked --quiet --bin rollguard -- crd > crds/rollguard.dev.yaml
+	cp crds/rollguard.dev.yaml charts/rollguard/crds/rollguard.dev.yaml
+
+tools: ## Build the local control plane's tools once per machine (~/.cache/rollguard)
+	tests/cluster/build-tools.sh all
+
+cluster-up: ## Start etcd, kube-apiserver and Prometheus on loopback; writes target/cluster/env
+	tests/cluster/up.sh
+
+cluster-down: ## Stop exactly what cluster-up started and remove its state
+	tests/cluster/down.sh
+
+unit: ## Unit tests only (no cluster)
+	$(CARGO) test --locked --lib --bins
+
+test: lint cluster-up ## Lint, then unit and integration tests against the local control plane
+	source $(CLUSTER_ENV) && $(CARGO) test --locked --all-targets
+
+demo: ## The whole story on this machine (arrives with the demo issue)
+	@echo "make demo is not built yet: it arrives with the demo issue; see README.md" >&2; exit 2
+
+clean: cluster-down ## Stop the cluster and remove build output
+	$(CARGO) clean

@@ -1,0 +1,47 @@
+//! The API contract: group `rollguard.dev`, version `v1alpha1` (SPEC §1).
+
+pub mod guard;
+pub mod request;
+pub mod schema;
+
+pub use guard::{RolloutGuard, RolloutGuardSpec, RolloutGuardStatus};
+pub use request::{RollbackRequest, RollbackRequestSpec, RollbackRequestStatus};
+
+use kube::KubeSchema;
+use schema::dns_subdomain;
+use serde::{Deserialize, Serialize};
+
+pub const GROUP: &str = "rollguard.dev";
+/// Label on RollbackRequests and snapshot Secrets: the guard they belong to.
+pub const GUARD_LABEL: &str = "rollguard.dev/guard";
+/// Label on snapshot Secrets: the request that took them.
+pub const REQUEST_LABEL: &str = "rollguard.dev/request";
+/// Type of snapshot Secrets.
+pub const SNAPSHOT_SECRET_TYPE: &str = "rollguard.dev/snapshot";
+/// `requestedBy` of requests the operator creates itself.
+pub const SYSTEM_REQUESTER: &str = "system:rollguard";
+
+/// A reference to an object in the same namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct LocalObjectReference {
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = dns_subdomain("name"))]
+    pub name: String,
+}
+
+/// Kinds a snapshot may include besides the flags ConfigMap.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum SnapshotKind {
+    ConfigMap,
+    Secret,
+}
+
+/// A ConfigMap or Secret in the same namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ObjectReference {
+    /// `ConfigMap` or `Secret`.
+    pub kind: SnapshotKind,
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = dns_subdomain("name"))]
+    pub name: String,
+}

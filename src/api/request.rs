@@ -1,0 +1,226 @@
+//! `RollbackRequest`: one rollback or restore, and its incident record (SPEC §1).
+
+use super::LocalObjectReference;
+use super::schema::dns_subdomain_or_empty;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// One rollback or restore of a guard's flags. Its spec is the request (immutable, an
+/// audit record); its status is the incident record.
+// kube-derive takes one `printcolumn(...)` per column, which clippy reads as duplicates.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "rollguard.dev",
+    version = "v1alpha1",
+    kind = "RollbackRequest",
+    namespaced,
+    status = "RollbackRequestStatus",
+    shortname = "rbr",
+    category = "rollguard",
+    doc = "RollbackRequest is one rollback or restore of a RolloutGuard's flags; its status is the incident record.",
+    printcolumn(name = "Guard", type_ = "string", json_path = ".spec.guardRef.name"),
+    printcolumn(name = "Action", type_ = "string", json_path = ".spec.action"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Requested By",
+        type_ = "string",
+        json_path = ".spec.requestedBy"
+    ),
+    printcolumn(
+        name = "Duration",
+        type_ = "number",
+        json_path = ".status.durations.total",
+        description = "Seconds from creation to completion"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable: a RollbackRequest is an audit record; create a new request instead"))]
+#[x_kube(validation = Rule::new("self.action == 'restore' || self.snapshotName == ''").message("spec.snapshotName is only allowed with action: restore"))]
+#[x_kube(validation = Rule::new("self.action == 'rollback' || !self.forceDisableAll").message("spec.forceDisableAll is only allowed with action: rollback"))]
+pub struct RollbackRequestSpec {
+    /// The RolloutGuard, in the same namespace.
+    pub guard_ref: LocalObjectReference,
+
+    /// `rollback` (flags off) or `restore` (flags back from a snapshot).
+    #[serde(default)]
+    pub action: RequestAction,
+
+    /// Who asks. An admission policy checks it against the authenticated user.
+    #[schemars(length(min = 1, max = 253))]
+    pub requested_by: String,
+
+    /// Why; shown in notifications and the incident report.
+    #[serde(default)]
+    #[schemars(length(max = 1024))]
+    pub reason: String,
+
+    /// `graceful` (drain hooks, then flags) or `immediate` (no hooks, no waiting).
+    #[serde(default)]
+    pub mode: RequestMode,
+
+    /// Subset of the guard's guarded flags; empty = all of them.
+    #[serde(default)]
+    #[schemars(length(max = 100))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    #[x_kube(validation = Rule::new("self.all(f, size(f) > 0 && size(f) <= 253)").message("spec.flags: every flag name must be 1 to 253 characters"))]
+    pub flags: Vec<String>,
+
+    /// Also turn off every other boolean flag in the ConfigMap.
+    #[serde(default)]
+    pub force_disable_all: bool,
+
+    /// restore only: the snapshot Secret to restore from; empty = the guard's latest rollback snapshot.
+    #[serde(default)]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = dns_subdomain_or_empty("spec.snapshotName"))]
+    pub snapshot_name: String,
+
+    /// Compute and record the change; touch nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum RequestAction {
+    #[default]
+    Rollback,
+    Restore,
+}
+
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum RequestMode {
+    /// Drain hooks, then flags, then verification and post hooks.
+    #[default]
+    Graceful,
+    /// Emergency: no hooks, no waiting.
+    Immediate,
+}
+
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum RequestPhase {
+    #[default]
+    Pending,
+    Snapshotting,
+    Draining,
+    DisablingFlags,
+    Verifying,
+    Succeeded,
+    Failed,
+    Superseded,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackRequestStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<RequestPhase>,
+
+    /// SnapshotTaken, FlagsDisabled, Notified, HealthVerified, Complete, Failed.
+    #[serde(default)]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_ref: Option<LocalObjectReference>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flags_changed: Option<Vec<FlagChange>>,
+
+    /// restore: keys edited since the rollback, left alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<FlagConflict>,
+
+    /// Automatic rollbacks: the trigger that fired and its value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggered_by: Option<TriggeredBy>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durations: Option<Durations>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo: Option<SloOutcome>,
+
+    #[serde(default)]
+    pub timeline: Vec<TimelineEntry>,
+
+    /// Human-readable summary of the outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub struct FlagChange {
+    pub name: String,
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FlagConflict {
+    pub name: String,
+    /// The value the rollback wrote.
+    pub expected: String,
+    /// The value found at restore time.
+    pub found: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+pub struct TriggeredBy {
+    pub trigger: String,
+    pub value: Option<f64>,
+}
+
+/// Seconds, measured from the request's creationTimestamp.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Durations {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flag_disable: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_verification: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<f64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub struct SloOutcome {
+    pub met: bool,
+    /// Names of the SLO targets missed (flagDisable, notification, healthVerification, total).
+    #[serde(default)]
+    pub missed: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+pub struct TimelineEntry {
+    pub time: Time,
+    pub step: String,
+    #[serde(default)]
+    pub message: String,
+}

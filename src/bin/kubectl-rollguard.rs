@@ -1,0 +1,2 @@
+//! `kubectl rollguard`: the kubectl plugin.
+fn main() {}

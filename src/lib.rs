@@ -1,0 +1,32 @@
+//! rollguard: a Kubernetes operator that guards a feature rollout and rolls it back fast
+//! and safely. See SPEC.md for the contract; `api` holds the custom resources.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod crd;
+
+/// Errors of the operator and its tools; each names the field or object and the value.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("\"{0}\" is not a duration: use Go duration syntax such as 30s, 5m or 1h30m")]
+    InvalidDuration(String),
+
+    #[error("writing YAML: {0}")]
+    Yaml(String),
+
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
+
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// kube (rustls with ring) and reqwest (rustls without a bundled provider) share one
+/// crypto provider; install it once before the first TLS connection.
+pub fn install_crypto_provider() {
+    // Err means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

