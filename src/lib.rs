@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod crd;
+pub mod flags;
 
 /// Errors of the operator and its tools; each names the field or object and the value.
 #[derive(Debug, thiserror::Error)]
