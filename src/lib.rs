@@ -4,8 +4,15 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod conditions;
+pub mod controller;
 pub mod crd;
+pub mod fault;
 pub mod flags;
+pub mod health;
+pub mod prometheus;
+pub mod rollback;
+pub mod triggers;
 
 /// Errors of the operator and its tools; each names the field or object and the value.
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,7 @@
 
 use super::LocalObjectReference;
 use super::schema::dns_subdomain_or_empty;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -138,8 +138,17 @@ pub struct RollbackRequestStatus {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
 
+    /// The snapshot this request took before changing anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_ref: Option<LocalObjectReference>,
+
+    /// restore: the rollback snapshot the flags were restored from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<LocalObjectReference>,
+
+    /// Hook calls, recorded before each call and after it (a hook is called at most once).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<HookCall>,
 
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flags_changed: Option<Vec<FlagChange>>,
@@ -152,11 +161,16 @@ pub struct RollbackRequestStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub triggered_by: Option<TriggeredBy>,
 
+    /// When the operator accepted the request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<Time>,
+    pub started_at: Option<MicroTime>,
+
+    /// When the flags ConfigMap was changed (or found already changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flags_changed_at: Option<MicroTime>,
 
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub completed_at: Option<Time>,
+    pub completed_at: Option<MicroTime>,
 
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub durations: Option<Durations>,
@@ -170,6 +184,33 @@ pub struct RollbackRequestStatus {
     /// Human-readable summary of the outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum HookStage {
+    PreRollback,
+    PostRollback,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum HookOutcome {
+    /// Recorded before the call; still there after a restart means the outcome is unknown.
+    Calling,
+    Succeeded,
+    Failed,
+    /// The operator restarted during the call; it is not repeated.
+    Unknown,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub struct HookCall {
+    pub stage: HookStage,
+    pub index: u32,
+    pub url: String,
+    pub outcome: HookOutcome,
+    #[serde(default)]
+    pub message: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
@@ -219,7 +260,7 @@ pub struct SloOutcome {
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 pub struct TimelineEntry {
-    pub time: Time,
+    pub time: MicroTime,
     pub step: String,
     #[serde(default)]
     pub message: String,

@@ -15,19 +15,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the controller.
+    Run(rollguard::controller::RunArgs),
     /// Print the CustomResourceDefinitions as YAML (crds/ holds this output).
     Crd,
 }
 
-fn main() -> std::process::ExitCode {
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Crd => rollguard::crd::render().map(|yaml| print!("{yaml}")),
+        Command::Run(args) => rollguard::controller::run(args).await,
+        Command::Crd => rollguard::crd::render()
+            .map(|yaml| print!("{yaml}"))
+            .map_err(Into::into),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("rollguard: {err}");
+            eprintln!("rollguard: {err:#}");
             std::process::ExitCode::FAILURE
         }
     }

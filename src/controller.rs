@@ -1,0 +1,121 @@
+//! `rollguard run`: wires the controllers to the API server.
+
+use crate::api::{RollbackRequest, RolloutGuard};
+use crate::prometheus::Prometheus;
+use crate::rollback::reconciler::{self, Context};
+use futures::StreamExt;
+use kube::api::Api;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::controller::Controller;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Config, ResourceExt};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct RunArgs {
+    /// Kubeconfig file; default: in-cluster configuration, then $KUBECONFIG / ~/.kube/config.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Watch only this namespace; default: all namespaces.
+    #[arg(long, env = "ROLLGUARD_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Prometheus used by guards that set no spec.prometheus.address.
+    #[arg(long, env = "ROLLGUARD_PROMETHEUS_URL")]
+    pub prometheus_url: Option<String>,
+    /// Log format.
+    #[arg(long, env = "ROLLGUARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
+    crate::install_crypto_provider();
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path)
+                .map_err(|e| anyhow::anyhow!("kubeconfig {}: {e}", path.display()))?;
+            Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?
+        }
+        None => Config::infer().await?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let client = client(args.kubeconfig.as_ref()).await?;
+    let (requests, guards): (Api<RollbackRequest>, Api<RolloutGuard>) = match &args.namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let reporter = Reporter {
+        controller: "rollguard".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let controller = Controller::new(requests, watcher::Config::default());
+    let store = controller.store();
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(client.clone(), reporter),
+        prometheus: Prometheus::new(),
+        http: reqwest::Client::new(),
+        default_prometheus_url: args.prometheus_url.clone(),
+        requests: store.clone(),
+    });
+    tracing::info!(
+        namespace = args.namespace.as_deref().unwrap_or("<all>"),
+        "rollguard controller starting"
+    );
+    // A guard's change (e.g. its rollback slot freed) wakes the requests waiting on it.
+    let queue = store.clone();
+    controller
+        .watches(
+            guards,
+            watcher::Config::default(),
+            move |guard: RolloutGuard| {
+                let (ns, name) = (guard.namespace(), guard.name_any());
+                queue
+                    .state()
+                    .into_iter()
+                    .filter(|r| r.namespace() == ns && r.spec.guard_ref.name == name)
+                    .filter(|r| {
+                        !crate::rollback::step::is_terminal(r.status.as_ref().and_then(|s| s.phase))
+                    })
+                    .map(|r| ObjectRef::from_obj(&*r))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .shutdown_on_signal()
+        .run(reconciler::reconcile, reconciler::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "reconcile error");
+            }
+        })
+        .await;
+    tracing::info!("rollguard controller stopped");
+    Ok(())
+}

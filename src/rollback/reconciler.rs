@@ -1,0 +1,1221 @@
+//! The RollbackRequest reconciler: fetch, ask [`step::next_step`], execute that one step,
+//! record it in status, repeat. Every external side effect is followed by a status write
+//! before the next step starts, so a restart resumes exactly where the request was.
+
+use super::hooks::{self, HookPayload};
+use super::snapshot::{self, Included, SnapshotInput};
+use super::step::{self, Observed, Slot, Step, condition};
+use crate::api::guard::{GuardPhase, LastRollback, RolloutGuard, TriggerAction, WorkloadKind};
+use crate::api::request::{
+    Durations, FlagChange, HookCall, HookOutcome, HookStage, RequestAction, RequestMode,
+    RequestPhase, RollbackRequest, RollbackRequestStatus, SloOutcome, TimelineEntry,
+};
+use crate::api::{GUARD_LABEL, LocalObjectReference, SNAPSHOT_SECRET_TYPE, SnapshotKind};
+use crate::conditions::{self, FALSE, TRUE, UNKNOWN};
+use crate::flags::{self, Data, Plan, Selection};
+use crate::prometheus::{Auth, Prometheus};
+use crate::triggers;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::Store;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Annotation on the flags ConfigMap: the uid of the request that last wrote it. Lets a
+/// restarted operator see that its write already happened.
+pub const LAST_CHANGE_ANNOTATION: &str = "rollguard.dev/last-change";
+/// Annotation on pods refreshed after a change (`refreshPods`).
+pub const FLAGS_REVISION_ANNOTATION: &str = "rollguard.dev/flags-revision";
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub prometheus: Prometheus,
+    pub http: reqwest::Client,
+    pub default_prometheus_url: Option<String>,
+    /// Every RollbackRequest the controller watches (the queue of each guard).
+    pub requests: Store<RollbackRequest>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("RollbackRequest has no namespace")]
+    NoNamespace,
+}
+
+/// How a step left the request.
+enum Flow {
+    /// Decide again right away.
+    Next,
+    /// Come back later (waiting in the queue, or for health).
+    Requeue(Duration),
+    /// Nothing more to do.
+    Stop,
+}
+
+pub async fn reconcile(request: Arc<RollbackRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = request.namespace().ok_or(Error::NoNamespace)?;
+    let mut run = Run {
+        requests: Api::namespaced(ctx.client.clone(), &namespace),
+        guards: Api::namespaced(ctx.client.clone(), &namespace),
+        config_maps: Api::namespaced(ctx.client.clone(), &namespace),
+        secrets: Api::namespaced(ctx.client.clone(), &namespace),
+        status: request.status.clone().unwrap_or_default(),
+        request: (*request).clone(),
+        namespace,
+        guard: None,
+        ctx: ctx.clone(),
+    };
+    run.guard = run.guards.get_opt(&run.request.spec.guard_ref.name).await?;
+    // Bounded: a request takes at most a dozen steps; the bound only guards against a bug.
+    for _ in 0..64 {
+        let observed = run.observe();
+        let step = step::next_step(&run.request.spec, &run.status, &observed);
+        tracing::debug!(request = %run.request.name_any(), ?step, "next step");
+        match run.execute(step).await? {
+            Flow::Next => continue,
+            Flow::Requeue(after) => return Ok(Action::requeue(after)),
+            Flow::Stop => return Ok(Action::await_change()),
+        }
+    }
+    tracing::error!(request = %run.request.name_any(), "rollback state machine did not settle");
+    Ok(Action::requeue(Duration::from_secs(5)))
+}
+
+pub fn error_policy(request: Arc<RollbackRequest>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(request = %request.name_any(), %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(2))
+}
+
+struct Run {
+    ctx: Arc<Context>,
+    namespace: String,
+    request: RollbackRequest,
+    status: RollbackRequestStatus,
+    guard: Option<RolloutGuard>,
+    requests: Api<RollbackRequest>,
+    guards: Api<RolloutGuard>,
+    config_maps: Api<ConfigMap>,
+    secrets: Api<Secret>,
+}
+
+fn now() -> jiff::Timestamp {
+    jiff::Timestamp::now()
+}
+
+fn seconds_between(from: jiff::Timestamp, to: jiff::Timestamp) -> f64 {
+    let secs = to.duration_since(from).as_secs_f64();
+    (secs * 1000.0).round() / 1000.0
+}
+
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+impl Run {
+    fn name(&self) -> String {
+        self.request.name_any()
+    }
+
+    fn guard(&self) -> &RolloutGuard {
+        self.guard
+            .as_ref()
+            .expect("steps past Claim run with a guard")
+    }
+
+    fn created(&self) -> jiff::Timestamp {
+        self.request
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0)
+            .unwrap_or_else(now)
+    }
+
+    fn observe(&self) -> Observed {
+        let me = self.name();
+        let guard_name = &self.request.spec.guard_ref.name;
+        let active = self
+            .guard
+            .as_ref()
+            .and_then(|g| g.status.as_ref())
+            .and_then(|s| s.active_rollback.clone());
+        let hooks = self.guard.as_ref().map(|g| &g.spec.rollback.hooks);
+        let observed = |slot| Observed {
+            guard_exists: self.guard.is_some(),
+            slot,
+            pre_hooks: hooks.map_or(0, |h| h.pre_rollback.len()),
+            post_hooks: hooks.map_or(0, |h| h.post_rollback.len()),
+        };
+        if active.as_deref() == Some(me.as_str()) {
+            return observed(Slot::Held);
+        }
+        let in_flight = |r: &RollbackRequest| {
+            r.namespace().as_deref() == Some(self.namespace.as_str())
+                && r.spec.guard_ref.name == *guard_name
+                && !step::is_terminal(r.status.as_ref().and_then(|s| s.phase))
+        };
+        let queue = self.ctx.requests.state();
+        if let Some(other) = active
+            && queue.iter().any(|r| r.name_any() == other && in_flight(r))
+        {
+            return observed(Slot::Behind(other));
+        }
+        let key = |r: &RollbackRequest| (r.metadata.creation_timestamp.clone(), r.name_any());
+        let mine = key(&self.request);
+        let older = queue
+            .iter()
+            .filter(|r| r.name_any() != me && in_flight(r) && key(r) < mine)
+            .min_by_key(|r| key(r));
+        match older {
+            Some(r) => observed(Slot::Behind(r.name_any())),
+            None => observed(Slot::Free),
+        }
+    }
+
+    async fn execute(&mut self, step: Step) -> Result<Flow, Error> {
+        match step {
+            Step::Done => Ok(Flow::Stop),
+            Step::Release => self.release().await,
+            Step::Fail { reason, message } => self.fail(reason, message).await,
+            Step::Wait { behind } => self.wait(behind).await,
+            Step::Claim => self.claim().await,
+            Step::Snapshot => self.snapshot().await,
+            Step::CallHook { stage, index } => self.call_hook(stage, index).await,
+            Step::AbandonHook { stage, index } => self.abandon_hook(stage, index).await,
+            Step::DryRun => self.dry_run().await,
+            Step::WriteFlags => self.write_flags().await,
+            Step::Verify => self.verify().await,
+            Step::Succeed => self.succeed().await,
+        }
+    }
+
+    // ---- recording -------------------------------------------------------------------
+
+    fn record(&mut self, step: &str, message: impl Into<String>) {
+        self.status.timeline.push(TimelineEntry {
+            time: MicroTime(now()),
+            step: step.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn set_condition(
+        &mut self,
+        type_: &str,
+        status: &str,
+        reason: &str,
+        message: impl Into<String>,
+    ) {
+        let generation = self.request.metadata.generation;
+        conditions::set(
+            &mut self.status.conditions,
+            type_,
+            status,
+            reason,
+            message,
+            generation,
+            Time(now()),
+        );
+    }
+
+    /// Persists status; the step it records is then done.
+    async fn save(&mut self) -> Result<(), Error> {
+        self.status.observed_generation = self.request.metadata.generation;
+        let patch = json!({ "status": self.status });
+        self.requests
+            .patch_status(&self.name(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        Ok(())
+    }
+
+    async fn event(&self, type_: EventType, reason: &str, note: String) {
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note.chars().take(1000).collect()),
+            action: "Rollback".into(),
+            secondary: self.guard.as_ref().map(|g| g.object_ref(&())),
+        };
+        if let Err(e) = self
+            .ctx
+            .recorder
+            .publish(&event, &self.request.object_ref(&()))
+            .await
+        {
+            tracing::warn!(error = %e, reason, "could not publish Event");
+        }
+    }
+
+    async fn guard_event(&self, type_: EventType, reason: &str, note: String) {
+        let Some(guard) = &self.guard else { return };
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note.chars().take(1000).collect()),
+            action: "Rollback".into(),
+            secondary: Some(self.request.object_ref(&())),
+        };
+        if let Err(e) = self
+            .ctx
+            .recorder
+            .publish(&event, &guard.object_ref(&()))
+            .await
+        {
+            tracing::warn!(error = %e, reason, "could not publish Event");
+        }
+    }
+
+    // ---- queue -----------------------------------------------------------------------
+
+    async fn wait(&mut self, behind: String) -> Result<Flow, Error> {
+        let message = format!(
+            "waiting for RollbackRequest {behind:?} of guard {:?} to finish",
+            self.request.spec.guard_ref.name
+        );
+        if self.status.phase != Some(RequestPhase::Pending)
+            || self.status.message.as_deref() != Some(message.as_str())
+        {
+            self.status.phase = Some(RequestPhase::Pending);
+            self.status.message = Some(message.clone());
+            self.record("Queued", message);
+            self.save().await?;
+        }
+        Ok(Flow::Requeue(Duration::from_secs(2)))
+    }
+
+    /// Takes the guard's rollback slot; the guard's resourceVersion makes two requests
+    /// racing for it see a conflict, and the loser queues.
+    async fn claim(&mut self) -> Result<Flow, Error> {
+        let guard = self.guard();
+        let patch = json!({
+            "metadata": { "resourceVersion": guard.resource_version() },
+            "status": { "activeRollback": self.name(), "phase": GuardPhase::RollingBack },
+        });
+        let guard_name = guard.name_any();
+        match self
+            .guards
+            .patch_status(&guard_name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(updated) => self.guard = Some(updated),
+            Err(e) if is_conflict(&e) => {
+                self.guard = self.guards.get_opt(&guard_name).await?;
+                return Ok(Flow::Next);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.status.phase = Some(RequestPhase::Snapshotting);
+        self.status.started_at = Some(MicroTime(now()));
+        self.status.message = None;
+        let who = &self.request.spec.requested_by;
+        let message = format!(
+            "{:?} {} requested by {who}: {}",
+            self.request.spec.mode,
+            action_word(self.request.spec.action),
+            self.request.spec.reason
+        );
+        self.record("Accepted", message);
+        self.save().await?;
+        Ok(Flow::Next)
+    }
+
+    async fn release(&mut self) -> Result<Flow, Error> {
+        let guard = self.guard();
+        let succeeded = self.status.phase == Some(RequestPhase::Succeeded);
+        let rollback =
+            self.request.spec.action == RequestAction::Rollback && !self.request.spec.dry_run;
+        let phase = if rollback && succeeded {
+            GuardPhase::RolledBack
+        } else {
+            GuardPhase::Monitoring
+        };
+        let mut status = json!({ "activeRollback": null, "phase": phase });
+        if rollback {
+            status["lastRollback"] = serde_json::to_value(LastRollback {
+                name: self.name(),
+                time: Some(Time(now())),
+                outcome: Some(if succeeded { "Succeeded" } else { "Failed" }.into()),
+            })
+            .expect("serialises");
+        }
+        let patch = json!({ "metadata": { "resourceVersion": guard.resource_version() }, "status": status });
+        let guard_name = guard.name_any();
+        match self
+            .guards
+            .patch_status(&guard_name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(updated) => self.guard = Some(updated),
+            Err(e) if is_conflict(&e) => self.guard = self.guards.get_opt(&guard_name).await?,
+            Err(e) => return Err(e.into()),
+        }
+        Ok(Flow::Next)
+    }
+
+    // ---- failure ---------------------------------------------------------------------
+
+    async fn fail(&mut self, reason: &str, message: String) -> Result<Flow, Error> {
+        self.status.phase = Some(RequestPhase::Failed);
+        self.status.message = Some(message.clone());
+        self.status.completed_at = Some(MicroTime(now()));
+        self.set_condition(condition::FAILED, TRUE, reason, message.clone());
+        self.set_condition(condition::COMPLETE, FALSE, reason, message.clone());
+        self.record("Failed", message.clone());
+        self.save().await?;
+        self.event(EventType::Warning, "RollbackFailed", message.clone())
+            .await;
+        self.guard_event(
+            EventType::Warning,
+            "RollbackFailed",
+            format!("{}: {message}", self.name()),
+        )
+        .await;
+        Ok(Flow::Next)
+    }
+
+    // ---- snapshot --------------------------------------------------------------------
+
+    fn flags_config_map(&self) -> String {
+        self.guard().spec.flags.config_map_ref.name.clone()
+    }
+
+    async fn get_flags(&self) -> Result<Result<ConfigMap, String>, Error> {
+        let name = self.flags_config_map();
+        Ok(self.config_maps.get_opt(&name).await?.ok_or_else(|| {
+            format!(
+                "RolloutGuard {:?}: spec.flags.configMapRef.name: ConfigMap {name:?} does not exist",
+                self.guard().name_any()
+            )
+        }))
+    }
+
+    fn selection(&self) -> Selection {
+        Selection {
+            flags: self.request.spec.flags.clone(),
+            force_disable_all: self.request.spec.force_disable_all,
+        }
+    }
+
+    fn flag_error(&self, e: flags::FlagError) -> String {
+        match e {
+            flags::FlagError::NotGuarded { .. } => e.to_string(),
+            _ => format!("RolloutGuard {:?}: {e}", self.guard().name_any()),
+        }
+    }
+
+    /// The rollback plan for the current ConfigMap, or why the request cannot run.
+    fn plan_rollback(&self, cm: &ConfigMap) -> Result<Plan, String> {
+        let data = cm.data.clone().unwrap_or_default();
+        flags::plan_disable(
+            &self.guard().spec.flags,
+            &cm.name_any(),
+            &data,
+            &self.selection(),
+        )
+        .map_err(|e| self.flag_error(e))
+    }
+
+    /// restore: the snapshot to restore from and the changes its rollback made.
+    async fn restore_source(&self) -> Result<Result<(Secret, Vec<FlagChange>), String>, Error> {
+        let guard = self.guard().name_any();
+        let secret = match self
+            .status
+            .restored_from
+            .as_ref()
+            .map(|r| r.name.clone())
+            .or_else(|| {
+                let named = &self.request.spec.snapshot_name;
+                (!named.is_empty()).then(|| named.clone())
+            }) {
+            Some(name) => match self.secrets.get_opt(&name).await? {
+                Some(s)
+                    if s.type_.as_deref() == Some(SNAPSHOT_SECRET_TYPE)
+                        && s.annotations().get(GUARD_LABEL) == Some(&guard) =>
+                {
+                    s
+                }
+                Some(_) => {
+                    return Ok(Err(format!(
+                        "spec.snapshotName: Secret {name:?} is not a snapshot of guard {guard:?}"
+                    )));
+                }
+                None => {
+                    return Ok(Err(format!(
+                        "spec.snapshotName: snapshot {name:?} does not exist"
+                    )));
+                }
+            },
+            None => {
+                let selector = format!(
+                    "{GUARD_LABEL}={},{}=rollback",
+                    snapshot::label_value(&guard),
+                    snapshot::ACTION_LABEL
+                );
+                let list = self
+                    .secrets
+                    .list(&ListParams::default().labels(&selector))
+                    .await?;
+                let newest = list
+                    .items
+                    .into_iter()
+                    .filter(|s| {
+                        s.type_.as_deref() == Some(SNAPSHOT_SECRET_TYPE)
+                            && s.annotations().get(GUARD_LABEL) == Some(&guard)
+                    })
+                    .max_by_key(|s| (s.metadata.creation_timestamp.clone(), s.name_any()));
+                match newest {
+                    Some(s) => s,
+                    None => {
+                        return Ok(Err(format!(
+                            "spec.snapshotName: guard {guard:?} has no rollback snapshot to restore from"
+                        )));
+                    }
+                }
+            }
+        };
+        let snapshot_name = secret.name_any();
+        let Some(taken_by) = secret.annotations().get(crate::api::REQUEST_LABEL).cloned() else {
+            return Ok(Err(format!(
+                "snapshot {snapshot_name:?} does not name the request that took it"
+            )));
+        };
+        let Some(rollback) = self.requests.get_opt(&taken_by).await? else {
+            return Ok(Err(format!(
+                "snapshot {snapshot_name:?}: RollbackRequest {taken_by:?} that took it no longer exists, so what it changed is unknown"
+            )));
+        };
+        let changes = rollback
+            .status
+            .and_then(|s| s.flags_changed)
+            .unwrap_or_default();
+        Ok(Ok((secret, changes)))
+    }
+
+    async fn snapshot(&mut self) -> Result<Flow, Error> {
+        let cm = match self.get_flags().await? {
+            Ok(cm) => cm,
+            Err(message) => return self.fail("ConfigMapNotFound", message).await,
+        };
+        // Judge the input before anything is written.
+        match self.request.spec.action {
+            RequestAction::Rollback => {
+                if let Err(message) = self.plan_rollback(&cm) {
+                    return self.fail("InvalidFlags", message).await;
+                }
+            }
+            RequestAction::Restore => match self.restore_source().await? {
+                Ok((source, _)) => {
+                    self.status.restored_from = Some(LocalObjectReference {
+                        name: source.name_any(),
+                    })
+                }
+                Err(message) => return self.fail("SnapshotNotFound", message).await,
+            },
+        }
+        let mut included = Vec::new();
+        for item in &self.guard().spec.rollback.snapshot.include {
+            let found = match item.kind {
+                SnapshotKind::ConfigMap => self
+                    .config_maps
+                    .get_opt(&item.name)
+                    .await?
+                    .map(Included::ConfigMap),
+                SnapshotKind::Secret => self
+                    .secrets
+                    .get_opt(&item.name)
+                    .await?
+                    .map(Included::Secret),
+            };
+            match found {
+                Some(object) => included.push(object),
+                None => {
+                    let message = format!(
+                        "RolloutGuard {:?}: spec.rollback.snapshot.include: {:?} {:?} does not exist",
+                        self.guard().name_any(),
+                        item.kind,
+                        item.name
+                    );
+                    return self.fail("SnapshotIncludeNotFound", message).await;
+                }
+            }
+        }
+        let guard_name = self.guard().name_any();
+        let name = self.name();
+        let secret = snapshot::build(&SnapshotInput {
+            namespace: &self.namespace,
+            guard: &guard_name,
+            request: &name,
+            action: action_word(self.request.spec.action),
+            flags: &cm,
+            included: &included,
+            owner: self.guard().controller_owner_ref(&()),
+        });
+        let secret_name = secret.name_any();
+        match self.secrets.create(&PostParams::default(), &secret).await {
+            Ok(_) => {}
+            // Taken before a restart: the same request's snapshot is kept, never retaken.
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                let existing = self.secrets.get(&secret_name).await?;
+                if existing.annotations().get(crate::api::REQUEST_LABEL) != Some(&name) {
+                    let message = format!(
+                        "snapshot Secret {secret_name:?} already exists and belongs to another request"
+                    );
+                    return self.fail("SnapshotConflict", message).await;
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        crate::fault::point("snapshot-created", &name).await;
+
+        self.status.snapshot_ref = Some(LocalObjectReference {
+            name: secret_name.clone(),
+        });
+        let message = format!(
+            "ConfigMap {:?} (resourceVersion {}) and {} more object(s) saved in Secret {secret_name:?}",
+            cm.name_any(),
+            cm.resource_version().unwrap_or_default(),
+            included.len()
+        );
+        self.set_condition(
+            condition::SNAPSHOT_TAKEN,
+            TRUE,
+            "SnapshotTaken",
+            message.clone(),
+        );
+        let draining = self.request.spec.action == RequestAction::Rollback
+            && self.request.spec.mode == RequestMode::Graceful
+            && !self.guard().spec.rollback.hooks.pre_rollback.is_empty();
+        self.status.phase = Some(if draining {
+            RequestPhase::Draining
+        } else {
+            RequestPhase::DisablingFlags
+        });
+        self.record("SnapshotTaken", message.clone());
+        self.save().await?;
+        self.event(EventType::Normal, "SnapshotTaken", message)
+            .await;
+        self.prune_snapshots().await;
+        Ok(Flow::Next)
+    }
+
+    /// Keeps the newest `snapshot.retain` snapshots of the guard. Best effort: a failure
+    /// here never fails a rollback.
+    async fn prune_snapshots(&self) {
+        let guard = self.guard();
+        let selector = format!("{GUARD_LABEL}={}", snapshot::label_value(&guard.name_any()));
+        let Ok(list) = self
+            .secrets
+            .list(&ListParams::default().labels(&selector))
+            .await
+        else {
+            return;
+        };
+        let mine: Vec<_> = list
+            .items
+            .into_iter()
+            .filter(|s| s.type_.as_deref() == Some(SNAPSHOT_SECRET_TYPE))
+            .map(|s| (s.name_any(), s.metadata.creation_timestamp.map(|t| t.0)))
+            .collect();
+        let retain = usize::try_from(guard.spec.rollback.snapshot.retain)
+            .unwrap_or(1)
+            .max(1);
+        for name in snapshot::to_prune(mine, retain) {
+            if let Err(e) = self.secrets.delete(&name, &Default::default()).await {
+                tracing::warn!(snapshot = %name, error = %e, "could not prune snapshot");
+            }
+        }
+    }
+
+    // ---- hooks -----------------------------------------------------------------------
+
+    async fn call_hook(&mut self, stage: HookStage, index: usize) -> Result<Flow, Error> {
+        let hooks = &self.guard().spec.rollback.hooks;
+        let hook = match stage {
+            HookStage::PreRollback => hooks.pre_rollback[index].clone(),
+            HookStage::PostRollback => hooks.post_rollback[index].clone(),
+        };
+        self.status.hooks.push(HookCall {
+            stage,
+            index: index as u32,
+            url: hook.url.clone(),
+            outcome: HookOutcome::Calling,
+            message: String::new(),
+        });
+        self.save().await?;
+
+        let flags = self
+            .status
+            .flags_changed
+            .iter()
+            .flatten()
+            .map(|c| c.name.clone())
+            .collect::<Vec<_>>();
+        let flags = if flags.is_empty() && stage == HookStage::PreRollback {
+            flags::selected_flags(&self.guard().spec.flags, &self.selection())
+                .map(|f| f.into_iter().map(String::from).collect())
+                .unwrap_or_default()
+        } else {
+            flags
+        };
+        let name = self.name();
+        let guard_name = self.guard().name_any();
+        let payload = HookPayload {
+            stage,
+            namespace: &self.namespace,
+            guard: &guard_name,
+            request: &name,
+            requested_by: &self.request.spec.requested_by,
+            reason: &self.request.spec.reason,
+            flags: &flags,
+        };
+        let key = format!(
+            "{}-{stage:?}-{index}",
+            self.request.uid().unwrap_or_default()
+        );
+        let result = hooks::call(&self.ctx.http, &hook, &key, &payload).await;
+        crate::fault::point("hook-called", &name).await;
+
+        let record = self.status.hooks.last_mut().expect("pushed above");
+        let (outcome, message) = match &result {
+            Ok(()) => (
+                HookOutcome::Succeeded,
+                format!("POST {} succeeded", hook.url),
+            ),
+            Err(e) => (HookOutcome::Failed, e.clone()),
+        };
+        record.outcome = outcome;
+        record.message = message.clone();
+        self.record(&format!("{stage:?}Hook"), message.clone());
+        self.save().await?;
+        if result.is_err() {
+            self.event(
+                EventType::Warning,
+                "HookFailed",
+                format!("{message}; the rollback goes on"),
+            )
+            .await;
+        }
+        Ok(Flow::Next)
+    }
+
+    async fn abandon_hook(&mut self, stage: HookStage, index: usize) -> Result<Flow, Error> {
+        if let Some(record) = self
+            .status
+            .hooks
+            .iter_mut()
+            .find(|h| h.stage == stage && h.index as usize == index)
+        {
+            record.outcome = HookOutcome::Unknown;
+            record.message = "the operator restarted during this call; hooks are called at most once, so it is not repeated".into();
+        }
+        self.record(
+            &format!("{stage:?}Hook"),
+            "outcome unknown after an operator restart; not repeated",
+        );
+        self.save().await?;
+        Ok(Flow::Next)
+    }
+
+    // ---- flags -----------------------------------------------------------------------
+
+    async fn dry_run(&mut self) -> Result<Flow, Error> {
+        let cm = match self.get_flags().await? {
+            Ok(cm) => cm,
+            Err(message) => return self.fail("ConfigMapNotFound", message).await,
+        };
+        let plan = match self.request.spec.action {
+            RequestAction::Rollback => self.plan_rollback(&cm),
+            RequestAction::Restore => match self.restore_source().await? {
+                Ok((source, changes)) => {
+                    let snapshot_data = snapshot::flags_data(&source).unwrap_or_default();
+                    let data = cm.data.clone().unwrap_or_default();
+                    flags::plan_restore(
+                        &self.guard().spec.flags,
+                        &cm.name_any(),
+                        &data,
+                        &changes,
+                        &snapshot_data,
+                    )
+                    .map_err(|e| self.flag_error(e))
+                }
+                Err(message) => Err(message),
+            },
+        };
+        let plan = match plan {
+            Ok(plan) => plan,
+            Err(message) => return self.fail("InvalidFlags", message).await,
+        };
+        let names: Vec<_> = plan.changes.iter().map(|c| c.name.as_str()).collect();
+        let message = format!(
+            "dry run: would change {} flag(s){}{}; nothing was changed",
+            names.len(),
+            if names.is_empty() { "" } else { ": " },
+            names.join(", ")
+        );
+        self.status.flags_changed = Some(plan.changes);
+        self.status.conflicts = plan.conflicts;
+        self.status.phase = Some(RequestPhase::Succeeded);
+        self.status.message = Some(message.clone());
+        self.status.completed_at = Some(MicroTime(now()));
+        self.set_condition(condition::COMPLETE, TRUE, "DryRun", message.clone());
+        self.record("DryRun", message.clone());
+        self.save().await?;
+        self.event(EventType::Normal, "RollbackSucceeded", message)
+            .await;
+        Ok(Flow::Next)
+    }
+
+    async fn write_flags(&mut self) -> Result<Flow, Error> {
+        let uid = self.request.uid().unwrap_or_default();
+        let name = self.name();
+        // A write retried against the fresh object on conflict, so concurrent edits of other
+        // keys are never lost.
+        let (plan_changes, conflicts, written, cm) = loop {
+            let cm = match self.get_flags().await? {
+                Ok(cm) => cm,
+                Err(message) => return self.fail("ConfigMapNotFound", message).await,
+            };
+            let writing = conditions::status_of(&self.status.conditions, condition::FLAGS_DISABLED)
+                == Some(UNKNOWN);
+            if writing && cm.annotations().get(LAST_CHANGE_ANNOTATION) == Some(&uid) {
+                // Written before a restart: record it, do not write again.
+                let changes = self.status.flags_changed.clone().unwrap_or_default();
+                break (changes, self.status.conflicts.clone(), true, cm);
+            }
+            let data: Data = cm.data.clone().unwrap_or_default();
+            let plan = match self.request.spec.action {
+                RequestAction::Rollback => self.plan_rollback(&cm),
+                RequestAction::Restore => match self.restore_source().await? {
+                    Ok((source, changes)) => {
+                        let snapshot_data = snapshot::flags_data(&source).unwrap_or_default();
+                        flags::plan_restore(
+                            &self.guard().spec.flags,
+                            &cm.name_any(),
+                            &data,
+                            &changes,
+                            &snapshot_data,
+                        )
+                        .map_err(|e| self.flag_error(e))
+                    }
+                    Err(message) => Err(message),
+                },
+            };
+            let plan = match plan {
+                Ok(plan) => plan,
+                Err(message) => return self.fail("InvalidFlags", message).await,
+            };
+            if plan.is_empty() {
+                break (plan.changes, plan.conflicts, false, cm);
+            }
+            // The plan is recorded before the write, so a restart after the write still
+            // knows what changed.
+            self.status.flags_changed = Some(plan.changes.clone());
+            self.status.conflicts = plan.conflicts.clone();
+            self.set_condition(
+                condition::FLAGS_DISABLED,
+                UNKNOWN,
+                "Writing",
+                format!("writing {} flag(s)", plan.changes.len()),
+            );
+            self.save().await?;
+            let patch = json!({
+                "metadata": {
+                    "resourceVersion": cm.resource_version(),
+                    "annotations": { LAST_CHANGE_ANNOTATION: uid },
+                },
+                "data": plan.writes,
+            });
+            let params = PatchParams {
+                field_manager: Some("rollguard".into()),
+                ..Default::default()
+            };
+            match self
+                .config_maps
+                .patch(&cm.name_any(), &params, &Patch::Merge(&patch))
+                .await
+            {
+                Ok(updated) => {
+                    crate::fault::point("flags-written", &name).await;
+                    break (plan.changes, plan.conflicts, true, updated);
+                }
+                Err(e) if is_conflict(&e) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+
+        let at = now();
+        self.status.flags_changed = Some(plan_changes.clone());
+        self.status.conflicts = conflicts.clone();
+        self.status.flags_changed_at = Some(MicroTime(at));
+        let since_created = seconds_between(self.created(), at);
+        self.status
+            .durations
+            .get_or_insert_with(Durations::default)
+            .flag_disable = Some(since_created);
+        let names: Vec<_> = plan_changes.iter().map(|c| c.name.as_str()).collect();
+        let restore = self.request.spec.action == RequestAction::Restore;
+        let (reason, message) = match (restore, names.is_empty()) {
+            (false, true) => (
+                "AlreadyOff",
+                "every selected flag was already off; nothing to change".to_string(),
+            ),
+            (false, false) => (
+                "FlagsDisabled",
+                format!(
+                    "turned off {} flag(s) in ConfigMap {:?}: {}",
+                    names.len(),
+                    cm.name_any(),
+                    names.join(", ")
+                ),
+            ),
+            (true, _) => (
+                "FlagsRestored",
+                format!(
+                    "restored {} flag(s) in ConfigMap {:?}{}{}",
+                    names.len(),
+                    cm.name_any(),
+                    if names.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", names.join(", "))
+                    },
+                    if conflicts.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; left alone, edited since the rollback: {}",
+                            conflicts
+                                .iter()
+                                .map(|c| c.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    }
+                ),
+            ),
+        };
+        self.set_condition(condition::FLAGS_DISABLED, TRUE, reason, message.clone());
+        if !restore {
+            self.status.phase = Some(RequestPhase::Verifying);
+        }
+        self.record(reason, message.clone());
+        self.save().await?;
+        if !restore {
+            self.event(EventType::Normal, "FlagsDisabled", message)
+                .await;
+        }
+        if written && self.guard().spec.flags.refresh_pods {
+            self.refresh_pods(&cm).await;
+        }
+        Ok(Flow::Next)
+    }
+
+    /// Annotates pods that mount the flags ConfigMap as a volume, so the kubelet refreshes
+    /// the projected file now rather than after its sync period. Best effort.
+    async fn refresh_pods(&self, cm: &ConfigMap) {
+        let pods: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        let Ok(list) = pods.list(&ListParams::default()).await else {
+            return;
+        };
+        let cm_name = cm.name_any();
+        let revision = cm.resource_version().unwrap_or_default();
+        for pod in list.items {
+            let mounts = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.volumes.as_ref())
+                .is_some_and(|vs| {
+                    vs.iter()
+                        .any(|v| v.config_map.as_ref().is_some_and(|c| c.name == cm_name))
+                });
+            if mounts {
+                let patch =
+                    json!({"metadata": {"annotations": {FLAGS_REVISION_ANNOTATION: revision}}});
+                if let Err(e) = pods
+                    .patch(
+                        &pod.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await
+                {
+                    tracing::warn!(pod = %pod.name_any(), error = %e, "could not refresh pod");
+                }
+            }
+        }
+    }
+
+    // ---- verification ----------------------------------------------------------------
+
+    async fn verify(&mut self) -> Result<Flow, Error> {
+        let health = self.guard().spec.health.clone();
+        let timeout = health.timeout.to_std().unwrap_or(Duration::from_secs(120));
+        let started = self
+            .status
+            .flags_changed_at
+            .as_ref()
+            .map(|t| t.0)
+            .unwrap_or_else(now);
+        let problems = self.health_problems().await?;
+        let at = now();
+        if problems.is_empty() {
+            let since_created = seconds_between(self.created(), at);
+            self.status
+                .durations
+                .get_or_insert_with(Durations::default)
+                .health_verification = Some(since_created);
+            let message = format!(
+                "healthy {:.1}s after the flags changed",
+                seconds_between(started, at)
+            );
+            self.set_condition(condition::HEALTH_VERIFIED, TRUE, "Healthy", message.clone());
+            self.record("HealthVerified", message.clone());
+            self.save().await?;
+            self.event(EventType::Normal, "HealthVerified", message)
+                .await;
+            crate::fault::point("verified", &self.name()).await;
+            return Ok(Flow::Next);
+        }
+        let summary = problems.join("; ");
+        if at.duration_since(started).unsigned_abs() >= timeout {
+            let message = format!(
+                "not healthy within spec.health.timeout ({}): {summary}",
+                health.timeout
+            );
+            self.set_condition(
+                condition::HEALTH_VERIFIED,
+                FALSE,
+                "Unhealthy",
+                message.clone(),
+            );
+            self.event(EventType::Warning, "HealthCheckFailed", message.clone())
+                .await;
+            return self.fail("HealthCheckFailed", message).await;
+        }
+        let before = conditions::get(&self.status.conditions, condition::HEALTH_VERIFIED)
+            .map(|c| c.message.clone());
+        if before.as_deref() != Some(summary.as_str()) {
+            self.set_condition(condition::HEALTH_VERIFIED, UNKNOWN, "Verifying", summary);
+            self.save().await?;
+        }
+        Ok(Flow::Requeue(Duration::from_millis(500)))
+    }
+
+    /// What still stands between the guard and healthy (empty: healthy).
+    async fn health_problems(&self) -> Result<Vec<String>, Error> {
+        let guard = self.guard().clone();
+        let mut problems = Vec::new();
+        for w in &guard.spec.health.workloads {
+            let verdict = match w.kind {
+                WorkloadKind::Deployment => {
+                    match Api::<Deployment>::namespaced(self.ctx.client.clone(), &self.namespace)
+                        .get_opt(&w.name)
+                        .await?
+                    {
+                        Some(d) => crate::health::deployment_ready(&d),
+                        None => Err(format!("Deployment {:?} does not exist", w.name)),
+                    }
+                }
+                WorkloadKind::StatefulSet => {
+                    match Api::<StatefulSet>::namespaced(self.ctx.client.clone(), &self.namespace)
+                        .get_opt(&w.name)
+                        .await?
+                    {
+                        Some(s) => crate::health::statefulset_ready(&s),
+                        None => Err(format!("StatefulSet {:?} does not exist", w.name)),
+                    }
+                }
+            };
+            problems.extend(verdict.err());
+        }
+        for check in &guard.spec.health.http {
+            problems.extend(
+                crate::health::check_http(
+                    &self.ctx.http,
+                    &check.url,
+                    check.expect_status,
+                    Duration::from_secs(5),
+                )
+                .await
+                .err(),
+            );
+        }
+        let rollback_triggers: Vec<_> = guard
+            .spec
+            .triggers
+            .iter()
+            .filter(|t| t.action == TriggerAction::Rollback)
+            .collect();
+        if rollback_triggers.is_empty() {
+            return Ok(problems);
+        }
+        let address = guard
+            .spec
+            .prometheus
+            .as_ref()
+            .and_then(|p| p.address.clone())
+            .or_else(|| self.ctx.default_prometheus_url.clone());
+        let Some(address) = address else {
+            problems.push("no Prometheus address: set spec.prometheus.address or the operator's --prometheus-url".into());
+            return Ok(problems);
+        };
+        let timeout = guard
+            .spec
+            .prometheus
+            .as_ref()
+            .and_then(|p| p.timeout.to_std().ok())
+            .unwrap_or(Duration::from_secs(5));
+        let auth = self.prometheus_auth(&guard).await?;
+        for trigger in rollback_triggers {
+            let current = self
+                .ctx
+                .prometheus
+                .instant(&address, &trigger.query, timeout, auth.as_ref())
+                .await;
+            let baseline = match &trigger.baseline {
+                Some(b) => self
+                    .ctx
+                    .prometheus
+                    .instant(&address, &b.query, timeout, auth.as_ref())
+                    .await
+                    .map(Some),
+                None => Ok(None),
+            };
+            match (current, baseline) {
+                (Ok(current), Ok(baseline)) => {
+                    let reading =
+                        triggers::evaluate(trigger, &current, baseline.as_deref().unwrap_or(&[]));
+                    if reading.breaching {
+                        let value = reading
+                            .value
+                            .map_or("no data".to_string(), |v| v.to_string());
+                        problems.push(format!(
+                            "trigger {:?} still breaching (value {value})",
+                            trigger.name
+                        ));
+                    }
+                }
+                (Err(e), _) | (_, Err(e)) => problems.push(format!(
+                    "trigger {:?} could not be evaluated: {e}",
+                    trigger.name
+                )),
+            }
+        }
+        Ok(problems)
+    }
+
+    async fn prometheus_auth(&self, guard: &RolloutGuard) -> Result<Option<Auth>, Error> {
+        let Some(secret_ref) = guard
+            .spec
+            .prometheus
+            .as_ref()
+            .and_then(|p| p.auth_secret_ref.as_ref())
+        else {
+            return Ok(None);
+        };
+        let Some(secret) = self.secrets.get_opt(&secret_ref.name).await? else {
+            return Ok(None);
+        };
+        let data = secret.data.unwrap_or_default();
+        let get = |k: &str| {
+            data.get(k)
+                .map(|v| String::from_utf8_lossy(&v.0).trim().to_string())
+        };
+        Ok(match (get("token"), get("username"), get("password")) {
+            (Some(token), _, _) => Some(Auth::Bearer(token)),
+            (None, Some(username), Some(password)) => Some(Auth::Basic { username, password }),
+            _ => None,
+        })
+    }
+
+    // ---- completion ------------------------------------------------------------------
+
+    async fn succeed(&mut self) -> Result<Flow, Error> {
+        let at = now();
+        let slo = self.guard().spec.slo.clone();
+        let since_created = seconds_between(self.created(), at);
+        let durations = self.status.durations.get_or_insert_with(Durations::default);
+        durations.total = Some(since_created);
+        let targets = [
+            ("flagDisable", durations.flag_disable, &slo.flag_disable),
+            ("notification", durations.notification, &slo.notification),
+            (
+                "healthVerification",
+                durations.health_verification,
+                &slo.health_verification,
+            ),
+            ("total", durations.total, &slo.total),
+        ];
+        let missed: Vec<String> = targets
+            .iter()
+            .filter(|(_, took, target)| matches!((took, target.to_std()), (Some(took), Ok(t)) if *took > t.as_secs_f64()))
+            .map(|(name, _, _)| name.to_string())
+            .collect();
+        self.status.slo = Some(SloOutcome {
+            met: missed.is_empty(),
+            missed,
+        });
+        self.status.phase = Some(RequestPhase::Succeeded);
+        self.status.completed_at = Some(MicroTime(at));
+        let changed = self.status.flags_changed.as_ref().map_or(0, Vec::len);
+        let restore = self.request.spec.action == RequestAction::Restore;
+        let message = if restore {
+            format!(
+                "restored {changed} flag(s) from snapshot {:?}; {} conflict(s)",
+                self.status
+                    .restored_from
+                    .as_ref()
+                    .map(|r| r.name.as_str())
+                    .unwrap_or_default(),
+                self.status.conflicts.len()
+            )
+        } else {
+            format!(
+                "rolled back {changed} flag(s) in {:.3}s (flags off after {:.3}s)",
+                self.status
+                    .durations
+                    .as_ref()
+                    .and_then(|d| d.total)
+                    .unwrap_or_default(),
+                self.status
+                    .durations
+                    .as_ref()
+                    .and_then(|d| d.flag_disable)
+                    .unwrap_or_default()
+            )
+        };
+        self.status.message = Some(message.clone());
+        self.set_condition(condition::COMPLETE, TRUE, "Succeeded", message.clone());
+        self.record("Succeeded", message.clone());
+        self.save().await?;
+        let reason = if restore {
+            "RestoreSucceeded"
+        } else {
+            "RollbackSucceeded"
+        };
+        self.event(EventType::Normal, reason, message.clone()).await;
+        self.guard_event(
+            EventType::Normal,
+            reason,
+            format!("{}: {message}", self.name()),
+        )
+        .await;
+        Ok(Flow::Next)
+    }
+}
+
+fn action_word(action: RequestAction) -> &'static str {
+    match action {
+        RequestAction::Rollback => "rollback",
+        RequestAction::Restore => "restore",
+    }
+}

@@ -1,0 +1,160 @@
+//! The rollback state machine's one decision: given the request (its spec and the progress
+//! recorded in its status) and what the reconciler observed, what is the next step?
+//! Pure: every step's completion is in status, so after a crash the same inputs give the
+//! step that was interrupted, never one already done (SPEC §2 "Rollback steps").
+
+use crate::api::request::{
+    HookOutcome, HookStage, RequestAction, RequestMode, RequestPhase, RollbackRequestSpec,
+    RollbackRequestStatus,
+};
+use crate::conditions::{self, is_true};
+
+/// Condition types of a RollbackRequest (SPEC §1).
+pub mod condition {
+    pub const SNAPSHOT_TAKEN: &str = "SnapshotTaken";
+    pub const FLAGS_DISABLED: &str = "FlagsDisabled";
+    pub const NOTIFIED: &str = "Notified";
+    pub const HEALTH_VERIFIED: &str = "HealthVerified";
+    pub const COMPLETE: &str = "Complete";
+    pub const FAILED: &str = "Failed";
+}
+
+/// Who holds the guard's one rollback slot, as the reconciler found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// This request holds it (guard `status.activeRollback` names it).
+    Held,
+    /// Nobody holds it, and no older request of the guard is waiting.
+    Free,
+    /// Another request holds it or is older in the queue.
+    Behind(String),
+}
+
+/// What the reconciler observed besides the request itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    /// false: the guard named by `spec.guardRef` does not exist.
+    pub guard_exists: bool,
+    pub slot: Slot,
+    /// Pre/post hooks configured on the guard.
+    pub pre_hooks: usize,
+    pub post_hooks: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Terminal and released: nothing to do.
+    Done,
+    /// Terminal, but the guard still names this request: free the slot.
+    Release,
+    /// Fail before any side effect (bad input).
+    Fail {
+        reason: &'static str,
+        message: String,
+    },
+    /// Pending behind another request of the same guard.
+    Wait { behind: String },
+    /// Take the guard's rollback slot.
+    Claim,
+    /// Copy the flags ConfigMap and `snapshot.include` into the snapshot Secret.
+    Snapshot,
+    /// Record a hook call as under way, then call it.
+    CallHook { stage: HookStage, index: usize },
+    /// A hook call was under way when the operator stopped: record its outcome as unknown
+    /// (hooks are called at most once).
+    AbandonHook { stage: HookStage, index: usize },
+    /// dryRun: compute and record the change, touch nothing.
+    DryRun,
+    /// Write the flags (rollback: off; restore: back from the snapshot).
+    WriteFlags,
+    /// Wait for health within `health.timeout`.
+    Verify,
+    /// All done: record durations and the SLO outcome, phase Succeeded.
+    Succeed,
+}
+
+pub fn is_terminal(phase: Option<RequestPhase>) -> bool {
+    matches!(
+        phase,
+        Some(RequestPhase::Succeeded | RequestPhase::Failed | RequestPhase::Superseded)
+    )
+}
+
+pub fn next_step(
+    spec: &RollbackRequestSpec,
+    status: &RollbackRequestStatus,
+    observed: &Observed,
+) -> Step {
+    if is_terminal(status.phase) {
+        return if observed.slot == Slot::Held {
+            Step::Release
+        } else {
+            Step::Done
+        };
+    }
+    if !observed.guard_exists {
+        return Step::Fail {
+            reason: "GuardNotFound",
+            message: format!(
+                "spec.guardRef.name: RolloutGuard {:?} does not exist in this namespace",
+                spec.guard_ref.name
+            ),
+        };
+    }
+    match &observed.slot {
+        Slot::Behind(other) => {
+            return Step::Wait {
+                behind: other.clone(),
+            };
+        }
+        Slot::Free => return Step::Claim,
+        Slot::Held => {}
+    }
+    let c = &status.conditions;
+    if spec.dry_run {
+        return Step::DryRun;
+    }
+    if !is_true(c, condition::SNAPSHOT_TAKEN) {
+        return Step::Snapshot;
+    }
+    let graceful_rollback =
+        spec.action == RequestAction::Rollback && spec.mode == RequestMode::Graceful;
+    if graceful_rollback
+        && let Some(step) = next_hook(status, HookStage::PreRollback, observed.pre_hooks)
+    {
+        return step;
+    }
+    if !is_true(c, condition::FLAGS_DISABLED) {
+        return Step::WriteFlags;
+    }
+    if spec.action == RequestAction::Rollback
+        && conditions::status_of(c, condition::HEALTH_VERIFIED) != Some(conditions::TRUE)
+    {
+        return Step::Verify;
+    }
+    if graceful_rollback
+        && let Some(step) = next_hook(status, HookStage::PostRollback, observed.post_hooks)
+    {
+        return step;
+    }
+    Step::Succeed
+}
+
+/// The first hook of `stage` not yet finished.
+fn next_hook(status: &RollbackRequestStatus, stage: HookStage, count: usize) -> Option<Step> {
+    (0..count).find_map(|index| {
+        let record = status
+            .hooks
+            .iter()
+            .find(|h| h.stage == stage && h.index as usize == index);
+        match record.map(|h| h.outcome) {
+            None => Some(Step::CallHook { stage, index }),
+            Some(HookOutcome::Calling) => Some(Step::AbandonHook { stage, index }),
+            Some(_) => None,
+        }
+    })
+}
+
+#[cfg(test)]
+#[path = "step_tests.rs"]
+mod tests;

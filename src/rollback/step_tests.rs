@@ -1,0 +1,264 @@
+use super::condition::*;
+use super::*;
+use crate::api::request::HookCall;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+fn spec(action: &str, mode: &str) -> RollbackRequestSpec {
+    serde_json::from_value(serde_json::json!({
+        "guardRef": {"name": "g"}, "requestedBy": "ops", "action": action, "mode": mode,
+    }))
+    .unwrap()
+}
+
+fn held(pre: usize, post: usize) -> Observed {
+    Observed {
+        guard_exists: true,
+        slot: Slot::Held,
+        pre_hooks: pre,
+        post_hooks: post,
+    }
+}
+
+fn with(conditions: &[&str]) -> RollbackRequestStatus {
+    let mut status = RollbackRequestStatus::default();
+    for c in conditions {
+        crate::conditions::set(
+            &mut status.conditions,
+            c,
+            "True",
+            "Done",
+            "",
+            None,
+            Time(jiff::Timestamp::UNIX_EPOCH),
+        );
+    }
+    status
+}
+
+fn hook(stage: HookStage, index: u32, outcome: HookOutcome) -> HookCall {
+    HookCall {
+        stage,
+        index,
+        url: "http://h".into(),
+        outcome,
+        message: String::new(),
+    }
+}
+
+/// Drives the machine as the reconciler would, marking each step done, and returns the
+/// sequence of steps.
+fn walk(spec: &RollbackRequestSpec, observed: &Observed) -> Vec<Step> {
+    let mut status = RollbackRequestStatus::default();
+    let mut steps = Vec::new();
+    let mut observed = observed.clone();
+    for _ in 0..20 {
+        let step = next_step(spec, &status, &observed);
+        steps.push(step.clone());
+        match step {
+            Step::Claim => observed.slot = Slot::Held,
+            Step::Snapshot => status = merge(status, SNAPSHOT_TAKEN),
+            Step::CallHook { stage, index } => {
+                status
+                    .hooks
+                    .push(hook(stage, index as u32, HookOutcome::Succeeded))
+            }
+            Step::WriteFlags => status = merge(status, FLAGS_DISABLED),
+            Step::Verify => status = merge(status, HEALTH_VERIFIED),
+            Step::Succeed | Step::DryRun => status.phase = Some(RequestPhase::Succeeded),
+            Step::Release => observed.slot = Slot::Free,
+            Step::Done | Step::Wait { .. } | Step::Fail { .. } | Step::AbandonHook { .. } => break,
+        }
+    }
+    steps
+}
+
+fn merge(mut status: RollbackRequestStatus, condition: &str) -> RollbackRequestStatus {
+    crate::conditions::set(
+        &mut status.conditions,
+        condition,
+        "True",
+        "Done",
+        "",
+        None,
+        Time(jiff::Timestamp::UNIX_EPOCH),
+    );
+    status
+}
+
+#[test]
+fn graceful_rollback_snapshots_then_drains_then_flags_then_verifies_then_resumes() {
+    let free = Observed {
+        slot: Slot::Free,
+        ..held(2, 1)
+    };
+    let pre = |index| Step::CallHook {
+        stage: HookStage::PreRollback,
+        index,
+    };
+    let post = |index| Step::CallHook {
+        stage: HookStage::PostRollback,
+        index,
+    };
+    assert_eq!(
+        walk(&spec("rollback", "graceful"), &free),
+        vec![
+            Step::Claim,
+            Step::Snapshot,
+            pre(0),
+            pre(1),
+            Step::WriteFlags,
+            Step::Verify,
+            post(0),
+            Step::Succeed,
+            Step::Release,
+            Step::Done
+        ]
+    );
+}
+
+#[test]
+fn immediate_rollback_skips_hooks() {
+    assert_eq!(
+        walk(&spec("rollback", "immediate"), &held(2, 1)),
+        vec![
+            Step::Snapshot,
+            Step::WriteFlags,
+            Step::Verify,
+            Step::Succeed,
+            Step::Release,
+            Step::Done
+        ]
+    );
+}
+
+#[test]
+fn restore_snapshots_then_writes_without_hooks_or_verification() {
+    assert_eq!(
+        walk(&spec("restore", "graceful"), &held(2, 1)),
+        vec![
+            Step::Snapshot,
+            Step::WriteFlags,
+            Step::Succeed,
+            Step::Release,
+            Step::Done
+        ]
+    );
+}
+
+#[test]
+fn dry_run_touches_nothing() {
+    let mut s = spec("rollback", "graceful");
+    s.dry_run = true;
+    assert_eq!(
+        walk(&s, &held(2, 1)),
+        vec![Step::DryRun, Step::Release, Step::Done]
+    );
+}
+
+#[test]
+fn a_second_request_waits_behind_the_one_in_flight() {
+    let observed = Observed {
+        slot: Slot::Behind("first".into()),
+        ..held(0, 0)
+    };
+    assert_eq!(
+        next_step(
+            &spec("rollback", "graceful"),
+            &RollbackRequestStatus::default(),
+            &observed
+        ),
+        Step::Wait {
+            behind: "first".into()
+        }
+    );
+}
+
+#[test]
+fn a_missing_guard_fails_naming_the_field_and_value() {
+    let observed = Observed {
+        guard_exists: false,
+        slot: Slot::Free,
+        pre_hooks: 0,
+        post_hooks: 0,
+    };
+    match next_step(
+        &spec("rollback", "graceful"),
+        &RollbackRequestStatus::default(),
+        &observed,
+    ) {
+        Step::Fail { message, .. } => assert_eq!(
+            message,
+            "spec.guardRef.name: RolloutGuard \"g\" does not exist in this namespace"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn resuming_after_each_step_never_repeats_a_finished_step() {
+    let s = spec("rollback", "graceful");
+    // After the snapshot: next is the first hook, not another snapshot.
+    assert_eq!(
+        next_step(&s, &with(&[SNAPSHOT_TAKEN]), &held(1, 0)),
+        Step::CallHook {
+            stage: HookStage::PreRollback,
+            index: 0
+        }
+    );
+    // A hook recorded as under way when the operator died is not called again.
+    let mut status = with(&[SNAPSHOT_TAKEN]);
+    status
+        .hooks
+        .push(hook(HookStage::PreRollback, 0, HookOutcome::Calling));
+    assert_eq!(
+        next_step(&s, &status, &held(1, 0)),
+        Step::AbandonHook {
+            stage: HookStage::PreRollback,
+            index: 0
+        }
+    );
+    status.hooks[0].outcome = HookOutcome::Unknown;
+    assert_eq!(next_step(&s, &status, &held(1, 0)), Step::WriteFlags);
+    // A failed hook does not stop the rollback.
+    status.hooks[0].outcome = HookOutcome::Failed;
+    assert_eq!(next_step(&s, &status, &held(1, 0)), Step::WriteFlags);
+    // After the flags: verification, not another write.
+    assert_eq!(
+        next_step(&s, &with(&[SNAPSHOT_TAKEN, FLAGS_DISABLED]), &held(0, 0)),
+        Step::Verify
+    );
+    assert_eq!(
+        next_step(
+            &s,
+            &with(&[SNAPSHOT_TAKEN, FLAGS_DISABLED, HEALTH_VERIFIED]),
+            &held(0, 0)
+        ),
+        Step::Succeed
+    );
+}
+
+#[test]
+fn terminal_requests_release_the_slot_once_and_then_rest() {
+    for phase in [
+        RequestPhase::Succeeded,
+        RequestPhase::Failed,
+        RequestPhase::Superseded,
+    ] {
+        let status = RollbackRequestStatus {
+            phase: Some(phase),
+            ..Default::default()
+        };
+        assert_eq!(
+            next_step(&spec("rollback", "graceful"), &status, &held(0, 0)),
+            Step::Release
+        );
+        let free = Observed {
+            slot: Slot::Free,
+            ..held(0, 0)
+        };
+        assert_eq!(
+            next_step(&spec("rollback", "graceful"), &status, &free),
+            Step::Done
+        );
+    }
+}
