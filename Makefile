@@ -13,7 +13,7 @@ build: ## Build the operator and the kubectl plugin
 
 lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --all-targets --features fault-injection -- -D warnings
 
 crds: ## Regenerate crds/ and the chart's CRDs from the Rust types
 	$(CARGO) run --locked --quiet --bin rollguard -- crd > crds/rollguard.dev.yaml
@@ -31,8 +31,9 @@ cluster-down: ## Stop exactly what cluster-up started and remove its state
 unit: ## Unit tests only (no cluster)
 	$(CARGO) test --locked --lib --bins
 
+# Tests build the operator with test-only fault points (crash-resume tests); release builds never have them.
 test: lint cluster-up ## Lint, then unit and integration tests against the local control plane
-	source $(CLUSTER_ENV) && $(CARGO) test --locked --all-targets
+	source $(CLUSTER_ENV) && $(CARGO) test --locked --all-targets --features fault-injection
 
 demo: ## The whole story on this machine (arrives with the demo issue)
 	@echo "make demo is not built yet: it arrives with the demo issue; see README.md" >&2; exit 2

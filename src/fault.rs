@@ -6,7 +6,8 @@
 //! `ROLLGUARD_FAULT_POINT=<point>` arms one point; `ROLLGUARD_FAULT_REQUEST=<name>`
 //! limits it to one RollbackRequest.
 
-/// Points: `snapshot-created`, `hook-called`, `flags-written`, `verified`.
+/// Points: `snapshot-created`, `preRollback-hook-called`, `flags-written`, `verified`,
+/// `postRollback-hook-called`.
 #[cfg(feature = "fault-injection")]
 pub async fn point(name: &str, request: &str) {
     let armed = std::env::var("ROLLGUARD_FAULT_POINT").is_ok_and(|p| p == name)

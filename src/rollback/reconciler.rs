@@ -682,7 +682,7 @@ impl Run {
             self.request.uid().unwrap_or_default()
         );
         let result = hooks::call(&self.ctx.http, &hook, &key, &payload).await;
-        crate::fault::point("hook-called", &name).await;
+        crate::fault::point(&format!("{}-hook-called", hook_stage_word(stage)), &name).await;
 
         let record = self.status.hooks.last_mut().expect("pushed above");
         let (outcome, message) = match &result {
@@ -1210,6 +1210,13 @@ impl Run {
         )
         .await;
         Ok(Flow::Next)
+    }
+}
+
+fn hook_stage_word(stage: HookStage) -> &'static str {
+    match stage {
+        HookStage::PreRollback => "preRollback",
+        HookStage::PostRollback => "postRollback",
     }
 }
 

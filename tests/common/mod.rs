@@ -200,3 +200,73 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The operator, running as its own process (`rollguard run`) scoped to one namespace.
+pub struct Operator {
+    child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    /// Whether the log holds `needle` yet.
+    pub fn log_contains(&self, needle: &str) -> bool {
+        std::fs::read_to_string(&self.log).is_ok_and(|l| l.contains(needle))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no shutdown code runs, as in a node or OOM kill.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Cluster {
+    pub fn start_operator(&self, namespace: &str, env: &[(&str, &str)]) -> Operator {
+        let dir = repo().join("target/test-logs");
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join(format!("operator-{namespace}-{}.log", unique_suffix()));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rollguard"));
+        cmd.args([
+            "run",
+            "--namespace",
+            namespace,
+            "--prometheus-url",
+            &self.prometheus_url,
+        ])
+        .arg("--kubeconfig")
+        .arg(&self.kubeconfig)
+        .env("RUST_LOG", "info,rollguard=debug,kube=warn")
+        .env_remove("ROLLGUARD_FAULT_POINT")
+        .env_remove("ROLLGUARD_FAULT_REQUEST")
+        .stdout(file.try_clone().unwrap())
+        .stderr(file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Operator {
+            child: cmd.spawn().expect("start rollguard run"),
+            log,
+        }
+    }
+
+    /// Applies a multi-document YAML manifest with kubectl (as users do).
+    pub fn apply(&self, yaml: &str) {
+        let file = std::env::temp_dir().join(format!("rollguard-test-{}.yaml", unique_suffix()));
+        std::fs::write(&file, yaml).unwrap();
+        let (ok, out, err) = self.kubectl(&["apply", "-f", file.to_str().unwrap()]);
+        let _ = std::fs::remove_file(&file);
+        assert!(ok, "kubectl apply failed:\n{out}\n{err}\n---\n{yaml}");
+    }
+}

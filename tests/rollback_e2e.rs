@@ -1,0 +1,852 @@
+//! RollbackRequests end to end: the operator runs as its own process against the real
+//! kube-apiserver; the tests act as users (kubectl apply, API clients) and assert on the
+//! ConfigMap, the snapshot Secret, the request's status and Events.
+
+mod common;
+
+use axum::{Json, Router, extract::State, routing::post};
+use common::{Cluster, Operator, cluster, wait_until};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use rollguard::api::request::{HookOutcome, RequestPhase};
+use rollguard::api::{RollbackRequest, RolloutGuard};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const FLAGD_DOC: &str = r#"{
+  "$schema": "https://flagd.dev/schema/v0/flags.json",
+  "flags": {
+    "completion_validation_system": {
+      "state": "ENABLED",
+      "variants": {"on": true, "off": false},
+      "defaultVariant": "on",
+      "targeting": {"if": [{"in": ["@example.com", {"var": "email"}]}, "on", "off"]}
+    },
+    "completion_validation_ui": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"},
+    "unrelated": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on", "metadata": {"owner": "team-b"}}
+  },
+  "metadata": {"version": "3"}
+}
+"#;
+
+struct Env {
+    cluster: Cluster,
+    ns: String,
+    _operator: Option<Operator>,
+}
+
+async fn setup(test: &str) -> Option<Env> {
+    let cluster = cluster(test).await?;
+    cluster.install_crds().await;
+    let ns = cluster
+        .namespace(&test.replace('_', "-").chars().take(30).collect::<String>())
+        .await;
+    let operator = cluster.start_operator(&ns, &[]);
+    Some(Env {
+        cluster,
+        ns,
+        _operator: Some(operator),
+    })
+}
+
+impl Env {
+    fn requests(&self) -> Api<RollbackRequest> {
+        Api::namespaced(self.cluster.client.clone(), &self.ns)
+    }
+    fn config_maps(&self) -> Api<ConfigMap> {
+        Api::namespaced(self.cluster.client.clone(), &self.ns)
+    }
+    fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.cluster.client.clone(), &self.ns)
+    }
+
+    fn plain_flags(&self, name: &str, data: &[(&str, &str)]) {
+        let data: BTreeMap<_, _> = data.iter().cloned().collect();
+        self.cluster.apply(&format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: {}}}\ndata: {}\n",
+            self.ns,
+            serde_json::to_string(&data).unwrap()
+        ));
+    }
+
+    /// A guard; `spec` is YAML (flow style) merged under `spec:`.
+    fn guard(&self, name: &str, spec: &str) {
+        self.cluster.apply(&format!(
+            "apiVersion: rollguard.dev/v1alpha1\nkind: RolloutGuard\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{spec}\n",
+            ns = self.ns
+        ));
+    }
+
+    fn request(&self, name: &str, spec: &str) {
+        self.cluster.apply(&format!(
+            "apiVersion: rollguard.dev/v1alpha1\nkind: RollbackRequest\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{spec}\n",
+            ns = self.ns
+        ));
+    }
+
+    /// Waits until the request is Succeeded or Failed and returns it.
+    async fn finished(&self, name: &str) -> RollbackRequest {
+        let api = self.requests();
+        wait_until(
+            Duration::from_secs(30),
+            &format!("request {name} to finish"),
+            || {
+                let api = api.clone();
+                let name = name.to_string();
+                async move {
+                    let r = api.get(&name).await.ok()?;
+                    let phase = r.status.as_ref()?.phase?;
+                    matches!(phase, RequestPhase::Succeeded | RequestPhase::Failed).then_some(r)
+                }
+            },
+        )
+        .await
+    }
+
+    async fn data(&self, cm: &str) -> BTreeMap<String, String> {
+        self.config_maps()
+            .get(cm)
+            .await
+            .unwrap()
+            .data
+            .unwrap_or_default()
+    }
+
+    async fn events_for(&self, name: &str) -> Vec<Event> {
+        let events: Api<Event> = Api::namespaced(self.cluster.client.clone(), &self.ns);
+        events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(name))
+            .collect()
+    }
+}
+
+fn phase(r: &RollbackRequest) -> Option<RequestPhase> {
+    r.status.as_ref().and_then(|s| s.phase)
+}
+
+fn assert_succeeded(r: &RollbackRequest) {
+    let status = r.status.as_ref().unwrap();
+    assert_eq!(status.phase, Some(RequestPhase::Succeeded), "{:#?}", status);
+    assert!(rollguard::conditions::is_true(
+        &status.conditions,
+        "Complete"
+    ));
+}
+
+#[tokio::test]
+async fn plain_rollback_changes_exactly_the_selected_keys_and_snapshots_the_state_before() {
+    let Some(env) = setup("plain_rollback").await else {
+        return;
+    };
+    env.plain_flags(
+        "ff",
+        &[
+            ("a", "true"),
+            ("b", "true"),
+            ("c", "true"),
+            ("colour", "red"),
+        ],
+    );
+    env.guard(
+        "g",
+        "  flags: {configMapRef: {name: ff}, guarded: [a, b, c]}",
+    );
+    let before = env.config_maps().get("ff").await.unwrap();
+
+    env.request(
+        "only-a",
+        "  guardRef: {name: g}\n  requestedBy: ops_team\n  reason: incident 42\n  flags: [a]",
+    );
+    let r = env.finished("only-a").await;
+    assert_succeeded(&r);
+    let after = env.data("ff").await;
+    assert_eq!(after["a"], "false");
+    assert_eq!(
+        (
+            after["b"].as_str(),
+            after["c"].as_str(),
+            after["colour"].as_str()
+        ),
+        ("true", "true", "red")
+    );
+    let status = r.status.clone().unwrap();
+    let changed = status.flags_changed.unwrap();
+    assert_eq!(changed.len(), 1);
+    assert_eq!(
+        (
+            changed[0].name.as_str(),
+            changed[0].from.as_str(),
+            changed[0].to.as_str()
+        ),
+        ("a", "true", "false")
+    );
+    let durations = status.durations.unwrap();
+    assert!(durations.flag_disable.unwrap() <= durations.total.unwrap());
+    assert!(status.slo.unwrap().met);
+    let steps: Vec<_> = status.timeline.iter().map(|t| t.step.as_str()).collect();
+    assert_eq!(
+        steps,
+        [
+            "Accepted",
+            "SnapshotTaken",
+            "FlagsDisabled",
+            "HealthVerified",
+            "Succeeded"
+        ]
+    );
+
+    // The snapshot holds the ConfigMap as it was before: data, uid and resourceVersion.
+    let snap = env.secrets().get("g-snap-only-a").await.unwrap();
+    assert_eq!(snap.type_.as_deref(), Some("rollguard.dev/snapshot"));
+    let labels = snap.metadata.labels.clone().unwrap();
+    assert_eq!(
+        (
+            labels["rollguard.dev/guard"].as_str(),
+            labels["rollguard.dev/request"].as_str()
+        ),
+        ("g", "only-a")
+    );
+    let captured: serde_json::Value =
+        serde_json::from_slice(&snap.data.unwrap()["flags-configmap.json"].0).unwrap();
+    assert_eq!(captured["uid"].as_str(), before.metadata.uid.as_deref());
+    assert_eq!(
+        captured["resourceVersion"].as_str(),
+        before.metadata.resource_version.as_deref()
+    );
+    assert_eq!(
+        captured["data"],
+        serde_json::to_value(before.data.unwrap()).unwrap()
+    );
+
+    let reasons: Vec<_> = env
+        .events_for("only-a")
+        .await
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    for reason in [
+        "SnapshotTaken",
+        "FlagsDisabled",
+        "HealthVerified",
+        "RollbackSucceeded",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r == reason),
+            "no {reason} Event in {reasons:?}"
+        );
+    }
+    let guard = Api::<RolloutGuard>::namespaced(env.cluster.client.clone(), &env.ns)
+        .get("g")
+        .await
+        .unwrap();
+    let gs = guard.status.unwrap();
+    assert_eq!(
+        gs.phase,
+        Some(rollguard::api::guard::GuardPhase::RolledBack)
+    );
+    assert_eq!(gs.active_rollback, None);
+    assert_eq!(gs.last_rollback.unwrap().name, "only-a");
+
+    // A request whose flags are already off succeeds with an empty flagsChanged.
+    env.request(
+        "again-a",
+        "  guardRef: {name: g}\n  requestedBy: ops_team\n  flags: [a]",
+    );
+    let r = env.finished("again-a").await;
+    assert_succeeded(&r);
+    assert_eq!(r.status.unwrap().flags_changed, Some(vec![]));
+}
+
+#[tokio::test]
+async fn flagd_rollback_switches_variants_and_keeps_the_rest_of_the_document() {
+    let Some(env) = setup("flagd_rollback").await else {
+        return;
+    };
+    let cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "flagd", "namespace": env.ns}, "data": {"flags.flagd.json": FLAGD_DOC, "other": "x"}});
+    env.cluster.apply(&cm.to_string());
+    env.guard(
+        "g",
+        "  flags: {configMapRef: {name: flagd}, format: flagd, key: flags.flagd.json, guarded: [completion_validation_system, completion_validation_ui]}",
+    );
+    env.request(
+        "disable",
+        "  guardRef: {name: g}\n  requestedBy: ops_team\n  mode: immediate",
+    );
+    assert_succeeded(&env.finished("disable").await);
+
+    let data = env.data("flagd").await;
+    assert_eq!(data["other"], "x");
+    let got: serde_json::Value = serde_json::from_str(&data["flags.flagd.json"]).unwrap();
+    let mut want: serde_json::Value = serde_json::from_str(FLAGD_DOC).unwrap();
+    want["flags"]["completion_validation_system"]["defaultVariant"] = "off".into();
+    want["flags"]["completion_validation_system"]
+        .as_object_mut()
+        .unwrap()
+        .remove("targeting");
+    want["flags"]["completion_validation_ui"]["defaultVariant"] = "off".into();
+    assert_eq!(got, want);
+}
+
+#[tokio::test]
+async fn a_concurrent_writer_loses_none_of_its_writes_during_twenty_rollbacks() {
+    let Some(env) = setup("concurrent_writer").await else {
+        return;
+    };
+    // 20 guarded flagd flags plus one the writer edits inside the same document, so every
+    // rollback rewrites the key the writer is editing.
+    let mut flags = serde_json::Map::new();
+    for i in 0..20 {
+        flags.insert(format!("f{i}"), serde_json::json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"}));
+    }
+    flags.insert("counter".into(), serde_json::json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on", "metadata": {"n": 0}}));
+    let doc = serde_json::to_string_pretty(&serde_json::json!({"flags": flags})).unwrap();
+    let cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "flagd", "namespace": env.ns}, "data": {"flags.json": doc}});
+    env.cluster.apply(&cm.to_string());
+    let guarded: Vec<String> = (0..20).map(|i| format!("f{i}")).collect();
+    env.guard("g", &format!("  flags: {{configMapRef: {{name: flagd}}, format: flagd, key: flags.json, guarded: [{}]}}", guarded.join(", ")));
+
+    // The writer: read-modify-write with resourceVersion (as a careful tool does), plus
+    // plain keys of its own; it counts only writes the API server acknowledged.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let api = env.config_maps();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut acknowledged = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let cm = api.get("flagd").await.unwrap();
+                let mut doc: serde_json::Value =
+                    serde_json::from_str(&cm.data.as_ref().unwrap()["flags.json"]).unwrap();
+                // Increment what was read: an edit lost to a stale overwrite shows as a count
+                // below the number of acknowledged writes.
+                let n = doc["flags"]["counter"]["metadata"]["n"].as_u64().unwrap();
+                doc["flags"]["counter"]["metadata"]["n"] = (n + 1).into();
+                let patch = serde_json::json!({
+                    "metadata": {"resourceVersion": cm.metadata.resource_version},
+                    "data": {"flags.json": serde_json::to_string_pretty(&doc).unwrap(), format!("w{}", acknowledged + 1): "written"}
+                });
+                match api
+                    .patch("flagd", &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => acknowledged += 1,
+                    Err(kube::Error::Api(s)) if s.code == 409 => {}
+                    Err(e) => panic!("writer: {e}"),
+                }
+            }
+            acknowledged
+        })
+    };
+    for i in 0..20 {
+        env.request(
+            &format!("r{i}"),
+            &format!(
+                "  guardRef: {{name: g}}\n  requestedBy: ops\n  mode: immediate\n  flags: [f{i}]"
+            ),
+        );
+    }
+    for i in 0..20 {
+        assert_succeeded(&env.finished(&format!("r{i}")).await);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acknowledged = writer.await.unwrap();
+    assert!(
+        acknowledged > 20,
+        "the writer should have raced the rollbacks ({acknowledged} writes)"
+    );
+
+    let data = env.data("flagd").await;
+    let doc: serde_json::Value = serde_json::from_str(&data["flags.json"]).unwrap();
+    assert_eq!(
+        doc["flags"]["counter"]["metadata"]["n"], acknowledged,
+        "a writer edit inside the document was lost"
+    );
+    for n in 1..=acknowledged {
+        assert_eq!(
+            data.get(&format!("w{n}")).map(String::as_str),
+            Some("written"),
+            "writer key w{n} lost"
+        );
+    }
+    for i in 0..20 {
+        assert_eq!(
+            doc["flags"][format!("f{i}")]["defaultVariant"],
+            "off",
+            "f{i}"
+        );
+    }
+}
+
+type Calls = Arc<Mutex<Vec<serde_json::Value>>>;
+
+/// A hook receiver on loopback that records calls and answers after `delay`, with `status`.
+async fn hook_receiver(delay: Duration, status: u16) -> (String, Calls) {
+    let calls: Calls = Arc::default();
+    let app = Router::new()
+        .route(
+            "/hook",
+            post(
+                |State((calls, delay, status)): State<(Calls, Duration, u16)>,
+                 Json(body): Json<serde_json::Value>| async move {
+                    calls.lock().unwrap().push(body);
+                    tokio::time::sleep(delay).await;
+                    axum::http::StatusCode::from_u16(status).unwrap()
+                },
+            ),
+        )
+        .with_state((calls.clone(), delay, status));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, calls)
+}
+
+#[tokio::test]
+async fn requests_for_one_guard_run_one_after_the_other_and_reapplying_changes_nothing() {
+    let Some(env) = setup("serialised").await else {
+        return;
+    };
+    let (slow, calls) = hook_receiver(Duration::from_millis(1500), 200).await;
+    env.plain_flags("ff", &[("a", "true"), ("b", "true")]);
+    env.guard("g", &format!("  flags: {{configMapRef: {{name: ff}}, guarded: [a, b]}}\n  rollback: {{hooks: {{preRollback: [{{url: \"{slow}\", timeout: 5s}}]}}}}"));
+
+    let first = "  guardRef: {name: g}\n  requestedBy: ops\n  reason: first\n  flags: [a]";
+    env.request("first", first);
+    let api = env.requests();
+    wait_until(Duration::from_secs(10), "first to be draining", || {
+        let api = api.clone();
+        async move {
+            (phase(&api.get("first").await.ok()?) == Some(RequestPhase::Draining)).then_some(())
+        }
+    })
+    .await;
+    env.request(
+        "second",
+        "  guardRef: {name: g}\n  requestedBy: ops\n  reason: second\n  flags: [b]",
+    );
+    let second = wait_until(Duration::from_secs(5), "second to queue", || {
+        let api = api.clone();
+        async move {
+            api.get("second")
+                .await
+                .ok()
+                .filter(|r| phase(r) == Some(RequestPhase::Pending))
+        }
+    })
+    .await;
+    assert!(
+        second
+            .status
+            .unwrap()
+            .message
+            .unwrap()
+            .contains("waiting for RollbackRequest \"first\"")
+    );
+    let first_done = env.finished("first").await;
+    let second_done = env.finished("second").await;
+    assert_succeeded(&first_done);
+    assert_succeeded(&second_done);
+    let first_end = first_done.status.unwrap().completed_at.unwrap().0;
+    let second_start = second_done.status.unwrap().started_at.unwrap().0;
+    assert!(
+        second_start >= first_end,
+        "second started at {second_start} before first ended at {first_end}"
+    );
+    assert_eq!(calls.lock().unwrap().len(), 2, "one drain call per request");
+    let payload = calls.lock().unwrap()[0].clone();
+    assert_eq!(
+        (
+            payload["guard"].as_str(),
+            payload["request"].as_str(),
+            payload["stage"].as_str()
+        ),
+        (Some("g"), Some("first"), Some("preRollback"))
+    );
+    assert_eq!(payload["flags"], serde_json::json!(["a"]));
+
+    // Re-applying the same manifest changes nothing: no new write anywhere.
+    let cm_version = env
+        .config_maps()
+        .get("ff")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    let request_version = api.get("first").await.unwrap().metadata.resource_version;
+    env.request("first", first);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        env.config_maps()
+            .get("ff")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        cm_version
+    );
+    assert_eq!(
+        api.get("first").await.unwrap().metadata.resource_version,
+        request_version
+    );
+    assert_eq!(calls.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn hooks_graceful_calls_them_immediate_skips_them_and_a_failing_hook_does_not_stop_the_rollback()
+ {
+    let Some(env) = setup("hooks").await else {
+        return;
+    };
+    let (ok_url, ok_calls) = hook_receiver(Duration::ZERO, 200).await;
+    let (bad_url, bad_calls) = hook_receiver(Duration::ZERO, 500).await;
+    env.plain_flags("ff", &[("a", "true")]);
+    env.guard(
+        "g",
+        &format!("  flags: {{configMapRef: {{name: ff}}, guarded: [a]}}\n  rollback: {{hooks: {{preRollback: [{{url: \"{bad_url}\"}}], postRollback: [{{url: \"{ok_url}\"}}]}}}}"),
+    );
+    env.request("graceful", "  guardRef: {name: g}\n  requestedBy: ops");
+    let r = env.finished("graceful").await;
+    assert_succeeded(&r);
+    assert_eq!(env.data("ff").await["a"], "false");
+    let hooks = r.status.unwrap().hooks;
+    assert_eq!(
+        hooks.iter().map(|h| h.outcome).collect::<Vec<_>>(),
+        [HookOutcome::Failed, HookOutcome::Succeeded]
+    );
+    assert!(
+        hooks[0].message.contains("answered 500"),
+        "{}",
+        hooks[0].message
+    );
+    assert!(
+        env.events_for("graceful")
+            .await
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("HookFailed"))
+    );
+    assert_eq!(
+        (
+            bad_calls.lock().unwrap().len(),
+            ok_calls.lock().unwrap().len()
+        ),
+        (1, 1)
+    );
+    assert_eq!(ok_calls.lock().unwrap()[0]["stage"], "postRollback");
+
+    env.plain_flags("ff", &[("a", "true")]);
+    env.request(
+        "emergency",
+        "  guardRef: {name: g}\n  requestedBy: ops\n  mode: immediate",
+    );
+    let r = env.finished("emergency").await;
+    assert_succeeded(&r);
+    assert!(r.status.unwrap().hooks.is_empty());
+    assert_eq!(
+        (
+            bad_calls.lock().unwrap().len(),
+            ok_calls.lock().unwrap().len()
+        ),
+        (1, 1),
+        "immediate mode calls no hook"
+    );
+}
+
+#[tokio::test]
+async fn restore_puts_back_what_the_rollback_changed_except_keys_edited_since() {
+    let Some(env) = setup("restore").await else {
+        return;
+    };
+    env.plain_flags("ff", &[("a", "true"), ("b", "true"), ("c", "on-purpose")]);
+    env.guard("g", "  flags: {configMapRef: {name: ff}, guarded: [a, b]}");
+    env.request(
+        "rb",
+        "  guardRef: {name: g}\n  requestedBy: ops\n  mode: immediate",
+    );
+    assert_succeeded(&env.finished("rb").await);
+    // Someone sets b by hand after the rollback.
+    let patch = serde_json::json!({"data": {"b": "maybe"}});
+    env.config_maps()
+        .patch("ff", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+
+    env.request(
+        "rs",
+        "  guardRef: {name: g}\n  requestedBy: ops\n  action: restore",
+    );
+    let r = env.finished("rs").await;
+    assert_succeeded(&r);
+    let data = env.data("ff").await;
+    assert_eq!(
+        (data["a"].as_str(), data["b"].as_str(), data["c"].as_str()),
+        ("true", "maybe", "on-purpose")
+    );
+    let status = r.status.unwrap();
+    assert_eq!(status.conflicts.len(), 1);
+    assert_eq!(
+        (
+            status.conflicts[0].name.as_str(),
+            status.conflicts[0].expected.as_str(),
+            status.conflicts[0].found.as_str()
+        ),
+        ("b", "false", "maybe")
+    );
+    assert_eq!(status.restored_from.unwrap().name, "g-snap-rb");
+    let guard = Api::<RolloutGuard>::namespaced(env.cluster.client.clone(), &env.ns)
+        .get("g")
+        .await
+        .unwrap();
+    assert_eq!(
+        guard.status.unwrap().phase,
+        Some(rollguard::api::guard::GuardPhase::Monitoring)
+    );
+}
+
+#[tokio::test]
+async fn dry_run_records_the_change_and_touches_nothing() {
+    let Some(env) = setup("dry_run").await else {
+        return;
+    };
+    env.plain_flags("ff", &[("a", "true"), ("b", "false")]);
+    env.guard("g", "  flags: {configMapRef: {name: ff}, guarded: [a, b]}");
+    let before = env
+        .config_maps()
+        .get("ff")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    env.request(
+        "dry",
+        "  guardRef: {name: g}\n  requestedBy: ops\n  dryRun: true",
+    );
+    let r = env.finished("dry").await;
+    assert_succeeded(&r);
+    let status = r.status.unwrap();
+    assert_eq!(
+        status
+            .flags_changed
+            .unwrap()
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
+        ["a"]
+    );
+    assert!(status.message.unwrap().contains("nothing was changed"));
+    assert_eq!(
+        env.config_maps()
+            .get("ff")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        before
+    );
+    assert!(env.secrets().get_opt("g-snap-dry").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn bad_input_fails_with_a_message_naming_the_field_and_changes_nothing() {
+    let Some(env) = setup("bad_input").await else {
+        return;
+    };
+    env.plain_flags("ff", &[("a", "true"), ("b", "true")]);
+    let broken = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "broken", "namespace": env.ns}, "data": {"flags.json": "{\"flags\": {\"x\": "}});
+    env.cluster.apply(&broken.to_string());
+    env.guard(
+        "plain",
+        "  flags: {configMapRef: {name: ff}, guarded: [a, b]}",
+    );
+    env.guard(
+        "absent",
+        "  flags: {configMapRef: {name: ff}, guarded: [a, gone]}",
+    );
+    env.guard(
+        "no-cm",
+        "  flags: {configMapRef: {name: nowhere}, guarded: [a]}",
+    );
+    env.guard(
+        "flagd",
+        "  flags: {configMapRef: {name: broken}, format: flagd, key: flags.json, guarded: [x]}",
+    );
+    let before: Vec<ConfigMap> = vec![
+        env.config_maps().get("ff").await.unwrap(),
+        env.config_maps().get("broken").await.unwrap(),
+    ];
+
+    let cases = [
+        (
+            "unknown-flag",
+            "  guardRef: {name: plain}\n  requestedBy: ops\n  flags: [nope]",
+            "spec.flags: \"nope\" is not a guarded flag of this guard (guarded: a, b)",
+        ),
+        (
+            "no-guard",
+            "  guardRef: {name: ghost}\n  requestedBy: ops",
+            "spec.guardRef.name: RolloutGuard \"ghost\" does not exist",
+        ),
+        (
+            "no-configmap",
+            "  guardRef: {name: no-cm}\n  requestedBy: ops",
+            "spec.flags.configMapRef.name: ConfigMap \"nowhere\" does not exist",
+        ),
+        (
+            "absent-flag",
+            "  guardRef: {name: absent}\n  requestedBy: ops",
+            "spec.flags.guarded: flag \"gone\" is not in ConfigMap \"ff\"",
+        ),
+        (
+            "bad-flagd",
+            "  guardRef: {name: flagd}\n  requestedBy: ops",
+            "spec.flags.key: data key \"flags.json\" of ConfigMap \"broken\" is not a flagd document",
+        ),
+        (
+            "no-snapshot",
+            "  guardRef: {name: plain}\n  requestedBy: ops\n  action: restore\n  snapshotName: plain-snap-never",
+            "spec.snapshotName: snapshot \"plain-snap-never\" does not exist",
+        ),
+    ];
+    for (name, spec, _) in &cases {
+        env.request(name, spec);
+    }
+    for (name, _, message) in cases {
+        let r = env.finished(name).await;
+        let status = r.status.unwrap();
+        assert_eq!(status.phase, Some(RequestPhase::Failed), "{name}");
+        assert!(
+            status
+                .message
+                .as_deref()
+                .unwrap_or_default()
+                .contains(message),
+            "{name}: {:?}",
+            status.message
+        );
+        assert!(
+            rollguard::conditions::is_true(&status.conditions, "Failed"),
+            "{name}"
+        );
+        let warning = env.events_for(name).await.into_iter().any(|e| {
+            e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some("RollbackFailed")
+        });
+        assert!(warning, "{name}: no Warning Event");
+        assert!(
+            env.secrets()
+                .get_opt(&format!("plain-snap-{name}"))
+                .await
+                .unwrap()
+                .is_none(),
+            "{name}: snapshot taken"
+        );
+    }
+    for cm in before {
+        let now = env
+            .config_maps()
+            .get(&cm.metadata.name.clone().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            (now.metadata.resource_version, now.data),
+            (cm.metadata.resource_version, cm.data),
+            "ConfigMap changed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn verification_waits_for_workloads_and_fails_after_the_health_timeout() {
+    let Some(env) = setup("verification").await else {
+        return;
+    };
+    env.plain_flags("ff", &[("a", "true")]);
+    let deployment = |name: &str| {
+        serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": env.ns},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "example"}]}}}})
+        .to_string()
+    };
+    env.cluster.apply(&deployment("api"));
+    env.cluster.apply(&deployment("stuck"));
+    env.guard("g", "  flags: {configMapRef: {name: ff}, guarded: [a]}\n  health: {timeout: 30s, workloads: [{kind: Deployment, name: api}]}");
+    env.guard("h", "  flags: {configMapRef: {name: ff}, guarded: [a]}\n  health: {timeout: 2s, workloads: [{kind: Deployment, name: stuck}]}");
+
+    env.request(
+        "waits",
+        "  guardRef: {name: g}\n  requestedBy: ops\n  mode: immediate",
+    );
+    let api = env.requests();
+    let waiting = wait_until(
+        Duration::from_secs(10),
+        "verification to wait on the Deployment",
+        || {
+            let api = api.clone();
+            async move {
+                let r = api.get("waits").await.ok()?;
+                let c =
+                    rollguard::conditions::get(&r.status.as_ref()?.conditions, "HealthVerified")?
+                        .clone();
+                (c.status == "Unknown").then_some(c)
+            }
+        },
+    )
+    .await;
+    assert!(
+        waiting
+            .message
+            .contains("Deployment \"api\": its controller has not observed generation 1 yet"),
+        "{}",
+        waiting.message
+    );
+    // No controller-manager here: the test plays it and reports the Deployment ready.
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(env.cluster.client.clone(), &env.ns);
+    let ready = serde_json::json!({"status": {"observedGeneration": 1, "replicas": 2, "readyReplicas": 2, "updatedReplicas": 2, "availableReplicas": 2,
+        "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable", "message": "ok"}]}});
+    deployments
+        .patch_status("api", &PatchParams::default(), &Patch::Merge(&ready))
+        .await
+        .unwrap();
+    let r = env.finished("waits").await;
+    assert_succeeded(&r);
+    assert!(rollguard::conditions::is_true(
+        &r.status.unwrap().conditions,
+        "HealthVerified"
+    ));
+
+    env.plain_flags("ff", &[("a", "true")]);
+    env.request(
+        "times-out",
+        "  guardRef: {name: h}\n  requestedBy: ops\n  mode: immediate",
+    );
+    let r = env.finished("times-out").await;
+    let status = r.status.unwrap();
+    assert_eq!(status.phase, Some(RequestPhase::Failed));
+    let verified = rollguard::conditions::get(&status.conditions, "HealthVerified").unwrap();
+    assert_eq!(verified.status, "False");
+    assert!(
+        verified.message.contains("spec.health.timeout (2s)")
+            && verified.message.contains("\"stuck\""),
+        "{}",
+        verified.message
+    );
+    assert!(
+        env.events_for("times-out")
+            .await
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("HealthCheckFailed"))
+    );
+    assert_eq!(
+        env.data("ff").await["a"],
+        "false",
+        "a failed verification leaves the flags off"
+    );
+}
