@@ -12,7 +12,7 @@ use crate::api::request::{
 };
 use crate::api::{GUARD_LABEL, LocalObjectReference, SNAPSHOT_SECRET_TYPE, SnapshotKind};
 use crate::conditions::{self, FALSE, TRUE, UNKNOWN};
-use crate::flags::{self, Data, Plan, Selection};
+use crate::flags::{self, Plan, Selection};
 use crate::prometheus::{Auth, Prometheus};
 use crate::triggers;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -424,6 +424,23 @@ impl Run {
         .map_err(|e| self.flag_error(e))
     }
 
+    /// What this request would write to the ConfigMap now, or why it cannot run.
+    async fn plan(&self, cm: &ConfigMap) -> Result<Result<Plan, String>, Error> {
+        Ok(match self.request.spec.action {
+            RequestAction::Rollback => self.plan_rollback(cm),
+            RequestAction::Restore => match self.restore_source().await? {
+                Ok((source, changes)) => {
+                    let snapshot_data = snapshot::flags_data(&source).unwrap_or_default();
+                    let data = cm.data.clone().unwrap_or_default();
+                    let spec = &self.guard().spec.flags;
+                    flags::plan_restore(spec, &cm.name_any(), &data, &changes, &snapshot_data)
+                        .map_err(|e| self.flag_error(e))
+                }
+                Err(message) => Err(message),
+            },
+        })
+    }
+
     /// restore: the snapshot to restore from and the changes its rollback made.
     async fn restore_source(&self) -> Result<Result<(Secret, Vec<FlagChange>), String>, Error> {
         let guard = self.guard().name_any();
@@ -732,25 +749,7 @@ impl Run {
             Ok(cm) => cm,
             Err(message) => return self.fail("ConfigMapNotFound", message).await,
         };
-        let plan = match self.request.spec.action {
-            RequestAction::Rollback => self.plan_rollback(&cm),
-            RequestAction::Restore => match self.restore_source().await? {
-                Ok((source, changes)) => {
-                    let snapshot_data = snapshot::flags_data(&source).unwrap_or_default();
-                    let data = cm.data.clone().unwrap_or_default();
-                    flags::plan_restore(
-                        &self.guard().spec.flags,
-                        &cm.name_any(),
-                        &data,
-                        &changes,
-                        &snapshot_data,
-                    )
-                    .map_err(|e| self.flag_error(e))
-                }
-                Err(message) => Err(message),
-            },
-        };
-        let plan = match plan {
+        let plan = match self.plan(&cm).await? {
             Ok(plan) => plan,
             Err(message) => return self.fail("InvalidFlags", message).await,
         };
@@ -791,25 +790,7 @@ impl Run {
                 let changes = self.status.flags_changed.clone().unwrap_or_default();
                 break (changes, self.status.conflicts.clone(), true, cm);
             }
-            let data: Data = cm.data.clone().unwrap_or_default();
-            let plan = match self.request.spec.action {
-                RequestAction::Rollback => self.plan_rollback(&cm),
-                RequestAction::Restore => match self.restore_source().await? {
-                    Ok((source, changes)) => {
-                        let snapshot_data = snapshot::flags_data(&source).unwrap_or_default();
-                        flags::plan_restore(
-                            &self.guard().spec.flags,
-                            &cm.name_any(),
-                            &data,
-                            &changes,
-                            &snapshot_data,
-                        )
-                        .map_err(|e| self.flag_error(e))
-                    }
-                    Err(message) => Err(message),
-                },
-            };
-            let plan = match plan {
+            let plan = match self.plan(&cm).await? {
                 Ok(plan) => plan,
                 Err(message) => return self.fail("InvalidFlags", message).await,
             };
