@@ -35,6 +35,9 @@ unit: ## Unit tests only (no cluster)
 test: lint cluster-up ## Lint, then unit and integration tests against the local control plane
 	source $(CLUSTER_ENV) && $(CARGO) test --locked --all-targets --features fault-injection
 
+bench: cluster-up ## Benchmarks against the local control plane (figures go to BENCHMARKS.md)
+	source $(CLUSTER_ENV) && $(CARGO) bench --locked --bench rollback_latency
+
 demo: ## The whole story on this machine (arrives with the demo issue)
 	@echo "make demo is not built yet: it arrives with the demo issue; see README.md" >&2; exit 2
 

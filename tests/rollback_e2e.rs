@@ -104,6 +104,27 @@ impl Env {
         .await
     }
 
+    /// Waits until guard `g` is in `phase` with no rollback in flight; returns its status.
+    async fn guard_settles(
+        &self,
+        phase: rollguard::api::guard::GuardPhase,
+    ) -> rollguard::api::RolloutGuardStatus {
+        let api: Api<RolloutGuard> = Api::namespaced(self.cluster.client.clone(), &self.ns);
+        wait_until(
+            Duration::from_secs(10),
+            &format!("guard g to be {phase:?}"),
+            || {
+                let api = api.clone();
+                async move {
+                    let status = api.get("g").await.ok()?.status?;
+                    (status.phase == Some(phase) && status.active_rollback.is_none())
+                        .then_some(status)
+                }
+            },
+        )
+        .await
+    }
+
     async fn data(&self, cm: &str) -> BTreeMap<String, String> {
         self.config_maps()
             .get(cm)
@@ -241,15 +262,10 @@ async fn plain_rollback_changes_exactly_the_selected_keys_and_snapshots_the_stat
             "no {reason} Event in {reasons:?}"
         );
     }
-    let guard = Api::<RolloutGuard>::namespaced(env.cluster.client.clone(), &env.ns)
-        .get("g")
-        .await
-        .unwrap();
-    let gs = guard.status.unwrap();
-    assert_eq!(
-        gs.phase,
-        Some(rollguard::api::guard::GuardPhase::RolledBack)
-    );
+    // The request is recorded as done first; the guard's slot is released right after.
+    let gs = env
+        .guard_settles(rollguard::api::guard::GuardPhase::RolledBack)
+        .await;
     assert_eq!(gs.active_rollback, None);
     assert_eq!(gs.last_rollback.unwrap().name, "only-a");
 
@@ -600,14 +616,8 @@ async fn restore_puts_back_what_the_rollback_changed_except_keys_edited_since() 
         ("b", "false", "maybe")
     );
     assert_eq!(status.restored_from.unwrap().name, "g-snap-rb");
-    let guard = Api::<RolloutGuard>::namespaced(env.cluster.client.clone(), &env.ns)
-        .get("g")
-        .await
-        .unwrap();
-    assert_eq!(
-        guard.status.unwrap().phase,
-        Some(rollguard::api::guard::GuardPhase::Monitoring)
-    );
+    env.guard_settles(rollguard::api::guard::GuardPhase::Monitoring)
+        .await;
 }
 
 #[tokio::test]
@@ -849,4 +859,100 @@ async fn verification_waits_for_workloads_and_fails_after_the_health_timeout() {
         "false",
         "a failed verification leaves the flags off"
     );
+}
+
+#[tokio::test]
+async fn refresh_pods_annotates_only_pods_that_mount_the_flags_config_map() {
+    let Some(env) = setup("refresh_pods").await else {
+        return;
+    };
+    env.plain_flags("ff", &[("a", "true")]);
+    env.guard(
+        "g",
+        "  flags: {configMapRef: {name: ff}, guarded: [a], refreshPods: true}",
+    );
+    let pod = |name: &str, volumes: serde_json::Value| {
+        serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": env.ns},
+            "spec": {"containers": [{"name": "app", "image": "example"}], "volumes": volumes}})
+        .to_string()
+    };
+    env.cluster.apply(&pod(
+        "mounts",
+        serde_json::json!([{"name": "flags", "configMap": {"name": "ff"}}]),
+    ));
+    env.cluster.apply(&pod(
+        "other",
+        serde_json::json!([{"name": "x", "configMap": {"name": "something-else"}}]),
+    ));
+    env.request(
+        "refresh",
+        "  guardRef: {name: g}\n  requestedBy: ops\n  mode: immediate",
+    );
+    assert_succeeded(&env.finished("refresh").await);
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(env.cluster.client.clone(), &env.ns);
+    let revision = env
+        .config_maps()
+        .get("ff")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let annotated = wait_until(
+        Duration::from_secs(5),
+        "the mounting pod to be annotated",
+        || {
+            let pods = pods.clone();
+            async move {
+                pods.get("mounts")
+                    .await
+                    .ok()?
+                    .metadata
+                    .annotations?
+                    .get("rollguard.dev/flags-revision")
+                    .cloned()
+            }
+        },
+    )
+    .await;
+    assert_eq!(annotated, revision);
+    let other = pods
+        .get("other")
+        .await
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap_or_default();
+    assert!(!other.contains_key("rollguard.dev/flags-revision"));
+}
+
+#[tokio::test]
+async fn snapshots_beyond_retain_are_pruned_oldest_first() {
+    let Some(env) = setup("retention").await else {
+        return;
+    };
+    env.plain_flags("ff", &[("a", "true")]);
+    env.guard(
+        "g",
+        "  flags: {configMapRef: {name: ff}, guarded: [a]}\n  rollback: {snapshot: {retain: 2}}",
+    );
+    for name in ["r1", "r2", "r3"] {
+        env.request(
+            name,
+            "  guardRef: {name: g}\n  requestedBy: ops\n  mode: immediate",
+        );
+        assert_succeeded(&env.finished(name).await);
+    }
+    let mut names: Vec<_> = env
+        .secrets()
+        .list(&ListParams::default().labels("rollguard.dev/guard=g"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|s| s.metadata.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["g-snap-r2", "g-snap-r3"]);
 }

@@ -16,7 +16,7 @@ use crate::flags::{self, Plan, Selection};
 use crate::prometheus::{Auth, Prometheus};
 use crate::triggers;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -73,6 +73,8 @@ pub async fn reconcile(request: Arc<RollbackRequest>, ctx: Arc<Context>) -> Resu
         namespace,
         guard: None,
         ctx: ctx.clone(),
+        events: tokio::task::JoinSet::new(),
+        flags_seen: None,
     };
     run.guard = run.guards.get_opt(&run.request.spec.guard_ref.name).await?;
     // Bounded: a request takes at most a dozen steps; the bound only guards against a bug.
@@ -80,7 +82,11 @@ pub async fn reconcile(request: Arc<RollbackRequest>, ctx: Arc<Context>) -> Resu
         let observed = run.observe();
         let step = step::next_step(&run.request.spec, &run.status, &observed);
         tracing::debug!(request = %run.request.name_any(), ?step, "next step");
-        match run.execute(step).await? {
+        let flow = run.execute(step).await;
+        if !matches!(flow, Ok(Flow::Next)) {
+            run.flush_events().await;
+        }
+        match flow? {
             Flow::Next => continue,
             Flow::Requeue(after) => return Ok(Action::requeue(after)),
             Flow::Stop => return Ok(Action::await_change()),
@@ -105,6 +111,10 @@ struct Run {
     guards: Api<RolloutGuard>,
     config_maps: Api<ConfigMap>,
     secrets: Api<Secret>,
+    /// Events being published.
+    events: tokio::task::JoinSet<()>,
+    /// The flags ConfigMap as the snapshot step read it: the first write attempt uses it.
+    flags_seen: Option<ConfigMap>,
 }
 
 fn now() -> jiff::Timestamp {
@@ -237,41 +247,47 @@ impl Run {
         Ok(())
     }
 
-    async fn event(&self, type_: EventType, reason: &str, note: String) {
-        let event = Event {
-            type_,
-            reason: reason.to_string(),
-            note: Some(note.chars().take(1000).collect()),
-            action: "Rollback".into(),
-            secondary: self.guard.as_ref().map(|g| g.object_ref(&())),
-        };
-        if let Err(e) = self
-            .ctx
-            .recorder
-            .publish(&event, &self.request.object_ref(&()))
-            .await
-        {
-            tracing::warn!(error = %e, reason, "could not publish Event");
-        }
+    /// Publishes an Event without holding up the rollback; [`Run::flush_events`] waits
+    /// for them, before a terminal status is written and before the reconcile returns.
+    fn event(&mut self, type_: EventType, reason: &str, note: String) {
+        let regarding = self.request.object_ref(&());
+        let related = self.guard.as_ref().map(|g| g.object_ref(&()));
+        self.publish(type_, reason, note, regarding, related);
     }
 
-    async fn guard_event(&self, type_: EventType, reason: &str, note: String) {
+    fn guard_event(&mut self, type_: EventType, reason: &str, note: String) {
         let Some(guard) = &self.guard else { return };
+        let regarding = guard.object_ref(&());
+        let related = Some(self.request.object_ref(&()));
+        self.publish(type_, reason, note, regarding, related);
+    }
+
+    fn publish(
+        &mut self,
+        type_: EventType,
+        reason: &str,
+        note: String,
+        regarding: ObjectReference,
+        related: Option<ObjectReference>,
+    ) {
         let event = Event {
             type_,
             reason: reason.to_string(),
             note: Some(note.chars().take(1000).collect()),
             action: "Rollback".into(),
-            secondary: Some(self.request.object_ref(&())),
+            secondary: related,
         };
-        if let Err(e) = self
-            .ctx
-            .recorder
-            .publish(&event, &guard.object_ref(&()))
-            .await
-        {
-            tracing::warn!(error = %e, reason, "could not publish Event");
-        }
+        let recorder = self.ctx.recorder.clone();
+        let reason = reason.to_string();
+        self.events.spawn(async move {
+            if let Err(e) = recorder.publish(&event, &regarding).await {
+                tracing::warn!(error = %e, reason, "could not publish Event");
+            }
+        });
+    }
+
+    async fn flush_events(&mut self) {
+        while self.events.join_next().await.is_some() {}
     }
 
     // ---- queue -----------------------------------------------------------------------
@@ -313,6 +329,17 @@ impl Run {
             }
             Err(e) => return Err(e.into()),
         }
+        // Recorded together with the first step's status write, one round trip fewer on
+        // the way to the flags; a restart before it finds the slot held and starts there.
+        self.accept();
+        Ok(Flow::Next)
+    }
+
+    /// Marks the request accepted (once): phase, start time, the first timeline line.
+    fn accept(&mut self) {
+        if self.status.started_at.is_some() {
+            return;
+        }
         self.status.phase = Some(RequestPhase::Snapshotting);
         self.status.started_at = Some(MicroTime(now()));
         self.status.message = None;
@@ -324,8 +351,6 @@ impl Run {
             self.request.spec.reason
         );
         self.record("Accepted", message);
-        self.save().await?;
-        Ok(Flow::Next)
     }
 
     async fn release(&mut self) -> Result<Flow, Error> {
@@ -370,15 +395,15 @@ impl Run {
         self.set_condition(condition::FAILED, TRUE, reason, message.clone());
         self.set_condition(condition::COMPLETE, FALSE, reason, message.clone());
         self.record("Failed", message.clone());
-        self.save().await?;
-        self.event(EventType::Warning, "RollbackFailed", message.clone())
-            .await;
+        self.event(EventType::Warning, "RollbackFailed", message.clone());
         self.guard_event(
             EventType::Warning,
             "RollbackFailed",
             format!("{}: {message}", self.name()),
-        )
-        .await;
+        );
+        // Every Event exists before the status says the request is over.
+        self.flush_events().await;
+        self.save().await?;
         Ok(Flow::Next)
     }
 
@@ -518,6 +543,7 @@ impl Run {
     }
 
     async fn snapshot(&mut self) -> Result<Flow, Error> {
+        self.accept();
         let cm = match self.get_flags().await? {
             Ok(cm) => cm,
             Err(message) => return self.fail("ConfigMapNotFound", message).await,
@@ -618,9 +644,8 @@ impl Run {
         });
         self.record("SnapshotTaken", message.clone());
         self.save().await?;
-        self.event(EventType::Normal, "SnapshotTaken", message)
-            .await;
-        self.prune_snapshots().await;
+        self.event(EventType::Normal, "SnapshotTaken", message);
+        self.flags_seen = Some(cm);
         Ok(Flow::Next)
     }
 
@@ -718,8 +743,7 @@ impl Run {
                 EventType::Warning,
                 "HookFailed",
                 format!("{message}; the rollback goes on"),
-            )
-            .await;
+            );
         }
         Ok(Flow::Next)
     }
@@ -745,6 +769,7 @@ impl Run {
     // ---- flags -----------------------------------------------------------------------
 
     async fn dry_run(&mut self) -> Result<Flow, Error> {
+        self.accept();
         let cm = match self.get_flags().await? {
             Ok(cm) => cm,
             Err(message) => return self.fail("ConfigMapNotFound", message).await,
@@ -767,9 +792,9 @@ impl Run {
         self.status.completed_at = Some(MicroTime(now()));
         self.set_condition(condition::COMPLETE, TRUE, "DryRun", message.clone());
         self.record("DryRun", message.clone());
+        self.event(EventType::Normal, "RollbackSucceeded", message);
+        self.flush_events().await;
         self.save().await?;
-        self.event(EventType::Normal, "RollbackSucceeded", message)
-            .await;
         Ok(Flow::Next)
     }
 
@@ -779,9 +804,12 @@ impl Run {
         // A write retried against the fresh object on conflict, so concurrent edits of other
         // keys are never lost.
         let (plan_changes, conflicts, written, cm) = loop {
-            let cm = match self.get_flags().await? {
-                Ok(cm) => cm,
-                Err(message) => return self.fail("ConfigMapNotFound", message).await,
+            let cm = match self.flags_seen.take() {
+                Some(cm) => cm,
+                None => match self.get_flags().await? {
+                    Ok(cm) => cm,
+                    Err(message) => return self.fail("ConfigMapNotFound", message).await,
+                },
             };
             let writing = conditions::status_of(&self.status.conditions, condition::FLAGS_DISABLED)
                 == Some(UNKNOWN);
@@ -891,8 +919,7 @@ impl Run {
         self.record(reason, message.clone());
         self.save().await?;
         if !restore {
-            self.event(EventType::Normal, "FlagsDisabled", message)
-                .await;
+            self.event(EventType::Normal, "FlagsDisabled", message);
         }
         if written && self.guard().spec.flags.refresh_pods {
             self.refresh_pods(&cm).await;
@@ -961,8 +988,7 @@ impl Run {
             self.set_condition(condition::HEALTH_VERIFIED, TRUE, "Healthy", message.clone());
             self.record("HealthVerified", message.clone());
             self.save().await?;
-            self.event(EventType::Normal, "HealthVerified", message)
-                .await;
+            self.event(EventType::Normal, "HealthVerified", message);
             crate::fault::point("verified", &self.name()).await;
             return Ok(Flow::Next);
         }
@@ -978,8 +1004,7 @@ impl Run {
                 "Unhealthy",
                 message.clone(),
             );
-            self.event(EventType::Warning, "HealthCheckFailed", message.clone())
-                .await;
+            self.event(EventType::Warning, "HealthCheckFailed", message.clone());
             return self.fail("HealthCheckFailed", message).await;
         }
         let before = conditions::get(&self.status.conditions, condition::HEALTH_VERIFIED)
@@ -1177,19 +1202,21 @@ impl Run {
         self.status.message = Some(message.clone());
         self.set_condition(condition::COMPLETE, TRUE, "Succeeded", message.clone());
         self.record("Succeeded", message.clone());
-        self.save().await?;
         let reason = if restore {
             "RestoreSucceeded"
         } else {
             "RollbackSucceeded"
         };
-        self.event(EventType::Normal, reason, message.clone()).await;
+        self.event(EventType::Normal, reason, message.clone());
         self.guard_event(
             EventType::Normal,
             reason,
             format!("{}: {message}", self.name()),
-        )
-        .await;
+        );
+        self.flush_events().await;
+        self.save().await?;
+        // Off the flag path: old snapshots go once this one has done its job.
+        self.prune_snapshots().await;
         Ok(Flow::Next)
     }
 }

@@ -1,0 +1,154 @@
+//! `make bench`: latency from creating a RollbackRequest to the flags ConfigMap change
+//! being seen by an independent watch, against a direct ConfigMap patch seen by the same
+//! kind of watch — on the local control plane, the operator running as its own (release)
+//! process. Prints p50/p99 of both and their ratio.
+//!
+//! ROLLGUARD_BENCH_ITERATIONS (default 100) sets the sample size.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use rollguard::api::RollbackRequest;
+use rollguard::api::request::RequestPhase;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn summary(name: &str, mut ms: Vec<f64>) -> (f64, f64) {
+    ms.sort_by(f64::total_cmp);
+    let (p50, p99) = (percentile(&ms, 50.0), percentile(&ms, 99.0));
+    println!(
+        "{name:<44} n={:<4} p50={p50:>8.2} ms  p99={p99:>8.2} ms  max={:>8.2} ms",
+        ms.len(),
+        ms[ms.len() - 1]
+    );
+    (p50, p99)
+}
+
+/// Waits until the watch shows flag `f` with `value`; returns when it was seen.
+async fn seen(rx: &mut mpsc::UnboundedReceiver<(Instant, String)>, value: &str) -> Instant {
+    loop {
+        let (at, v) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("watch stalled")
+            .expect("watch ended");
+        if v == value {
+            return at;
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let iterations: usize = std::env::var("ROLLGUARD_BENCH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let cluster = common::cluster("rollback_latency bench")
+        .await
+        .expect("the benchmark needs the local control plane: make cluster-up");
+    cluster.install_crds().await;
+    let ns = cluster.namespace("bench").await;
+    cluster.apply(&format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ff, namespace: {ns}}}\ndata: {{f: \"false\", other: x}}\n---\n\
+         apiVersion: rollguard.dev/v1alpha1\nkind: RolloutGuard\nmetadata: {{name: g, namespace: {ns}}}\nspec:\n  flags: {{configMapRef: {{name: ff}}, guarded: [f]}}\n"
+    ));
+    let _operator = cluster.start_operator(&ns, &[("RUST_LOG", "warn")]);
+
+    let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &ns);
+    let requests: Api<RollbackRequest> = Api::namespaced(cluster.client.clone(), &ns);
+    let version = config_maps
+        .get("ff")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    // The independent observer: a plain watch on its own connection.
+    let watcher_client = common::client_for(&cluster.kubeconfig).await;
+    let watched: Api<ConfigMap> = Api::namespaced(watcher_client, &ns);
+    let mut stream = watched
+        .watch(&WatchParams::default().fields("metadata.name=ff"), &version)
+        .await
+        .unwrap()
+        .boxed();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(event)) = stream.next().await {
+            if let WatchEvent::Modified(cm) = event {
+                let value = cm
+                    .data
+                    .unwrap_or_default()
+                    .get("f")
+                    .cloned()
+                    .unwrap_or_default();
+                let _ = tx.send((Instant::now(), value));
+            }
+        }
+    });
+    let set = |value: &'static str| {
+        let config_maps = config_maps.clone();
+        async move {
+            let patch = serde_json::json!({"data": {"f": value}});
+            config_maps
+                .patch("ff", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap();
+        }
+    };
+
+    // Warm-up: one rollback so connections and caches are established.
+    let mut through_operator = Vec::new();
+    let mut direct = Vec::new();
+    for i in 0..=iterations {
+        set("true").await;
+        seen(&mut rx, "true").await;
+        let request: RollbackRequest = serde_json::from_value(serde_json::json!({
+            "apiVersion": "rollguard.dev/v1alpha1", "kind": "RollbackRequest",
+            "metadata": {"name": format!("r{i}"), "namespace": ns},
+            "spec": {"guardRef": {"name": "g"}, "requestedBy": "bench", "mode": "immediate"}
+        }))
+        .unwrap();
+        let start = Instant::now();
+        requests
+            .create(&PostParams::default(), &request)
+            .await
+            .unwrap();
+        let at = seen(&mut rx, "false").await;
+        if i > 0 {
+            through_operator.push(at.duration_since(start).as_secs_f64() * 1000.0);
+        }
+        // Let the request finish so the next one does not queue behind it.
+        loop {
+            let r = requests.get(&format!("r{i}")).await.unwrap();
+            if r.status.and_then(|s| s.phase) == Some(RequestPhase::Succeeded) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+
+        set("true").await;
+        seen(&mut rx, "true").await;
+        let start = Instant::now();
+        set("false").await;
+        let at = seen(&mut rx, "false").await;
+        if i > 0 {
+            direct.push(at.duration_since(start).as_secs_f64() * 1000.0);
+        }
+    }
+    println!("rollback latency, {iterations} samples each, seen by an independent watch:");
+    let (op50, op99) = summary("RollbackRequest created -> flags changed", through_operator);
+    let (d50, d99) = summary("direct ConfigMap patch -> change seen", direct);
+    println!(
+        "ratio (operator / direct): p50 {:.1}x, p99 {:.1}x",
+        op50 / d50,
+        op99 / d99
+    );
+}
