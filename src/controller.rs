@@ -1,15 +1,16 @@
 //! `rollguard run`: wires the controllers to the API server.
 
 use crate::api::{RollbackRequest, RolloutGuard};
-use crate::prometheus::Prometheus;
+use crate::guard;
+use crate::prometheus::{Prometheus, SharedQueries};
 use crate::rollback::reconciler::{self, Context};
 use futures::StreamExt;
 use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Client, Config, ResourceExt};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -79,7 +80,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let store = controller.store();
     let ctx = Arc::new(Context {
         client: client.clone(),
-        recorder: Recorder::new(client.clone(), reporter),
+        recorder: Recorder::new(client.clone(), reporter.clone()),
         prometheus: Prometheus::new(),
         http: reqwest::Client::new(),
         default_prometheus_url: args.prometheus_url.clone(),
@@ -91,9 +92,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     // A guard's change (e.g. its rollback slot freed) wakes the requests waiting on it.
     let queue = store.clone();
-    controller
+    let request_controller = controller
         .watches(
-            guards,
+            guards.clone(),
             watcher::Config::default(),
             move |guard: RolloutGuard| {
                 let (ns, name) = (guard.namespace(), guard.name_any());
@@ -112,10 +113,39 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .run(reconciler::reconcile, reconciler::error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
-                tracing::warn!(error = %e, "reconcile error");
+                tracing::warn!(error = %e, "rollback reconcile error");
             }
-        })
-        .await;
+        });
+
+    // Guards are evaluated every interval by requeue; only a spec change (a new
+    // generation) triggers an evaluation early, never a status write.
+    let guard_ctx = Arc::new(guard::reconciler::Context {
+        client: client.clone(),
+        recorder: Recorder::new(client.clone(), reporter.clone()),
+        prometheus: Prometheus::new(),
+        queries: SharedQueries::default(),
+        default_prometheus_url: args.prometheus_url.clone(),
+        requests: store,
+    });
+    let (reader, writer) = reflector::store();
+    let guard_changes = watcher(guards, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    let guard_controller = Controller::for_stream(guard_changes, reader)
+        .shutdown_on_signal()
+        .run(
+            guard::reconciler::reconcile,
+            guard::reconciler::error_policy,
+            guard_ctx,
+        )
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "guard reconcile error");
+            }
+        });
+    futures::join!(request_controller, guard_controller);
     tracing::info!("rollguard controller stopped");
     Ok(())
 }

@@ -9,6 +9,7 @@ pub mod controller;
 pub mod crd;
 pub mod fault;
 pub mod flags;
+pub mod guard;
 pub mod health;
 pub mod prometheus;
 pub mod rollback;

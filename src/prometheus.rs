@@ -13,6 +13,23 @@ pub enum Auth {
     Basic { username: String, password: String },
 }
 
+impl Auth {
+    /// Credentials from a guard's `prometheus.authSecretRef` Secret: key `token` (bearer),
+    /// or `username` and `password` (basic).
+    pub fn from_secret(secret: &k8s_openapi::api::core::v1::Secret) -> Option<Auth> {
+        let data = secret.data.as_ref()?;
+        let get = |k: &str| {
+            data.get(k)
+                .map(|v| String::from_utf8_lossy(&v.0).trim().to_string())
+        };
+        match (get("token"), get("username"), get("password")) {
+            (Some(token), _, _) => Some(Auth::Bearer(token)),
+            (None, Some(username), Some(password)) => Some(Auth::Basic { username, password }),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     #[error("Prometheus at {address} did not answer within {timeout:?}")]
@@ -130,4 +147,77 @@ fn header_value(s: &str) -> reqwest::header::HeaderValue {
         .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static(""));
     value.set_sensitive(true);
     value
+}
+
+/// Identical queries (same address, query and credentials) of guards evaluated in the same
+/// interval share one request to Prometheus: the first caller runs it, the others await
+/// its result.
+#[derive(Clone, Default)]
+pub struct SharedQueries {
+    inner:
+        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<QueryKey, (u128, SharedResult)>>>,
+}
+
+type SharedResult =
+    futures::future::Shared<futures::future::BoxFuture<'static, Result<Vec<Series>, String>>>;
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct QueryKey {
+    address: String,
+    query: String,
+    auth: Option<Auth>,
+    interval_ms: u128,
+}
+
+impl SharedQueries {
+    /// The result of `query` for the current `interval` bucket, queried at most once per bucket.
+    pub async fn instant(
+        &self,
+        prometheus: &Prometheus,
+        address: &str,
+        query: &str,
+        timeout: Duration,
+        auth: Option<&Auth>,
+        interval: Duration,
+    ) -> Result<Vec<Series>, String> {
+        use futures::FutureExt;
+        let interval_ms = interval.as_millis().max(1);
+        let bucket = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis()
+            / interval_ms;
+        let key = QueryKey {
+            address: address.to_string(),
+            query: query.to_string(),
+            auth: auth.cloned(),
+            interval_ms,
+        };
+        let shared = {
+            let mut map = self.inner.lock().expect("query cache lock");
+            match map.get(&key) {
+                Some((b, shared)) if *b == bucket => shared.clone(),
+                _ => {
+                    let (prometheus, address, query, auth) = (
+                        prometheus.clone(),
+                        address.to_string(),
+                        query.to_string(),
+                        auth.cloned(),
+                    );
+                    let fut = async move {
+                        prometheus
+                            .instant(&address, &query, timeout, auth.as_ref())
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                    .boxed()
+                    .shared();
+                    map.retain(|_, (b, _)| *b + 1 >= bucket);
+                    map.insert(key, (bucket, fut.clone()));
+                    fut
+                }
+            }
+        };
+        shared.await
+    }
 }

@@ -786,7 +786,31 @@ async fn verification_waits_for_workloads_and_fails_after_the_health_timeout() {
     };
     env.cluster.apply(&deployment("api"));
     env.cluster.apply(&deployment("stuck"));
-    env.guard("g", "  flags: {configMapRef: {name: ff}, guarded: [a]}\n  health: {timeout: 30s, workloads: [{kind: Deployment, name: api}]}");
+    // An HTTP health endpoint that answers 503 until the test says the app is healthy.
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let app = {
+        let healthy = healthy.clone();
+        Router::new().route(
+            "/healthz",
+            axum::routing::get(move || {
+                let ok = healthy.load(std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    if ok {
+                        axum::http::StatusCode::OK
+                    } else {
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE
+                    }
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let healthz = format!("http://{}/healthz", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    env.guard(
+        "g",
+        &format!("  flags: {{configMapRef: {{name: ff}}, guarded: [a]}}\n  health: {{timeout: 30s, workloads: [{{kind: Deployment, name: api}}], http: [{{url: \"{healthz}\"}}]}}"),
+    );
     env.guard("h", "  flags: {configMapRef: {name: ff}, guarded: [a]}\n  health: {timeout: 2s, workloads: [{kind: Deployment, name: stuck}]}");
 
     env.request(
@@ -816,6 +840,13 @@ async fn verification_waits_for_workloads_and_fails_after_the_health_timeout() {
         "{}",
         waiting.message
     );
+    assert!(
+        waiting
+            .message
+            .contains(&format!("GET {healthz} answered 503, expected 200")),
+        "{}",
+        waiting.message
+    );
     // No controller-manager here: the test plays it and reports the Deployment ready.
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
         Api::namespaced(env.cluster.client.clone(), &env.ns);
@@ -825,6 +856,23 @@ async fn verification_waits_for_workloads_and_fails_after_the_health_timeout() {
         .patch_status("api", &PatchParams::default(), &Patch::Merge(&ready))
         .await
         .unwrap();
+    // Workloads ready but the HTTP check still failing: not verified yet.
+    wait_until(
+        Duration::from_secs(10),
+        "only the HTTP check to stand in the way",
+        || {
+            let api = api.clone();
+            async move {
+                let r = api.get("waits").await.ok()?;
+                let c =
+                    rollguard::conditions::get(&r.status.as_ref()?.conditions, "HealthVerified")?
+                        .clone();
+                (c.status == "Unknown" && !c.message.contains("Deployment")).then_some(())
+            }
+        },
+    )
+    .await;
+    healthy.store(true, std::sync::atomic::Ordering::SeqCst);
     let r = env.finished("waits").await;
     assert_succeeded(&r);
     assert!(rollguard::conditions::is_true(

@@ -607,6 +607,14 @@ pub struct RolloutGuardStatus {
 
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rollback: Option<LastRollback>,
+
+    /// The last successful restore; a restore after the last rollback ends `RolledBack`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_restore: Option<LastRollback>,
+
+    /// Since when no trigger has been breaching (for `Stable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_since: Option<Time>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]

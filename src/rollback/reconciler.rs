@@ -364,13 +364,18 @@ impl Run {
             GuardPhase::Monitoring
         };
         let mut status = json!({ "activeRollback": null, "phase": phase });
+        let record = LastRollback {
+            name: self.name(),
+            time: Some(Time(now())),
+            outcome: Some(if succeeded { "Succeeded" } else { "Failed" }.into()),
+        };
         if rollback {
-            status["lastRollback"] = serde_json::to_value(LastRollback {
-                name: self.name(),
-                time: Some(Time(now())),
-                outcome: Some(if succeeded { "Succeeded" } else { "Failed" }.into()),
-            })
-            .expect("serialises");
+            status["lastRollback"] = serde_json::to_value(record).expect("serialises");
+        } else if succeeded
+            && self.request.spec.action == RequestAction::Restore
+            && !self.request.spec.dry_run
+        {
+            status["lastRestore"] = serde_json::to_value(record).expect("serialises");
         }
         let patch = json!({ "metadata": { "resourceVersion": guard.resource_version() }, "status": status });
         let guard_name = guard.name_any();
@@ -1128,19 +1133,12 @@ impl Run {
         else {
             return Ok(None);
         };
-        let Some(secret) = self.secrets.get_opt(&secret_ref.name).await? else {
-            return Ok(None);
-        };
-        let data = secret.data.unwrap_or_default();
-        let get = |k: &str| {
-            data.get(k)
-                .map(|v| String::from_utf8_lossy(&v.0).trim().to_string())
-        };
-        Ok(match (get("token"), get("username"), get("password")) {
-            (Some(token), _, _) => Some(Auth::Bearer(token)),
-            (None, Some(username), Some(password)) => Some(Auth::Basic { username, password }),
-            _ => None,
-        })
+        Ok(self
+            .secrets
+            .get_opt(&secret_ref.name)
+            .await?
+            .as_ref()
+            .and_then(Auth::from_secret))
     }
 
     // ---- completion ------------------------------------------------------------------

@@ -1,0 +1,459 @@
+//! The guard's decisions, pure: how each trigger's status moves with a new evaluation (the
+//! `for` window measured from the persisted `breachingSince`), and what the guard as a whole
+//! is — phase, conditions, which Events to emit, and whether to roll back automatically.
+
+use crate::api::guard::{
+    GuardPhase, RollbackMode, RolloutGuardSpec, RolloutGuardStatus, Trigger, TriggerAction,
+    TriggerStatus,
+};
+use crate::conditions::{self, FALSE, TRUE, UNKNOWN};
+use crate::triggers::{Comparison, Reading};
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+/// Condition types of a RolloutGuard (SPEC §1).
+pub mod condition {
+    pub const READY: &str = "Ready";
+    pub const HEALTHY: &str = "Healthy";
+    pub const TRIGGERS_BREACHING: &str = "TriggersBreaching";
+    pub const ROLLED_BACK: &str = "RolledBack";
+    pub const FLAGS_DRIFTED: &str = "FlagsDrifted";
+    pub const PROMETHEUS_REACHABLE: &str = "PrometheusReachable";
+    pub const STABLE: &str = "Stable";
+}
+
+/// One trigger's evaluation: a reading, or why there is none (an error is never a breach).
+pub type Outcome = Result<Reading, String>;
+
+/// The trigger's status after this evaluation. A failed query keeps the last good values
+/// and the breach window as they were; only a good reading moves them.
+pub fn advance(
+    trigger: &Trigger,
+    previous: Option<&TriggerStatus>,
+    outcome: &Outcome,
+    now: Timestamp,
+) -> TriggerStatus {
+    let threshold = Comparison::of(trigger).map(Comparison::threshold);
+    match outcome {
+        Ok(reading) => TriggerStatus {
+            name: trigger.name.clone(),
+            value: reading.value,
+            threshold,
+            baseline: reading.baseline,
+            labels: reading.labels.clone(),
+            breaching: reading.breaching,
+            breaching_since: reading.breaching.then(|| {
+                previous
+                    .filter(|p| p.breaching)
+                    .and_then(|p| p.breaching_since.clone())
+                    .unwrap_or(Time(now))
+            }),
+            last_error: None,
+        },
+        Err(error) => TriggerStatus {
+            name: trigger.name.clone(),
+            threshold,
+            last_error: Some(error.clone()),
+            ..previous.cloned().unwrap_or_default()
+        },
+    }
+}
+
+/// Whether a trigger's breach has held for its whole `for` window at `now`.
+pub fn firing(trigger: &Trigger, status: &TriggerStatus, now: Timestamp) -> bool {
+    let window = trigger.for_.to_std().unwrap_or_default();
+    status.last_error.is_none()
+        && status.breaching
+        && status
+            .breaching_since
+            .as_ref()
+            .is_some_and(|since| now.duration_since(since.0).unsigned_abs() >= window)
+}
+
+/// What the reconciler observed about the guard besides the trigger outcomes.
+pub struct Context<'a> {
+    pub spec: &'a RolloutGuardSpec,
+    pub generation: Option<i64>,
+    pub previous: &'a RolloutGuardStatus,
+    /// A problem only the operator can judge (PromQL, the ConfigMap): phase Invalid.
+    pub invalid: Option<String>,
+    /// A RollbackRequest of this guard that has not finished (the guard's slot or the queue).
+    pub request_in_flight: Option<String>,
+    pub now: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Notice {
+    /// Warning Event, once per transition.
+    TriggerBreaching {
+        trigger: String,
+        message: String,
+    },
+    TriggerFiring {
+        trigger: String,
+        message: String,
+    },
+    PrometheusUnreachable {
+        message: String,
+    },
+    InvalidSpec {
+        message: String,
+    },
+}
+
+/// An automatic RollbackRequest to create.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AutoRollback {
+    pub trigger: String,
+    pub value: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Assessment {
+    pub status: RolloutGuardStatus,
+    pub notices: Vec<Notice>,
+    pub rollback: Option<AutoRollback>,
+}
+
+fn rolled_back(status: &RolloutGuardStatus) -> bool {
+    let Some(rollback) = status
+        .last_rollback
+        .as_ref()
+        .filter(|r| r.outcome.as_deref() == Some("Succeeded"))
+    else {
+        return false;
+    };
+    match &status.last_restore {
+        Some(restore) => restore.time < rollback.time,
+        None => true,
+    }
+}
+
+fn cooling_down(spec: &RolloutGuardSpec, status: &RolloutGuardStatus, now: Timestamp) -> bool {
+    let cooldown = spec.rollback.cooldown.to_std().unwrap_or_default();
+    status
+        .last_rollback
+        .as_ref()
+        .and_then(|r| r.time.as_ref())
+        .is_some_and(|t| now.duration_since(t.0).unsigned_abs() < cooldown)
+}
+
+/// Assesses the guard after evaluating its triggers (`outcomes` in spec order; empty when
+/// the guard is invalid or suspended and nothing was evaluated).
+pub fn assess(ctx: &Context<'_>, outcomes: &[Outcome]) -> Assessment {
+    let spec = ctx.spec;
+    let prev = ctx.previous;
+    let now = ctx.now;
+    let mut status = RolloutGuardStatus {
+        observed_generation: ctx.generation,
+        last_evaluation_time: Some(Time(now)),
+        conditions: prev.conditions.clone(),
+        active_rollback: prev.active_rollback.clone(),
+        last_rollback: prev.last_rollback.clone(),
+        last_restore: prev.last_restore.clone(),
+        ..Default::default()
+    };
+    let mut notices = Vec::new();
+    let set = |status: &mut RolloutGuardStatus,
+               type_: &str,
+               value: &str,
+               reason: &str,
+               message: String| {
+        conditions::set(
+            &mut status.conditions,
+            type_,
+            value,
+            reason,
+            message,
+            ctx.generation,
+            Time(now),
+        );
+    };
+    let was = |type_: &str| conditions::status_of(&prev.conditions, type_);
+
+    if let Some(problem) = &ctx.invalid {
+        status.phase = Some(GuardPhase::Invalid);
+        status.triggers = prev.triggers.clone();
+        if prev.phase != Some(GuardPhase::Invalid)
+            || conditions::get(&prev.conditions, condition::READY).map(|c| &c.message)
+                != Some(problem)
+        {
+            notices.push(Notice::InvalidSpec {
+                message: problem.clone(),
+            });
+        }
+        set(
+            &mut status,
+            condition::READY,
+            FALSE,
+            "InvalidSpec",
+            problem.clone(),
+        );
+        return Assessment {
+            status,
+            notices,
+            rollback: None,
+        };
+    }
+    if spec.suspend {
+        status.phase = Some(if status.active_rollback.is_some() {
+            GuardPhase::RollingBack
+        } else {
+            GuardPhase::Suspended
+        });
+        status.triggers = prev.triggers.clone();
+        set(
+            &mut status,
+            condition::READY,
+            TRUE,
+            "Suspended",
+            "spec.suspend is true: triggers are not evaluated".into(),
+        );
+        return Assessment {
+            status,
+            notices,
+            rollback: None,
+        };
+    }
+
+    // Triggers.
+    let mut errors = Vec::new();
+    let mut fired: Option<(String, Option<f64>)> = None;
+    let mut statuses = Vec::new();
+    for (trigger, outcome) in spec.triggers.iter().zip(outcomes) {
+        let before = prev.triggers.iter().find(|t| t.name == trigger.name);
+        let after = advance(trigger, before, outcome, now);
+        if let Err(e) = outcome {
+            errors.push(format!("trigger {:?}: {e}", trigger.name));
+        }
+        if after.breaching && outcome.is_ok() && !before.is_some_and(|b| b.breaching) {
+            notices.push(Notice::TriggerBreaching {
+                trigger: trigger.name.clone(),
+                message: describe(trigger, &after, "breaching"),
+            });
+        }
+        let was_firing = before.is_some_and(|b| {
+            prev.last_evaluation_time
+                .as_ref()
+                .is_some_and(|t| firing(trigger, b, t.0))
+        });
+        if firing(trigger, &after, now) && !was_firing {
+            notices.push(Notice::TriggerFiring {
+                trigger: trigger.name.clone(),
+                message: describe(trigger, &after, "firing"),
+            });
+            if trigger.action == TriggerAction::Rollback && fired.is_none() {
+                fired = Some((trigger.name.clone(), after.value));
+            }
+        }
+        statuses.push(after);
+    }
+    status.triggers = statuses;
+
+    let breaching: Vec<String> = status
+        .triggers
+        .iter()
+        .filter(|t| t.breaching)
+        .map(|t| t.name.clone())
+        .collect();
+    let reachable = errors.is_empty();
+    if reachable {
+        set(
+            &mut status,
+            condition::PROMETHEUS_REACHABLE,
+            TRUE,
+            "QueriesSucceeded",
+            "every trigger query answered".into(),
+        );
+    } else {
+        let message = errors.join("; ");
+        if was(condition::PROMETHEUS_REACHABLE) != Some(FALSE) {
+            notices.push(Notice::PrometheusUnreachable {
+                message: message.clone(),
+            });
+        }
+        set(
+            &mut status,
+            condition::PROMETHEUS_REACHABLE,
+            FALSE,
+            "QueryFailed",
+            format!("{message}; last good values kept, no rollback on errors"),
+        );
+    }
+    if breaching.is_empty() {
+        set(
+            &mut status,
+            condition::TRIGGERS_BREACHING,
+            FALSE,
+            "NoBreach",
+            "no trigger is breaching".into(),
+        );
+        status.quiet_since = prev
+            .quiet_since
+            .clone()
+            .filter(|_| prev.triggers.iter().all(|t| !t.breaching))
+            .or(Some(Time(now)));
+    } else {
+        set(
+            &mut status,
+            condition::TRIGGERS_BREACHING,
+            TRUE,
+            "Breaching",
+            format!("breaching: {}", breaching.join(", ")),
+        );
+        status.quiet_since = None;
+    }
+    match (reachable, breaching.is_empty()) {
+        (_, false) => set(
+            &mut status,
+            condition::HEALTHY,
+            FALSE,
+            "TriggersBreaching",
+            format!("breaching: {}", breaching.join(", ")),
+        ),
+        (true, true) => set(
+            &mut status,
+            condition::HEALTHY,
+            TRUE,
+            "NoBreach",
+            "every trigger is within its threshold".into(),
+        ),
+        (false, true) => set(
+            &mut status,
+            condition::HEALTHY,
+            UNKNOWN,
+            "PrometheusUnreachable",
+            "some triggers could not be evaluated".into(),
+        ),
+    }
+
+    // Rollback state.
+    let is_rolled_back = rolled_back(&status);
+    if is_rolled_back {
+        let rollback = status
+            .last_rollback
+            .clone()
+            .expect("rolled back has a last rollback");
+        set(
+            &mut status,
+            condition::ROLLED_BACK,
+            TRUE,
+            "RollbackSucceeded",
+            format!("rolled back by {}", rollback.name),
+        );
+        let window = spec.health.stability_window.to_std().unwrap_or_default();
+        let quiet_from = [status.quiet_since.as_ref(), rollback.time.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|t| t.0)
+            .max();
+        let stable = reachable
+            && breaching.is_empty()
+            && quiet_from.is_some_and(|t| now.duration_since(t).unsigned_abs() >= window);
+        if stable {
+            set(
+                &mut status,
+                condition::STABLE,
+                TRUE,
+                "Quiet",
+                format!(
+                    "no trigger has breached for spec.health.stabilityWindow ({})",
+                    spec.health.stability_window
+                ),
+            );
+        } else {
+            set(
+                &mut status,
+                condition::STABLE,
+                FALSE,
+                "Settling",
+                format!(
+                    "waiting for triggers to stay quiet for {}",
+                    spec.health.stability_window
+                ),
+            );
+        }
+    } else {
+        set(
+            &mut status,
+            condition::ROLLED_BACK,
+            FALSE,
+            "NotRolledBack",
+            "the guarded flags are as the rollout left them".into(),
+        );
+        status.conditions.retain(|c| c.type_ != condition::STABLE);
+    }
+
+    status.phase = Some(if status.active_rollback.is_some() {
+        GuardPhase::RollingBack
+    } else if is_rolled_back {
+        GuardPhase::RolledBack
+    } else if !reachable {
+        GuardPhase::Degraded
+    } else if !breaching.is_empty() {
+        GuardPhase::Breaching
+    } else {
+        GuardPhase::Monitoring
+    });
+    let (ready, reason, message) = if reachable {
+        (
+            TRUE,
+            "Evaluating",
+            format!(
+                "{} trigger(s) evaluated every {}",
+                spec.triggers.len(),
+                spec.interval
+            ),
+        )
+    } else {
+        (
+            FALSE,
+            "PrometheusUnreachable",
+            "trigger queries are failing; see PrometheusReachable".to_string(),
+        )
+    };
+    set(&mut status, condition::READY, ready, reason, message);
+
+    let rollback = fired.filter(|_| {
+        spec.rollback.mode == RollbackMode::Automatic
+            && status.active_rollback.is_none()
+            && ctx.request_in_flight.is_none()
+            && !is_rolled_back
+            && !cooling_down(spec, &status, now)
+    });
+    Assessment {
+        status,
+        notices,
+        rollback: rollback.map(|(trigger, value)| AutoRollback { trigger, value }),
+    }
+}
+
+fn describe(trigger: &Trigger, status: &TriggerStatus, what: &str) -> String {
+    let value = status.value.map_or("no data".into(), |v| format!("{v}"));
+    let threshold = match Comparison::of(trigger) {
+        Some(Comparison::Above(t)) => format!("above {t}"),
+        Some(Comparison::Below(t)) => format!("below {t}"),
+        Some(Comparison::IncreaseAbove(t)) => format!(
+            "increase above {t} over baseline {}",
+            status.baseline.map_or("-".into(), |b| b.to_string())
+        ),
+        Some(Comparison::DecreaseBelow(t)) => format!(
+            "decrease beyond {t} under baseline {}",
+            status.baseline.map_or("-".into(), |b| b.to_string())
+        ),
+        None => String::new(),
+    };
+    let labels = if status.labels.is_empty() {
+        String::new()
+    } else {
+        format!(" {:?}", status.labels)
+    };
+    format!(
+        "trigger {:?} {what}: value {value}{labels} ({threshold}, for {})",
+        trigger.name, trigger.for_
+    )
+}
+
+#[cfg(test)]
+#[path = "assess_tests.rs"]
+mod tests;

@@ -1,0 +1,381 @@
+use super::*;
+use crate::api::guard::LastRollback;
+use crate::triggers::Series;
+
+fn spec(extra: serde_json::Value) -> RolloutGuardSpec {
+    let mut s = serde_json::json!({
+        "flags": {"configMapRef": {"name": "ff"}, "guarded": ["a"]},
+        "triggers": [{"name": "errors", "query": "q", "above": 0.01, "for": "5m"}],
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        s[k] = v.clone();
+    }
+    serde_json::from_value(s).unwrap()
+}
+
+fn at(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + secs).unwrap()
+}
+
+fn reading(value: f64, trigger: &Trigger) -> Outcome {
+    Ok(crate::triggers::evaluate(
+        trigger,
+        &[Series::new(value)],
+        &[],
+    ))
+}
+
+/// Runs evaluations at the given (seconds, value) points, carrying status between them.
+fn run(spec: &RolloutGuardSpec, points: &[(i64, Result<f64, &str>)]) -> Vec<Assessment> {
+    let mut status = RolloutGuardStatus::default();
+    let mut out = Vec::new();
+    for (secs, value) in points {
+        let outcomes: Vec<Outcome> = spec
+            .triggers
+            .iter()
+            .map(|t| match value {
+                Ok(v) => reading(*v, t),
+                Err(e) => Err(e.to_string()),
+            })
+            .collect();
+        let a = assess(
+            &Context {
+                spec,
+                generation: Some(1),
+                previous: &status,
+                invalid: None,
+                request_in_flight: None,
+                now: at(*secs),
+            },
+            &outcomes,
+        );
+        status = a.status.clone();
+        out.push(a);
+    }
+    out
+}
+
+#[test]
+fn a_breach_shorter_than_for_does_not_fire() {
+    let s = spec(serde_json::json!({}));
+    let runs = run(
+        &s,
+        &[
+            (0, Ok(0.05)),
+            (120, Ok(0.05)),
+            (240, Ok(0.05)),
+            (260, Ok(0.001)),
+            (400, Ok(0.05)),
+        ],
+    );
+    assert!(runs.iter().all(|a| a.rollback.is_none()));
+    assert_eq!(runs[1].status.phase, Some(GuardPhase::Breaching));
+    assert_eq!(runs[3].status.phase, Some(GuardPhase::Monitoring));
+    // The window restarted at 400, not at 0.
+    assert_eq!(
+        runs[4].status.triggers[0].breaching_since,
+        Some(Time(at(400)))
+    );
+}
+
+#[test]
+fn a_breach_held_for_the_whole_window_fires_once() {
+    let s = spec(serde_json::json!({}));
+    let runs = run(
+        &s,
+        &[
+            (0, Ok(0.05)),
+            (299, Ok(0.05)),
+            (300, Ok(0.05)),
+            (315, Ok(0.05)),
+        ],
+    );
+    assert_eq!(runs[1].rollback, None);
+    assert_eq!(
+        runs[2].rollback,
+        Some(AutoRollback {
+            trigger: "errors".into(),
+            value: Some(0.05)
+        })
+    );
+    assert!(
+        runs[2]
+            .notices
+            .iter()
+            .any(|n| matches!(n, Notice::TriggerFiring { .. }))
+    );
+    assert!(
+        !runs[3]
+            .notices
+            .iter()
+            .any(|n| matches!(n, Notice::TriggerFiring { .. })),
+        "firing is announced once"
+    );
+}
+
+#[test]
+fn for_zero_fires_at_once() {
+    let s = spec(
+        serde_json::json!({"triggers": [{"name": "errors", "query": "q", "above": 0.01, "for": "0s"}]}),
+    );
+    assert!(run(&s, &[(0, Ok(0.05))])[0].rollback.is_some());
+}
+
+#[test]
+fn the_window_is_measured_from_the_persisted_breach_start() {
+    // As after an operator restart: the previous status says the breach began at 0.
+    let s = spec(serde_json::json!({}));
+    let previous = RolloutGuardStatus {
+        triggers: vec![TriggerStatus {
+            name: "errors".into(),
+            breaching: true,
+            breaching_since: Some(Time(at(0))),
+            value: Some(0.05),
+            ..Default::default()
+        }],
+        last_evaluation_time: Some(Time(at(200))),
+        ..Default::default()
+    };
+    let outcomes = vec![reading(0.05, &s.triggers[0])];
+    let ctx = |now| Context {
+        spec: &s,
+        generation: Some(1),
+        previous: &previous,
+        invalid: None,
+        request_in_flight: None,
+        now,
+    };
+    assert!(
+        assess(&ctx(at(290)), &outcomes).rollback.is_none(),
+        "not early"
+    );
+    assert!(
+        assess(&ctx(at(300)), &outcomes).rollback.is_some(),
+        "not reset"
+    );
+}
+
+#[test]
+fn query_errors_never_fire_and_keep_the_last_good_values() {
+    let s = spec(
+        serde_json::json!({"triggers": [{"name": "errors", "query": "q", "above": 0.01, "for": "0s", "noData": "breach"}]}),
+    );
+    let runs = run(
+        &s,
+        &[
+            (0, Ok(0.001)),
+            (15, Err("connection refused")),
+            (30, Err("connection refused")),
+        ],
+    );
+    for a in &runs[1..] {
+        assert_eq!(a.rollback, None);
+        assert_eq!(a.status.phase, Some(GuardPhase::Degraded));
+        assert_eq!(
+            a.status.triggers[0].value,
+            Some(0.001),
+            "last good value kept"
+        );
+        assert_eq!(
+            a.status.triggers[0].last_error.as_deref(),
+            Some("connection refused")
+        );
+        assert_eq!(
+            conditions::status_of(&a.status.conditions, condition::PROMETHEUS_REACHABLE),
+            Some(FALSE)
+        );
+    }
+    let unreachable = |a: &Assessment| {
+        a.notices
+            .iter()
+            .filter(|n| matches!(n, Notice::PrometheusUnreachable { .. }))
+            .count()
+    };
+    assert_eq!(
+        (unreachable(&runs[1]), unreachable(&runs[2])),
+        (1, 0),
+        "one Event per transition"
+    );
+}
+
+#[test]
+fn errors_during_a_breach_neither_fire_nor_reset_the_window() {
+    let s = spec(serde_json::json!({}));
+    let runs = run(
+        &s,
+        &[
+            (0, Ok(0.05)),
+            (290, Err("timeout")),
+            (310, Err("timeout")),
+            (320, Ok(0.05)),
+        ],
+    );
+    assert!(runs[..3].iter().all(|a| a.rollback.is_none()));
+    assert!(runs[3].rollback.is_some());
+}
+
+#[test]
+fn manual_mode_alert_action_cooldown_in_flight_and_rolled_back_prevent_the_automatic_request() {
+    let now_firing =
+        |spec: &RolloutGuardSpec, previous: &RolloutGuardStatus, in_flight: Option<String>| {
+            let outcomes: Vec<Outcome> = spec.triggers.iter().map(|t| reading(0.05, t)).collect();
+            assess(
+                &Context {
+                    spec,
+                    generation: Some(1),
+                    previous,
+                    invalid: None,
+                    request_in_flight: in_flight,
+                    now: at(1000),
+                },
+                &outcomes,
+            )
+        };
+    let zero = serde_json::json!([{"name": "errors", "query": "q", "above": 0.01, "for": "0s"}]);
+    let base = spec(serde_json::json!({"triggers": zero}));
+    assert!(
+        now_firing(&base, &RolloutGuardStatus::default(), None)
+            .rollback
+            .is_some()
+    );
+
+    let manual = spec(serde_json::json!({"triggers": zero, "rollback": {"mode": "manual"}}));
+    let a = now_firing(&manual, &RolloutGuardStatus::default(), None);
+    assert!(
+        a.rollback.is_none()
+            && a.notices
+                .iter()
+                .any(|n| matches!(n, Notice::TriggerFiring { .. }))
+    );
+
+    let alert = spec(
+        serde_json::json!({"triggers": [{"name": "errors", "query": "q", "above": 0.01, "action": "alert"}]}),
+    );
+    let a = now_firing(&alert, &RolloutGuardStatus::default(), None);
+    assert!(
+        a.rollback.is_none()
+            && a.notices
+                .iter()
+                .any(|n| matches!(n, Notice::TriggerFiring { .. }))
+    );
+
+    assert!(
+        now_firing(
+            &base,
+            &RolloutGuardStatus::default(),
+            Some("incident-1".into())
+        )
+        .rollback
+        .is_none()
+    );
+
+    let failed_recently = RolloutGuardStatus {
+        last_rollback: Some(LastRollback {
+            name: "r".into(),
+            time: Some(Time(at(1000 - 60))),
+            outcome: Some("Failed".into()),
+        }),
+        ..Default::default()
+    };
+    assert!(
+        now_firing(&base, &failed_recently, None).rollback.is_none(),
+        "cooldown (30m default)"
+    );
+    let failed_long_ago = RolloutGuardStatus {
+        last_rollback: Some(LastRollback {
+            name: "r".into(),
+            time: Some(Time(at(1000 - 3600))),
+            outcome: Some("Failed".into()),
+        }),
+        ..Default::default()
+    };
+    assert!(now_firing(&base, &failed_long_ago, None).rollback.is_some());
+    let rolled_back = RolloutGuardStatus {
+        last_rollback: Some(LastRollback {
+            name: "r".into(),
+            time: Some(Time(at(1000 - 3600))),
+            outcome: Some("Succeeded".into()),
+        }),
+        ..Default::default()
+    };
+    let a = now_firing(&base, &rolled_back, None);
+    assert!(a.rollback.is_none(), "flags are already off");
+    assert_eq!(a.status.phase, Some(GuardPhase::RolledBack));
+}
+
+#[test]
+fn stable_after_the_stability_window_of_quiet() {
+    let s = spec(serde_json::json!({"health": {"stabilityWindow": "10m"}}));
+    let mut status = RolloutGuardStatus {
+        last_rollback: Some(LastRollback {
+            name: "r".into(),
+            time: Some(Time(at(0))),
+            outcome: Some("Succeeded".into()),
+        }),
+        ..Default::default()
+    };
+    let mut stable = Vec::new();
+    for (secs, value) in [(10, 0.05), (100, 0.001), (650, 0.001), (700, 0.001)] {
+        let outcomes = vec![reading(value, &s.triggers[0])];
+        let a = assess(
+            &Context {
+                spec: &s,
+                generation: Some(1),
+                previous: &status,
+                invalid: None,
+                request_in_flight: None,
+                now: at(secs),
+            },
+            &outcomes,
+        );
+        stable.push(conditions::is_true(&a.status.conditions, condition::STABLE));
+        assert_eq!(a.status.phase, Some(GuardPhase::RolledBack));
+        status = a.status;
+    }
+    // Quiet since 100: stable from 700 on, not at 650.
+    assert_eq!(stable, [false, false, false, true]);
+}
+
+#[test]
+fn invalid_and_suspended_guards_do_not_evaluate() {
+    let s = spec(serde_json::json!({}));
+    let previous = RolloutGuardStatus::default();
+    let a = assess(
+        &Context {
+            spec: &s,
+            generation: Some(2),
+            previous: &previous,
+            invalid: Some("spec.triggers[errors].query: bad".into()),
+            request_in_flight: None,
+            now: at(0),
+        },
+        &[],
+    );
+    assert_eq!(a.status.phase, Some(GuardPhase::Invalid));
+    assert_eq!(
+        a.notices,
+        vec![Notice::InvalidSpec {
+            message: "spec.triggers[errors].query: bad".into()
+        }]
+    );
+    let ready = conditions::get(&a.status.conditions, condition::READY).unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.observed_generation),
+        (FALSE, Some(2))
+    );
+
+    let suspended = spec(serde_json::json!({"suspend": true}));
+    let a = assess(
+        &Context {
+            spec: &suspended,
+            generation: Some(1),
+            previous: &previous,
+            invalid: None,
+            request_in_flight: None,
+            now: at(0),
+        },
+        &[],
+    );
+    assert_eq!(a.status.phase, Some(GuardPhase::Suspended));
+    assert!(a.rollback.is_none());
+}

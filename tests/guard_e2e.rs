@@ -1,0 +1,650 @@
+//! RolloutGuards end to end: the real Prometheus scrapes endpoints these tests serve on
+//! loopback (registered through PROM_SD_DIR), the operator runs as its own process, and the
+//! tests assert on guard status, RollbackRequests and Events.
+
+mod common;
+
+use axum::{Router, routing::get};
+use common::{Cluster, Operator, cluster, unique_suffix, wait_until};
+use k8s_openapi::api::core::v1::{ConfigMap, Event};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use rollguard::api::guard::GuardPhase;
+use rollguard::api::request::RequestPhase;
+use rollguard::api::{RollbackRequest, RolloutGuard};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Gauges served on loopback for Prometheus to scrape: series name → value (None: absent).
+#[derive(Clone)]
+struct Metrics {
+    id: String,
+    values: Arc<Mutex<BTreeMap<String, f64>>>,
+}
+
+impl Metrics {
+    async fn serve(cluster: &Cluster) -> Metrics {
+        let id = format!("m{}", unique_suffix());
+        let values: Arc<Mutex<BTreeMap<String, f64>>> = Arc::default();
+        let served = values.clone();
+        let app = Router::new().route(
+            "/metrics",
+            get(move || {
+                let text: String = served
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|(series, v)| format!("rollguard_test_value{{series=\"{series}\"}} {v}\n"))
+                    .collect();
+                async move { text }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let targets = serde_json::json!([{"targets": [addr.to_string()], "labels": {"test": id}}]);
+        std::fs::write(
+            cluster.prom_sd_dir.join(format!("{id}.json")),
+            targets.to_string(),
+        )
+        .unwrap();
+        Metrics { id, values }
+    }
+
+    fn set(&self, series: &str, value: f64) {
+        self.values
+            .lock()
+            .unwrap()
+            .insert(series.to_string(), value);
+    }
+
+    /// PromQL for one series of this test's endpoint.
+    fn query(&self, series: &str) -> String {
+        format!(
+            "rollguard_test_value{{test=\\\"{}\\\",series=\\\"{series}\\\"}}",
+            self.id
+        )
+    }
+
+    /// Waits until Prometheus returns `value` for the series.
+    async fn scraped(&self, cluster: &Cluster, series: &str, value: f64) {
+        let client =
+            prometheus_http_query::Client::try_from(cluster.prometheus_url.as_str()).unwrap();
+        let q = format!(
+            "rollguard_test_value{{test=\"{}\",series=\"{series}\"}}",
+            self.id
+        );
+        wait_until(
+            Duration::from_secs(20),
+            &format!("Prometheus to scrape {series}={value}"),
+            || {
+                let (client, q) = (client.clone(), q.clone());
+                async move {
+                    let r = client.query(q).get().await.ok()?;
+                    (r.data().as_vector()?.first()?.sample().value() == value).then_some(())
+                }
+            },
+        )
+        .await;
+    }
+}
+
+struct Env {
+    cluster: Cluster,
+    ns: String,
+    operator: Option<Operator>,
+}
+
+async fn setup(test: &str) -> Option<Env> {
+    let cluster = cluster(test).await?;
+    cluster.install_crds().await;
+    let ns = cluster.namespace(&test.replace('_', "-")).await;
+    cluster.apply(&format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ff, namespace: {ns}}}\ndata: {{a: \"true\", b: \"true\"}}\n"
+    ));
+    let operator = cluster.start_operator(&ns, &[]);
+    Some(Env {
+        cluster,
+        ns,
+        operator: Some(operator),
+    })
+}
+
+impl Env {
+    fn guard(&self, name: &str, spec: &str) {
+        self.cluster.apply(&format!(
+            "apiVersion: rollguard.dev/v1alpha1\nkind: RolloutGuard\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  interval: 1s\n  flags: {{configMapRef: {{name: ff}}, guarded: [a, b]}}\n{spec}\n",
+            ns = self.ns
+        ));
+    }
+
+    fn guards(&self) -> Api<RolloutGuard> {
+        Api::namespaced(self.cluster.client.clone(), &self.ns)
+    }
+
+    async fn auto_requests(&self, guard: &str) -> Vec<RollbackRequest> {
+        let api: Api<RollbackRequest> = Api::namespaced(self.cluster.client.clone(), &self.ns);
+        api.list(&ListParams::default().labels(&format!("rollguard.dev/guard={guard}")))
+            .await
+            .unwrap()
+            .items
+    }
+
+    /// Waits until `check` holds for the guard's status; returns the guard.
+    async fn guard_until(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&RolloutGuard) -> bool,
+    ) -> RolloutGuard {
+        let api = self.guards();
+        let check = &check;
+        wait_until(
+            Duration::from_secs(30),
+            &format!("guard {name}: {what}"),
+            || {
+                let api = api.clone();
+                async move { api.get(name).await.ok().filter(|g| check(g)) }
+            },
+        )
+        .await
+    }
+
+    async fn events(&self, name: &str, reason: &str) -> Vec<Event> {
+        let events: Api<Event> = Api::namespaced(self.cluster.client.clone(), &self.ns);
+        events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.involved_object.name.as_deref() == Some(name)
+                    && e.reason.as_deref() == Some(reason)
+            })
+            .collect()
+    }
+}
+
+fn phase(g: &RolloutGuard) -> Option<GuardPhase> {
+    g.status.as_ref().and_then(|s| s.phase)
+}
+
+fn trigger_breaching(g: &RolloutGuard, trigger: &str) -> Option<bool> {
+    g.status
+        .as_ref()?
+        .triggers
+        .iter()
+        .find(|t| t.name == trigger && t.last_error.is_none() && t.value.is_some())
+        .map(|t| t.breaching)
+}
+
+#[tokio::test]
+async fn a_short_breach_does_not_fire_and_a_sustained_one_fires_exactly_one_rollback_that_completes()
+ {
+    let Some(env) = setup("sustained_breach").await else {
+        return;
+    };
+    let m = Metrics::serve(&env.cluster).await;
+    m.set("errors", 0.001);
+    m.scraped(&env.cluster, "errors", 0.001).await;
+    env.guard("g", &format!("  triggers: [{{name: error-rate, query: \"{}\", above: 0.01, for: 5s}}]\n  rollback: {{cooldown: 1h}}", m.query("errors")));
+    env.guard_until("g", "Monitoring", |g| {
+        phase(g) == Some(GuardPhase::Monitoring)
+    })
+    .await;
+
+    // A two-second breach: Breaching, then back, and no rollback.
+    m.set("errors", 0.5);
+    env.guard_until("g", "Breaching", |g| {
+        phase(g) == Some(GuardPhase::Breaching)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    m.set("errors", 0.001);
+    env.guard_until("g", "Monitoring again", |g| {
+        phase(g) == Some(GuardPhase::Monitoring)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        env.auto_requests("g").await.is_empty(),
+        "a breach shorter than `for` fired"
+    );
+
+    // A sustained breach fires once.
+    m.set("errors", 0.5);
+    let requests = wait_until(
+        Duration::from_secs(30),
+        "an automatic RollbackRequest",
+        || {
+            let env = &env;
+            async move { Some(env.auto_requests("g").await).filter(|r| !r.is_empty()) }
+        },
+    )
+    .await;
+    let request = &requests[0];
+    let name = request.metadata.name.clone().unwrap();
+    assert!(
+        name.starts_with("g-auto-") && name.len() == "g-auto-20261127-101500".len(),
+        "{name}"
+    );
+    assert_eq!(request.spec.requested_by, "system:rollguard");
+    assert_eq!(
+        request.metadata.owner_references.as_ref().unwrap()[0].name,
+        "g"
+    );
+    // The fix is in: errors drop, so verification (triggers without `for`) can pass.
+    m.set("errors", 0.001);
+    let api: Api<RollbackRequest> = Api::namespaced(env.cluster.client.clone(), &env.ns);
+    let done = wait_until(
+        Duration::from_secs(30),
+        "the automatic rollback to succeed",
+        || {
+            let api = api.clone();
+            let name = name.clone();
+            async move {
+                api.get(&name).await.ok().filter(|r| {
+                    r.status.as_ref().and_then(|s| s.phase) == Some(RequestPhase::Succeeded)
+                })
+            }
+        },
+    )
+    .await;
+    let triggered = done.status.unwrap().triggered_by.unwrap();
+    assert_eq!(
+        (triggered.trigger.as_str(), triggered.value),
+        ("error-rate", Some(0.5))
+    );
+    let data = Api::<ConfigMap>::namespaced(env.cluster.client.clone(), &env.ns)
+        .get("ff")
+        .await
+        .unwrap()
+        .data
+        .unwrap();
+    assert_eq!((data["a"].as_str(), data["b"].as_str()), ("false", "false"));
+    env.guard_until("g", "RolledBack with its condition", |g| {
+        phase(g) == Some(GuardPhase::RolledBack)
+            && g.status
+                .as_ref()
+                .is_some_and(|s| rollguard::conditions::is_true(&s.conditions, "RolledBack"))
+    })
+    .await;
+
+    // Still exactly one request a few intervals later (even with the breach back: rolled back).
+    m.set("errors", 0.5);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(env.auto_requests("g").await.len(), 1);
+    assert!(!env.events("g", "TriggerFiring").await.is_empty());
+    assert!(!env.events("g", "RollbackCreated").await.is_empty());
+}
+
+#[tokio::test]
+async fn each_comparison_breaches_when_and_only_when_it_should() {
+    let Some(env) = setup("comparisons").await else {
+        return;
+    };
+    let m = Metrics::serve(&env.cluster).await;
+    for (series, v) in [
+        ("a1", 0.2),
+        ("a2", 0.9),
+        ("low", 3.5),
+        ("high", 4.5),
+        ("now", 1.2),
+        ("base", 1.0),
+        ("tput", 50.0),
+        ("tbase", 100.0),
+    ] {
+        m.set(series, v);
+    }
+    m.scraped(&env.cluster, "tbase", 100.0).await;
+    let all = format!(
+        "rollguard_test_value{{test=\\\"{}\\\",series=~\\\"a.\\\"}}",
+        m.id
+    );
+    // Every trigger only alerts here: this test is about breaching, not rolling back.
+    let triggers = [
+        format!("{{name: multi, query: \"{all}\", above: 0.5, action: alert}}"),
+        format!("{{name: multi-quiet, query: \"{all}\", above: 0.95, action: alert}}"),
+        format!(
+            "{{name: below, query: \"{}\", below: 4.0, action: alert}}",
+            m.query("low")
+        ),
+        format!(
+            "{{name: below-quiet, query: \"{}\", below: 4.0, action: alert}}",
+            m.query("high")
+        ),
+        format!(
+            "{{name: increase, query: \"{}\", increaseAbove: 0.1, baseline: {{query: \"{}\"}}, action: alert}}",
+            m.query("now"),
+            m.query("base")
+        ),
+        format!(
+            "{{name: increase-quiet, query: \"{}\", increaseAbove: 0.5, baseline: {{query: \"{}\"}}, action: alert}}",
+            m.query("now"),
+            m.query("base")
+        ),
+        format!(
+            "{{name: decrease, query: \"{}\", decreaseBelow: 0.3, baseline: {{query: \"{}\"}}, action: alert}}",
+            m.query("tput"),
+            m.query("tbase")
+        ),
+        format!(
+            "{{name: nodata-breach, query: \"{}\", above: 1, noData: breach, action: alert}}",
+            m.query("absent")
+        ),
+        format!(
+            "{{name: nodata-ignore, query: \"{}\", above: 1, noData: ignore, action: alert}}",
+            m.query("absent")
+        ),
+    ];
+    env.guard("g", &format!("  triggers: [{}]", triggers.join(", ")));
+    let guard = env
+        .guard_until("g", "every trigger evaluated", |g| {
+            g.status
+                .as_ref()
+                .is_some_and(|s| s.triggers.len() == 9 && s.last_evaluation_time.is_some())
+        })
+        .await;
+    let status = guard.status.unwrap();
+    let breaching: BTreeMap<&str, bool> = status
+        .triggers
+        .iter()
+        .map(|t| (t.name.as_str(), t.breaching))
+        .collect();
+    let expected = BTreeMap::from([
+        ("multi", true),
+        ("multi-quiet", false),
+        ("below", true),
+        ("below-quiet", false),
+        ("increase", true),
+        ("increase-quiet", false),
+        ("decrease", true),
+        ("nodata-breach", true),
+        ("nodata-ignore", false),
+    ]);
+    assert_eq!(breaching, expected, "{:#?}", status.triggers);
+    let multi = status.triggers.iter().find(|t| t.name == "multi").unwrap();
+    assert_eq!(
+        (multi.value, multi.labels.get("series").map(String::as_str)),
+        (Some(0.9), Some("a2")),
+        "the worst series is shown"
+    );
+    let increase = status
+        .triggers
+        .iter()
+        .find(|t| t.name == "increase")
+        .unwrap();
+    assert_eq!(increase.baseline, Some(1.0));
+    // action: alert fires Events, never requests.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(env.auto_requests("g").await.is_empty());
+    assert!(!env.events("g", "TriggerFiring").await.is_empty());
+    assert!(trigger_breaching(&env.guards().get("g").await.unwrap(), "multi") == Some(true));
+}
+
+#[tokio::test]
+async fn prometheus_down_slow_or_failing_never_rolls_back_and_the_guard_recovers() {
+    let Some(env) = setup("prometheus_errors").await else {
+        return;
+    };
+    // An address that refuses connections, one that accepts and never answers, and a query
+    // that parses but fails inside Prometheus. Each would breach at once if errors counted
+    // (noData: breach, for: 0s).
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let trigger = |query: &str| {
+        format!("  triggers: [{{name: t, query: \"{query}\", above: 1, for: 0s, noData: breach}}]")
+    };
+    env.guard(
+        "down",
+        &format!(
+            "{}\n  prometheus: {{address: \"http://{closed}\"}}",
+            trigger("vector(0)")
+        ),
+    );
+    env.guard(
+        "slow",
+        &format!(
+            "{}\n  prometheus: {{address: \"http://{silent_addr}\", timeout: 500ms}}",
+            trigger("vector(0)")
+        ),
+    );
+    env.guard(
+        "failing",
+        &trigger("label_replace(vector(1), \\\"dst\\\", \\\"$1\\\", \\\"src\\\", \\\"[\\\")"),
+    );
+    for name in ["down", "slow", "failing"] {
+        let g = env
+            .guard_until(name, "Degraded", |g| phase(g) == Some(GuardPhase::Degraded))
+            .await;
+        let status = g.status.unwrap();
+        let reachable =
+            rollguard::conditions::get(&status.conditions, "PrometheusReachable").unwrap();
+        assert_eq!(reachable.status, "False", "{name}");
+        assert!(status.triggers[0].last_error.is_some(), "{name}");
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for name in ["down", "slow", "failing"] {
+        assert!(
+            env.auto_requests(name).await.is_empty(),
+            "{name}: an error fired a rollback"
+        );
+        assert_eq!(
+            env.events(name, "PrometheusUnreachable").await.len(),
+            1,
+            "{name}: one Event per transition"
+        );
+    }
+    // Prometheus back (the guard now points at the real one): Monitoring again.
+    let patch =
+        serde_json::json!({"spec": {"prometheus": {"address": env.cluster.prometheus_url}}});
+    env.guards()
+        .patch("down", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    env.guard_until("down", "Monitoring", |g| {
+        phase(g) == Some(GuardPhase::Monitoring)
+    })
+    .await;
+    assert!(env.auto_requests("down").await.is_empty());
+}
+
+#[tokio::test]
+async fn suspend_manual_mode_alert_action_and_cooldown_each_prevent_the_automatic_request() {
+    let Some(env) = setup("no_automatic").await else {
+        return;
+    };
+    let breach = "  triggers: [{name: t, query: \"vector(5)\", above: 1, for: 0s}]";
+    env.guard("suspended", &format!("{breach}\n  suspend: true"));
+    env.guard("manual", &format!("{breach}\n  rollback: {{mode: manual}}"));
+    env.guard(
+        "alert",
+        "  triggers: [{name: t, query: \"vector(5)\", above: 1, for: 0s, action: alert}]",
+    );
+    // Cooldown: the guard's history says a rollback failed a moment ago.
+    env.guard(
+        "cooling",
+        &format!("{breach}\n  suspend: true\n  rollback: {{cooldown: 1h}}"),
+    );
+    let cooling = env
+        .guard_until("cooling", "Suspended", |g| {
+            phase(g) == Some(GuardPhase::Suspended)
+        })
+        .await;
+    let history = serde_json::json!({"status": {"lastRollback": {"name": "earlier", "outcome": "Failed",
+        "time": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()}}});
+    env.guards()
+        .patch_status("cooling", &PatchParams::default(), &Patch::Merge(&history))
+        .await
+        .unwrap();
+    let resume = serde_json::json!({"spec": {"suspend": false}});
+    env.guards()
+        .patch("cooling", &PatchParams::default(), &Patch::Merge(&resume))
+        .await
+        .unwrap();
+    assert_eq!(cooling.metadata.name.as_deref(), Some("cooling"));
+
+    env.guard_until("suspended", "Suspended", |g| {
+        phase(g) == Some(GuardPhase::Suspended)
+    })
+    .await;
+    for name in ["manual", "alert", "cooling"] {
+        env.guard_until(name, "Breaching", |g| {
+            phase(g) == Some(GuardPhase::Breaching)
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for name in ["suspended", "manual", "alert", "cooling"] {
+        assert!(
+            env.auto_requests(name).await.is_empty(),
+            "{name} created a RollbackRequest"
+        );
+    }
+    for name in ["manual", "alert", "cooling"] {
+        assert_eq!(
+            env.events(name, "TriggerFiring").await.len(),
+            1,
+            "{name}: TriggerFiring once"
+        );
+    }
+    // Control: the same trigger on a plain guard does roll back.
+    env.guard("control", breach);
+    wait_until(
+        Duration::from_secs(20),
+        "the control guard to roll back",
+        || {
+            let env = &env;
+            async move { Some(env.auto_requests("control").await).filter(|r| !r.is_empty()) }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn invalid_promql_or_a_missing_config_map_makes_the_guard_invalid_with_the_field_named() {
+    let Some(env) = setup("invalid_guard").await else {
+        return;
+    };
+    env.guard(
+        "bad-query",
+        "  triggers: [{name: errors, query: \"sum(rate(http_requests_total[5m]\", above: 1}]",
+    );
+    env.cluster.apply(&format!(
+        "apiVersion: rollguard.dev/v1alpha1\nkind: RolloutGuard\nmetadata: {{name: no-cm, namespace: {}}}\nspec:\n  flags: {{configMapRef: {{name: nowhere}}, guarded: [a]}}\n",
+        env.ns
+    ));
+    env.guard(
+        "absent-flag",
+        "  triggers: []\n  flags: {configMapRef: {name: ff}, guarded: [a, zzz]}",
+    );
+    let cases = [
+        (
+            "bad-query",
+            "spec.triggers[errors].query does not parse as PromQL",
+        ),
+        (
+            "no-cm",
+            "spec.flags.configMapRef.name: ConfigMap \"nowhere\" does not exist",
+        ),
+        (
+            "absent-flag",
+            "spec.flags.guarded: flag \"zzz\" is not in ConfigMap \"ff\"",
+        ),
+    ];
+    for (name, message) in cases {
+        let g = env
+            .guard_until(name, "Invalid", |g| phase(g) == Some(GuardPhase::Invalid))
+            .await;
+        let ready = rollguard::conditions::get(&g.status.unwrap().conditions, "Ready")
+            .unwrap()
+            .clone();
+        assert_eq!(ready.status, "False");
+        assert!(ready.message.contains(message), "{name}: {}", ready.message);
+        assert_eq!(env.events(name, "InvalidSpec").await.len(), 1, "{name}");
+    }
+    // Fixing the spec makes it valid again.
+    let fix = serde_json::json!({"spec": {"triggers": [{"name": "errors", "query": "sum(rate(http_requests_total[5m]))", "above": 1}]}});
+    env.guards()
+        .patch("bad-query", &PatchParams::default(), &Patch::Merge(&fix))
+        .await
+        .unwrap();
+    env.guard_until("bad-query", "Monitoring", |g| {
+        phase(g) == Some(GuardPhase::Monitoring)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn restarting_the_operator_mid_window_neither_restarts_the_window_nor_fires_early() {
+    let Some(mut env) = setup("restart_window").await else {
+        return;
+    };
+    let m = Metrics::serve(&env.cluster).await;
+    m.set("errors", 0.5);
+    m.scraped(&env.cluster, "errors", 0.5).await;
+    env.guard(
+        "g",
+        &format!(
+            "  triggers: [{{name: error-rate, query: \"{}\", above: 0.01, for: 10s}}]",
+            m.query("errors")
+        ),
+    );
+    let since = |g: &RolloutGuard| g.status.as_ref()?.triggers.first()?.breaching_since.clone();
+    let guard = env
+        .guard_until("g", "breaching", |g| since(g).is_some())
+        .await;
+    let started = since(&guard).unwrap().0;
+
+    // Kill the operator 3 s into the window; keep it down for 3 s.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    env.operator.take().unwrap().kill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(env.auto_requests("g").await.is_empty());
+    env.operator = Some(env.cluster.start_operator(&env.ns, &[]));
+
+    // The new process continues the persisted window: same start, no early firing.
+    let before_due = started
+        .checked_add(jiff::SignedDuration::from_secs(9))
+        .unwrap();
+    while jiff::Timestamp::now() < before_due {
+        assert!(
+            env.auto_requests("g").await.is_empty(),
+            "fired before the 10s window had passed"
+        );
+        let g = env.guards().get("g").await.unwrap();
+        if let Some(s) = since(&g) {
+            assert_eq!(s.0, started, "the restart reset the window");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let requests = wait_until(
+        Duration::from_secs(15),
+        "the rollback after the window",
+        || {
+            let env = &env;
+            async move { Some(env.auto_requests("g").await).filter(|r| !r.is_empty()) }
+        },
+    )
+    .await;
+    let created = requests[0].metadata.creation_timestamp.clone().unwrap().0;
+    let waited = created.duration_since(started).as_secs_f64();
+    // creationTimestamp has 1 s resolution; `for` + interval + 2 s is the target.
+    assert!(
+        (9.0..=13.0).contains(&waited),
+        "fired {waited}s after the breach began"
+    );
+    assert_eq!(requests.len(), 1);
+}
