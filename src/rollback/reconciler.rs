@@ -344,11 +344,12 @@ impl Run {
         self.status.started_at = Some(MicroTime(now()));
         self.status.message = None;
         let who = &self.request.spec.requested_by;
+        let reason = &self.request.spec.reason;
         let message = format!(
-            "{:?} {} requested by {who}: {}",
+            "{:?} {} requested by {who}{}{reason}",
             self.request.spec.mode,
             action_word(self.request.spec.action),
-            self.request.spec.reason
+            if reason.is_empty() { "" } else { ": " },
         );
         self.record("Accepted", message);
     }
