@@ -648,3 +648,61 @@ async fn restarting_the_operator_mid_window_neither_restarts_the_window_nor_fire
     );
     assert_eq!(requests.len(), 1);
 }
+
+#[tokio::test]
+async fn a_flag_turned_back_on_after_a_rollback_is_reported_as_drift_with_its_manager() {
+    let Some(env) = setup("drift").await else {
+        return;
+    };
+    env.guard("g", "  triggers: []");
+    env.guard_until("g", "Monitoring", |g| {
+        phase(g) == Some(GuardPhase::Monitoring)
+    })
+    .await;
+    env.cluster.apply(&format!(
+        "apiVersion: rollguard.dev/v1alpha1\nkind: RollbackRequest\nmetadata: {{name: incident, namespace: {}}}\nspec: {{guardRef: {{name: g}}, requestedBy: ops, mode: immediate}}\n",
+        env.ns
+    ));
+    env.guard_until("g", "RolledBack", |g| {
+        g.status.as_ref().is_some_and(|s| {
+            rollguard::conditions::status_of(&s.conditions, "FlagsDrifted") == Some("False")
+        })
+    })
+    .await;
+
+    // A GitOps tool puts flag `a` back.
+    let config_maps: Api<ConfigMap> = Api::namespaced(env.cluster.client.clone(), &env.ns);
+    let params = PatchParams {
+        field_manager: Some("gitops-bot".into()),
+        ..Default::default()
+    };
+    config_maps
+        .patch(
+            "ff",
+            &params,
+            &Patch::Merge(serde_json::json!({"data": {"a": "true"}})),
+        )
+        .await
+        .unwrap();
+    let guard = env
+        .guard_until("g", "FlagsDrifted", |g| {
+            g.status
+                .as_ref()
+                .is_some_and(|s| rollguard::conditions::is_true(&s.conditions, "FlagsDrifted"))
+        })
+        .await;
+    let drifted = rollguard::conditions::get(&guard.status.unwrap().conditions, "FlagsDrifted")
+        .unwrap()
+        .clone();
+    assert!(
+        drifted
+            .message
+            .contains("flag(s) a turned back on by gitops-bot since rollback incident"),
+        "{}",
+        drifted.message
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let events = env.events("g", "FlagsDrifted").await;
+    assert_eq!(events.len(), 1, "one Warning Event per drift");
+    assert_eq!(events[0].type_.as_deref(), Some("Warning"));
+}

@@ -170,5 +170,41 @@ pub fn plan_restore(
     }
 }
 
+/// Flags a rollback turned off (`changes`) that are no longer in the state it wrote:
+/// turned back on by someone else (drift).
+pub fn drifted(
+    spec: &FlagsSpec,
+    config_map: &str,
+    data: &Data,
+    changes: &[FlagChange],
+) -> Vec<String> {
+    match plan_restore(spec, config_map, data, changes, &Data::new()) {
+        Ok(plan) => plan.conflicts.into_iter().map(|c| c.name).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The field manager that last wrote data key `key`, from managedFields, leaving out
+/// `ignore` (the operator's own manager).
+pub fn last_writer(
+    cm: &k8s_openapi::api::core::v1::ConfigMap,
+    key: &str,
+    ignore: &str,
+) -> Option<String> {
+    let field = format!("f:{key}");
+    cm.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.manager.as_deref() != Some(ignore))
+        .filter(|m| {
+            m.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0.get("f:data").and_then(|d| d.get(&field)).is_some())
+        })
+        .max_by_key(|m| m.time.clone())
+        .and_then(|m| m.manager.clone())
+}
+
 #[cfg(test)]
 mod tests;

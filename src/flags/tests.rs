@@ -454,3 +454,38 @@ proptest! {
         prop_assert_eq!(a, b);
     }
 }
+
+#[test]
+fn drift_is_a_flag_the_rollback_turned_off_that_is_on_again() {
+    let spec = plain_spec(&["a", "b"]);
+    let original = data(&[("a", "true"), ("b", "true")]);
+    let rollback = plan_disable(&spec, "ff", &original, &all()).unwrap();
+    let mut now = rollback.apply(&original);
+    assert!(drifted(&spec, "ff", &now, &rollback.changes).is_empty());
+    now.insert("b".into(), "true".into());
+    assert_eq!(drifted(&spec, "ff", &now, &rollback.changes), ["b"]);
+}
+
+#[test]
+fn the_last_writer_of_a_key_comes_from_managed_fields() {
+    let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "ff", "managedFields": [
+            {"manager": "kubectl-client-side-apply", "operation": "Update", "time": "2026-11-27T10:00:00Z",
+             "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:a": {}, "f:b": {}}}},
+            {"manager": "rollguard", "operation": "Update", "time": "2026-11-27T10:05:00Z",
+             "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:a": {}}}},
+            {"manager": "argocd-controller", "operation": "Update", "time": "2026-11-27T10:06:00Z",
+             "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:b": {}}}}
+        ]}
+    }))
+    .unwrap();
+    assert_eq!(
+        last_writer(&cm, "b", "rollguard").as_deref(),
+        Some("argocd-controller")
+    );
+    assert_eq!(
+        last_writer(&cm, "a", "rollguard").as_deref(),
+        Some("kubectl-client-side-apply")
+    );
+    assert_eq!(last_writer(&cm, "zzz", "rollguard"), None);
+}

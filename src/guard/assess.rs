@@ -79,7 +79,16 @@ pub struct Context<'a> {
     pub invalid: Option<String>,
     /// A RollbackRequest of this guard that has not finished (the guard's slot or the queue).
     pub request_in_flight: Option<String>,
+    /// While rolled back: guarded flags turned back on since, and who did it.
+    pub drift: Option<Drift>,
     pub now: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Drift {
+    pub flags: Vec<String>,
+    /// The field manager that last wrote them (managedFields), when known.
+    pub manager: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -99,6 +108,9 @@ pub enum Notice {
     InvalidSpec {
         message: String,
     },
+    FlagsDrifted {
+        message: String,
+    },
 }
 
 /// An automatic RollbackRequest to create.
@@ -115,7 +127,7 @@ pub struct Assessment {
     pub rollback: Option<AutoRollback>,
 }
 
-fn rolled_back(status: &RolloutGuardStatus) -> bool {
+pub fn rolled_back(status: &RolloutGuardStatus) -> bool {
     let Some(rollback) = status
         .last_rollback
         .as_ref()
@@ -373,6 +385,38 @@ pub fn assess(ctx: &Context<'_>, outcomes: &[Outcome]) -> Assessment {
                 ),
             );
         }
+        match ctx.drift.as_ref().filter(|d| !d.flags.is_empty()) {
+            Some(drift) => {
+                let who = drift
+                    .manager
+                    .as_deref()
+                    .unwrap_or("an unknown field manager");
+                let message = format!(
+                    "flag(s) {} turned back on by {who} since rollback {}; rollguard did not do it (use a restore)",
+                    drift.flags.join(", "),
+                    rollback.name
+                );
+                if was(condition::FLAGS_DRIFTED) != Some(TRUE) {
+                    notices.push(Notice::FlagsDrifted {
+                        message: message.clone(),
+                    });
+                }
+                set(
+                    &mut status,
+                    condition::FLAGS_DRIFTED,
+                    TRUE,
+                    "FlagsDrifted",
+                    message,
+                );
+            }
+            None => set(
+                &mut status,
+                condition::FLAGS_DRIFTED,
+                FALSE,
+                "NoDrift",
+                "the guarded flags are as the rollback left them".into(),
+            ),
+        }
     } else {
         set(
             &mut status,
@@ -381,7 +425,9 @@ pub fn assess(ctx: &Context<'_>, outcomes: &[Outcome]) -> Assessment {
             "NotRolledBack",
             "the guarded flags are as the rollout left them".into(),
         );
-        status.conditions.retain(|c| c.type_ != condition::STABLE);
+        status
+            .conditions
+            .retain(|c| c.type_ != condition::STABLE && c.type_ != condition::FLAGS_DRIFTED);
     }
 
     status.phase = Some(if status.active_rollback.is_some() {

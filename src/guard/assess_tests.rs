@@ -45,6 +45,7 @@ fn run(spec: &RolloutGuardSpec, points: &[(i64, Result<f64, &str>)]) -> Vec<Asse
                 previous: &status,
                 invalid: None,
                 request_in_flight: None,
+                drift: None,
                 now: at(*secs),
             },
             &outcomes,
@@ -143,6 +144,7 @@ fn the_window_is_measured_from_the_persisted_breach_start() {
         previous: &previous,
         invalid: None,
         request_in_flight: None,
+        drift: None,
         now,
     };
     assert!(
@@ -226,6 +228,7 @@ fn manual_mode_alert_action_cooldown_in_flight_and_rolled_back_prevent_the_autom
                     previous,
                     invalid: None,
                     request_in_flight: in_flight,
+                    drift: None,
                     now: at(1000),
                 },
                 &outcomes,
@@ -324,6 +327,7 @@ fn stable_after_the_stability_window_of_quiet() {
                 previous: &status,
                 invalid: None,
                 request_in_flight: None,
+                drift: None,
                 now: at(secs),
             },
             &outcomes,
@@ -347,6 +351,7 @@ fn invalid_and_suspended_guards_do_not_evaluate() {
             previous: &previous,
             invalid: Some("spec.triggers[errors].query: bad".into()),
             request_in_flight: None,
+            drift: None,
             now: at(0),
         },
         &[],
@@ -372,10 +377,74 @@ fn invalid_and_suspended_guards_do_not_evaluate() {
             previous: &previous,
             invalid: None,
             request_in_flight: None,
+            drift: None,
             now: at(0),
         },
         &[],
     );
     assert_eq!(a.status.phase, Some(GuardPhase::Suspended));
     assert!(a.rollback.is_none());
+}
+
+#[test]
+fn drift_after_a_rollback_names_the_manager_once() {
+    let s = spec(serde_json::json!({}));
+    let previous = RolloutGuardStatus {
+        last_rollback: Some(LastRollback {
+            name: "r".into(),
+            time: Some(Time(at(0))),
+            outcome: Some("Succeeded".into()),
+        }),
+        ..Default::default()
+    };
+    let outcomes = vec![reading(0.001, &s.triggers[0])];
+    let drift = Some(Drift {
+        flags: vec!["a".into()],
+        manager: Some("argocd-controller".into()),
+    });
+    let a = assess(
+        &Context {
+            spec: &s,
+            generation: Some(1),
+            previous: &previous,
+            invalid: None,
+            request_in_flight: None,
+            drift: drift.clone(),
+            now: at(10),
+        },
+        &outcomes,
+    );
+    let c = conditions::get(&a.status.conditions, condition::FLAGS_DRIFTED).unwrap();
+    assert_eq!(c.status, TRUE);
+    assert!(
+        c.message.contains("turned back on by argocd-controller"),
+        "{}",
+        c.message
+    );
+    assert_eq!(
+        a.notices
+            .iter()
+            .filter(|n| matches!(n, Notice::FlagsDrifted { .. }))
+            .count(),
+        1
+    );
+    let again = assess(
+        &Context {
+            spec: &s,
+            generation: Some(1),
+            previous: &a.status,
+            invalid: None,
+            request_in_flight: None,
+            drift,
+            now: at(20),
+        },
+        &outcomes,
+    );
+    assert!(
+        !again
+            .notices
+            .iter()
+            .any(|n| matches!(n, Notice::FlagsDrifted { .. })),
+        "one Event per transition"
+    );
 }

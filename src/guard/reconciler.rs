@@ -70,6 +70,11 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
                 && !is_terminal(r.status.as_ref().and_then(|s| s.phase))
         })
         .map(|r| r.name_any());
+    let drift = if assess::rolled_back(&previous) {
+        drift(&guard, &ctx, &namespace, &previous).await?
+    } else {
+        None
+    };
     let now = jiff::Timestamp::now();
     let Assessment {
         status,
@@ -82,6 +87,7 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
             previous: &previous,
             invalid,
             request_in_flight: in_flight,
+            drift,
             now,
         },
         &outcomes,
@@ -95,6 +101,7 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
             Notice::TriggerFiring { message, .. } => ("TriggerFiring", message),
             Notice::PrometheusUnreachable { message } => ("PrometheusUnreachable", message),
             Notice::InvalidSpec { message } => ("InvalidSpec", message),
+            Notice::FlagsDrifted { message } => ("FlagsDrifted", message),
         };
         publish(recorder, &reference, EventType::Warning, reason, note).await;
     }
@@ -181,6 +188,49 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// While rolled back: which flags the last rollback turned off are on again, and who did it.
+async fn drift(
+    guard: &RolloutGuard,
+    ctx: &Context,
+    namespace: &str,
+    status: &crate::api::RolloutGuardStatus,
+) -> Result<Option<assess::Drift>, Error> {
+    let Some(last) = &status.last_rollback else {
+        return Ok(None);
+    };
+    let requests: Api<RollbackRequest> = Api::namespaced(ctx.client.clone(), namespace);
+    let Some(changes) = requests
+        .get_opt(&last.name)
+        .await?
+        .and_then(|r| r.status)
+        .and_then(|s| s.flags_changed)
+    else {
+        return Ok(None);
+    };
+    let flags = &guard.spec.flags;
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+    let Some(cm) = config_maps.get_opt(&flags.config_map_ref.name).await? else {
+        return Ok(None);
+    };
+    let data = cm.data.clone().unwrap_or_default();
+    let drifted = crate::flags::drifted(flags, &flags.config_map_ref.name, &data, &changes);
+    if drifted.is_empty() {
+        return Ok(Some(assess::Drift {
+            flags: drifted,
+            manager: None,
+        }));
+    }
+    let key = match flags.format {
+        crate::api::guard::FlagFormat::Plain => drifted[0].clone(),
+        crate::api::guard::FlagFormat::Flagd => flags.key.clone().unwrap_or_default(),
+    };
+    let manager = crate::flags::last_writer(&cm, &key, crate::rollback::reconciler::FIELD_MANAGER);
+    Ok(Some(assess::Drift {
+        flags: drifted,
+        manager,
+    }))
 }
 
 async fn publish(

@@ -30,6 +30,8 @@ use std::time::Duration;
 /// Annotation on the flags ConfigMap: the uid of the request that last wrote it. Lets a
 /// restarted operator see that its write already happened.
 pub const LAST_CHANGE_ANNOTATION: &str = "rollguard.dev/last-change";
+/// The field manager of the operator's ConfigMap writes (drift detection leaves it out).
+pub const FIELD_MANAGER: &str = "rollguard";
 /// Annotation on pods refreshed after a change (`refreshPods`).
 pub const FLAGS_REVISION_ANNOTATION: &str = "rollguard.dev/flags-revision";
 
@@ -850,7 +852,7 @@ impl Run {
                 "data": plan.writes,
             });
             let params = PatchParams {
-                field_manager: Some("rollguard".into()),
+                field_manager: Some(FIELD_MANAGER.into()),
                 ..Default::default()
             };
             match self
