@@ -706,3 +706,141 @@ async fn a_flag_turned_back_on_after_a_rollback_is_reported_as_drift_with_its_ma
     assert_eq!(events.len(), 1, "one Warning Event per drift");
     assert_eq!(events[0].type_.as_deref(), Some("Warning"));
 }
+
+/// A counting HTTP proxy on loopback in front of the real Prometheus: (arrival ms, path).
+async fn counting_proxy(upstream: &str) -> (String, Arc<Mutex<Vec<(u128, String)>>>) {
+    let seen: Arc<Mutex<Vec<(u128, String)>>> = Arc::default();
+    let client = reqwest::Client::new();
+    let upstream = upstream.to_string();
+    let log = seen.clone();
+    let app = Router::new().fallback(move |req: axum::extract::Request| {
+        let (client, upstream, log) = (client.clone(), upstream.clone(), log.clone());
+        async move {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis();
+            let path = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default();
+            let form = req.uri().query().map(str::to_string).unwrap_or_default();
+            let body = axum::body::to_bytes(req.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let query = if body.is_empty() {
+                form
+            } else {
+                String::from_utf8_lossy(&body).into_owned()
+            };
+            log.lock().unwrap().push((now, query.clone()));
+            let response = client
+                .post(format!(
+                    "{upstream}{}",
+                    path.split('?').next().unwrap_or_default()
+                ))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(query)
+                .send()
+                .await
+                .unwrap();
+            let status = axum::http::StatusCode::from_u16(response.status().as_u16()).unwrap();
+            let content_type = response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("application/json")
+                .to_string();
+            (
+                status,
+                [("content-type", content_type)],
+                response.bytes().await.unwrap(),
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn identical_queries_of_two_hundred_guards_reach_prometheus_once_per_interval() {
+    let Some(env) = setup("shared_queries").await else {
+        return;
+    };
+    let (proxy, seen) = counting_proxy(&env.cluster.prometheus_url).await;
+    // 200 guards × 5 triggers over 40 distinct queries.
+    let mut manifest = String::new();
+    for g in 0..200 {
+        let triggers: Vec<String> = (0..5)
+            .map(|t| {
+                format!(
+                    "{{name: t{t}, query: \"vector({})\", above: 1000}}",
+                    (g * 5 + t) % 40
+                )
+            })
+            .collect();
+        manifest.push_str(&format!(
+            "---\napiVersion: rollguard.dev/v1alpha1\nkind: RolloutGuard\nmetadata: {{name: g{g}, namespace: {ns}}}\nspec:\n  interval: 2s\n  prometheus: {{address: \"{proxy}\"}}\n  flags: {{configMapRef: {{name: ff}}, guarded: [a]}}\n  triggers: [{}]\n",
+            triggers.join(", "),
+            ns = env.ns
+        ));
+    }
+    env.cluster.apply(&manifest);
+    env.guard_until("g199", "evaluated", |g| {
+        phase(g) == Some(GuardPhase::Monitoring)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let end = start + 10_000;
+    let window: Vec<(u128, String)> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, _)| *t >= start && *t < end)
+        .cloned()
+        .collect();
+    let mut per_interval: BTreeMap<u128, BTreeMap<String, usize>> = BTreeMap::new();
+    for (t, q) in &window {
+        *per_interval
+            .entry(t / 2000)
+            .or_default()
+            .entry(q.clone())
+            .or_default() += 1;
+    }
+    // Whole 2 s intervals inside the window: each distinct query is asked at most once.
+    let full: Vec<_> = per_interval
+        .iter()
+        .filter(|(b, _)| **b * 2000 >= start && (**b + 1) * 2000 <= end)
+        .collect();
+    assert!(!full.is_empty());
+    for (bucket, queries) in &full {
+        let repeated: Vec<_> = queries.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(
+            repeated.is_empty(),
+            "interval {bucket}: queries asked more than once: {repeated:?}"
+        );
+        assert!(
+            queries.len() <= 40,
+            "interval {bucket}: {} distinct queries",
+            queries.len()
+        );
+    }
+    let total: usize = full.iter().map(|(_, q)| q.values().sum::<usize>()).sum();
+    let average = total as f64 / full.len() as f64;
+    assert!(
+        average >= 30.0,
+        "every distinct query is evaluated each interval (about 40), got {average:.1}"
+    );
+    println!(
+        "Prometheus received {average:.1} queries per 2 s interval for 200 guards × 5 triggers (40 distinct)"
+    );
+}
