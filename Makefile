@@ -37,6 +37,7 @@ test: lint cluster-up ## Lint, then unit and integration tests against the local
 
 bench: cluster-up ## Benchmarks against the local control plane (figures go to BENCHMARKS.md)
 	source $(CLUSTER_ENV) && $(CARGO) bench --locked --bench rollback_latency
+	source $(CLUSTER_ENV) && $(CARGO) bench --locked --bench guard_scale
 
 demo: ## The whole story on this machine (arrives with the demo issue)
 	@echo "make demo is not built yet: it arrives with the demo issue; see README.md" >&2; exit 2

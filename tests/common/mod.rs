@@ -213,6 +213,10 @@ impl Operator {
         std::fs::read_to_string(&self.log).is_ok_and(|l| l.contains(needle))
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
