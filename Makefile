@@ -33,7 +33,7 @@ unit: ## Unit tests only (no cluster)
 
 # Tests build the operator with test-only fault points (crash-resume tests); release builds never have them.
 test: lint cluster-up ## Lint, then unit and integration tests against the local control plane
-	source $(CLUSTER_ENV) && $(CARGO) test --locked --all-targets --features fault-injection
+	source $(CLUSTER_ENV) && $(CARGO) test --locked --lib --bins --tests --features fault-injection
 
 bench: cluster-up ## Benchmarks against the local control plane (figures go to BENCHMARKS.md)
 	source $(CLUSTER_ENV) && $(CARGO) bench --locked --bench rollback_latency
