@@ -5,6 +5,7 @@ use crate::guard;
 use crate::prometheus::{Prometheus, SharedQueries};
 use crate::rollback::reconciler::{self, Context};
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::controller::Controller;
@@ -133,7 +134,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .reflect(writer)
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
+    // A change to a guard's flags ConfigMap (e.g. a flag turned back on after a
+    // rollback) is evaluated at once rather than at the next interval.
+    let config_maps: Api<ConfigMap> = match &args.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let guards_by_config_map = reader.clone();
     let guard_controller = Controller::for_stream(guard_changes, reader)
+        .watches(
+            config_maps,
+            watcher::Config::default(),
+            move |cm: ConfigMap| {
+                let (ns, name) = (cm.namespace(), cm.name_any());
+                guards_by_config_map
+                    .state()
+                    .into_iter()
+                    .filter(|g| g.namespace() == ns && g.spec.flags.config_map_ref.name == name)
+                    .map(|g| ObjectRef::from_obj(&*g))
+                    .collect::<Vec<_>>()
+            },
+        )
         .shutdown_on_signal()
         .run(
             guard::reconciler::reconcile,

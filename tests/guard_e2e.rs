@@ -844,3 +844,67 @@ async fn identical_queries_of_two_hundred_guards_reach_prometheus_once_per_inter
         "Prometheus received {average:.1} queries per 2 s interval for 200 guards × 5 triggers (40 distinct)"
     );
 }
+
+#[tokio::test]
+async fn prometheus_credentials_come_from_the_auth_secret() {
+    let Some(env) = setup("prometheus_auth").await else {
+        return;
+    };
+    // A stand-in Prometheus API on loopback that records the Authorization header.
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    let app = Router::new().fallback(move |headers: axum::http::HeaderMap| {
+        let log = log.clone();
+        async move {
+            let auth = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("<none>")
+                .to_string();
+            log.lock().unwrap().push(auth);
+            (
+                [("content-type", "application/json")],
+                r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    env.cluster.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: bearer, namespace: {ns}}}\nstringData: {{token: s3cret}}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: basic, namespace: {ns}}}\nstringData: {{username: grafana, password: pa55}}\n",
+        ns = env.ns
+    ));
+    let trigger = "  triggers: [{name: t, query: \"up\", above: 1}]";
+    env.guard(
+        "b",
+        &format!(
+            "{trigger}\n  prometheus: {{address: \"{address}\", authSecretRef: {{name: bearer}}}}"
+        ),
+    );
+    env.guard(
+        "c",
+        &format!(
+            "{trigger}\n  prometheus: {{address: \"{address}/\", authSecretRef: {{name: basic}}}}"
+        ),
+    );
+    for name in ["b", "c"] {
+        env.guard_until(name, "Monitoring", |g| {
+            phase(g) == Some(GuardPhase::Monitoring)
+        })
+        .await;
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.contains(&"Bearer s3cret".to_string()), "{seen:?}");
+    use base64::Engine as _;
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("grafana:pa55")
+    );
+    assert!(seen.contains(&basic), "{seen:?}");
+    assert!(
+        !seen.contains(&"<none>".to_string()),
+        "a query went out without credentials: {seen:?}"
+    );
+}
