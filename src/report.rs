@@ -241,25 +241,17 @@ pub fn incident_report(request: &RollbackRequest, guard: Option<&RolloutGuard>) 
     let durations = status.durations.clone().unwrap_or_default();
     let slo = guard.map(|g| g.spec.slo.clone()).unwrap_or_default();
     let _ = writeln!(out, "| step | took (s) | target | met |\n|---|---|---|---|");
-    for (name, took, target) in [
-        ("flagDisable", durations.flag_disable, &slo.flag_disable),
-        ("notification", durations.notification, &slo.notification),
-        (
-            "healthVerification",
-            durations.health_verification,
-            &slo.health_verification,
-        ),
-        ("total", durations.total, &slo.total),
-    ] {
-        let met = match (took, target.to_std()) {
-            (Some(took), Ok(t)) if took <= t.as_secs_f64() => "yes",
-            (Some(_), Ok(_)) => "**no**",
-            _ => "-",
+    for verdict in slo.judge(&durations) {
+        let met = match verdict.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "-",
         };
+        let took = verdict.took.map_or("-".into(), |t| format!("{t:.3}"));
         let _ = writeln!(
             out,
-            "| {name} | {} | {target} | {met} |",
-            took.map_or("-".into(), |t| format!("{t:.3}"))
+            "| {} | {took} | {} | {met} |",
+            verdict.name, verdict.target
         );
     }
     if !status.hooks.is_empty() {

@@ -313,23 +313,9 @@ impl Run {
     /// Takes the guard's rollback slot; the guard's resourceVersion makes two requests
     /// racing for it see a conflict, and the loser queues.
     async fn claim(&mut self) -> Result<Flow, Error> {
-        let guard = self.guard();
-        let patch = json!({
-            "metadata": { "resourceVersion": guard.resource_version() },
-            "status": { "activeRollback": self.name(), "phase": GuardPhase::RollingBack },
-        });
-        let guard_name = guard.name_any();
-        match self
-            .guards
-            .patch_status(&guard_name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(updated) => self.guard = Some(updated),
-            Err(e) if is_conflict(&e) => {
-                self.guard = self.guards.get_opt(&guard_name).await?;
-                return Ok(Flow::Next);
-            }
-            Err(e) => return Err(e.into()),
+        let status = json!({ "activeRollback": self.name(), "phase": GuardPhase::RollingBack });
+        if !self.patch_guard_status(status).await? {
+            return Ok(Flow::Next);
         }
         // Recorded together with the first step's status write, one round trip fewer on
         // the way to the flags; a restart before it finds the slot held and starts there.
@@ -357,7 +343,6 @@ impl Run {
     }
 
     async fn release(&mut self) -> Result<Flow, Error> {
-        let guard = self.guard();
         let succeeded = self.status.phase == Some(RequestPhase::Succeeded);
         let rollback =
             self.request.spec.action == RequestAction::Rollback && !self.request.spec.dry_run;
@@ -380,6 +365,15 @@ impl Run {
         {
             status["lastRestore"] = serde_json::to_value(record).expect("serialises");
         }
+        self.patch_guard_status(status).await?;
+        Ok(Flow::Next)
+    }
+
+    /// Patches the guard's rollback fields with its resourceVersion as a precondition, so
+    /// two requests cannot both take the slot. On a conflict the guard is re-read and
+    /// false returned: the state machine then decides again on the fresh guard.
+    async fn patch_guard_status(&mut self, status: serde_json::Value) -> Result<bool, Error> {
+        let guard = self.guard();
         let patch = json!({ "metadata": { "resourceVersion": guard.resource_version() }, "status": status });
         let guard_name = guard.name_any();
         match self
@@ -387,11 +381,16 @@ impl Run {
             .patch_status(&guard_name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            Ok(updated) => self.guard = Some(updated),
-            Err(e) if is_conflict(&e) => self.guard = self.guards.get_opt(&guard_name).await?,
-            Err(e) => return Err(e.into()),
+            Ok(updated) => {
+                self.guard = Some(updated);
+                Ok(true)
+            }
+            Err(e) if is_conflict(&e) => {
+                self.guard = self.guards.get_opt(&guard_name).await?;
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
         }
-        Ok(Flow::Next)
     }
 
     // ---- failure ---------------------------------------------------------------------
@@ -1152,20 +1151,11 @@ impl Run {
         let since_created = seconds_between(self.created(), at);
         let durations = self.status.durations.get_or_insert_with(Durations::default);
         durations.total = Some(since_created);
-        let targets = [
-            ("flagDisable", durations.flag_disable, &slo.flag_disable),
-            ("notification", durations.notification, &slo.notification),
-            (
-                "healthVerification",
-                durations.health_verification,
-                &slo.health_verification,
-            ),
-            ("total", durations.total, &slo.total),
-        ];
-        let missed: Vec<String> = targets
-            .iter()
-            .filter(|(_, took, target)| matches!((took, target.to_std()), (Some(took), Ok(t)) if *took > t.as_secs_f64()))
-            .map(|(name, _, _)| name.to_string())
+        let missed: Vec<String> = slo
+            .judge(durations)
+            .into_iter()
+            .filter(|v| v.met == Some(false))
+            .map(|v| v.name.to_string())
             .collect();
         self.status.slo = Some(SloOutcome {
             met: missed.is_empty(),
