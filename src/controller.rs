@@ -2,6 +2,7 @@
 
 use crate::api::{RollbackRequest, RolloutGuard};
 use crate::guard;
+use crate::metrics::Metrics;
 use crate::prometheus::{Prometheus, SharedQueries};
 use crate::rollback::reconciler::{self, Context};
 use futures::StreamExt;
@@ -30,6 +31,9 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "ROLLGUARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "ROLLGUARD_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: std::net::SocketAddr,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -77,6 +81,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         controller: "rollguard".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
+    let metrics = Arc::new(Metrics::new());
+    let server = tokio::spawn(crate::metrics::serve(args.metrics_addr, metrics.clone()));
+    metrics.leader.set(1);
     let controller = Controller::new(requests, watcher::Config::default());
     let store = controller.store();
     let ctx = Arc::new(Context {
@@ -86,6 +93,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         http: reqwest::Client::new(),
         default_prometheus_url: args.prometheus_url.clone(),
         requests: store.clone(),
+        metrics: metrics.clone(),
     });
     tracing::info!(
         namespace = args.namespace.as_deref().unwrap_or("<all>"),
@@ -124,9 +132,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter.clone()),
         prometheus: Prometheus::new(),
-        queries: SharedQueries::default(),
+        queries: SharedQueries::with_metrics(metrics.clone()),
         default_prometheus_url: args.prometheus_url.clone(),
-        requests: store,
+        requests: store.clone(),
+        metrics: metrics.clone(),
     });
     let (reader, writer) = reflector::store();
     let guard_changes = watcher(guards, watcher::Config::default())
@@ -141,6 +150,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => Api::all(client.clone()),
     };
     let guards_by_config_map = reader.clone();
+    // Ready once both caches hold the cluster's state.
+    let (request_cache, guard_cache, readiness) = (store.clone(), reader.clone(), metrics.clone());
+    tokio::spawn(async move {
+        until_synced(&request_cache).await;
+        until_synced(&guard_cache).await;
+        tracing::info!("caches synced: ready");
+        readiness.set_ready();
+    });
     let guard_controller = Controller::for_stream(guard_changes, reader)
         .watches(
             config_maps,
@@ -167,6 +184,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         });
     futures::join!(request_controller, guard_controller);
+    server.abort();
     tracing::info!("rollguard controller stopped");
     Ok(())
+}
+
+/// Waits until a reflector store holds its first full list. A second waiter on a store's
+/// readiness is not always woken (the controller is the first), so this asks again.
+async fn until_synced<K>(store: &kube::runtime::reflector::Store<K>)
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    while tokio::time::timeout(
+        std::time::Duration::from_millis(100),
+        store.wait_until_ready(),
+    )
+    .await
+    .is_err()
+    {}
 }

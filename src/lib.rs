@@ -11,6 +11,7 @@ pub mod fault;
 pub mod flags;
 pub mod guard;
 pub mod health;
+pub mod metrics;
 pub mod prometheus;
 pub mod report;
 pub mod rollback;

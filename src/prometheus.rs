@@ -156,6 +156,7 @@ fn header_value(s: &str) -> reqwest::header::HeaderValue {
 pub struct SharedQueries {
     inner:
         std::sync::Arc<std::sync::Mutex<std::collections::HashMap<QueryKey, (u128, SharedResult)>>>,
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 type SharedResult =
@@ -170,6 +171,14 @@ struct QueryKey {
 }
 
 impl SharedQueries {
+    /// Counts every query actually sent in `rollguard_prometheus_queries_total{outcome}`.
+    pub fn with_metrics(metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
+        Self {
+            metrics: Some(metrics),
+            ..Default::default()
+        }
+    }
+
     /// The result of `query` for the current `interval` bucket, queried at most once per bucket.
     pub async fn instant(
         &self,
@@ -204,11 +213,21 @@ impl SharedQueries {
                         query.to_string(),
                         auth.cloned(),
                     );
+                    let metrics = self.metrics.clone();
                     let fut = async move {
-                        prometheus
+                        let result = prometheus
                             .instant(&address, &query, timeout, auth.as_ref())
                             .await
-                            .map_err(|e| e.to_string())
+                            .map_err(|e| e.to_string());
+                        if let Some(m) = metrics {
+                            let outcome = if result.is_ok() { "success" } else { "error" };
+                            m.prometheus_queries
+                                .get_or_create(&crate::metrics::OutcomeLabels {
+                                    outcome: outcome.into(),
+                                })
+                                .inc();
+                        }
+                        result
                     }
                     .boxed()
                     .shared();

@@ -28,6 +28,7 @@ pub struct Context {
     pub queries: SharedQueries,
     pub default_prometheus_url: Option<String>,
     pub requests: Store<RollbackRequest>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +39,18 @@ pub enum Error {
     NoNamespace,
 }
 
-pub fn error_policy(guard: Arc<RolloutGuard>, error: &Error, _ctx: Arc<Context>) -> Action {
+pub fn error_policy(guard: Arc<RolloutGuard>, error: &Error, ctx: Arc<Context>) -> Action {
+    let reason = match error {
+        Error::Kube(_) => "KubeApi",
+        Error::NoNamespace => "NoNamespace",
+    };
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&crate::metrics::ErrorLabels {
+            kind: "RolloutGuard".into(),
+            reason: reason.into(),
+        })
+        .inc();
     tracing::warn!(guard = %guard.name_any(), %error, "guard evaluation failed; retrying");
     Action::requeue(Duration::from_secs(5))
 }
@@ -93,6 +105,20 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
         &outcomes,
     );
 
+    for t in &status.triggers {
+        let labels = crate::metrics::TriggerLabels {
+            namespace: namespace.clone(),
+            guard: name.clone(),
+            trigger: t.name.clone(),
+        };
+        if let Some(v) = t.value {
+            ctx.metrics.trigger_value.get_or_create(&labels).set(v);
+        }
+        ctx.metrics
+            .trigger_breaching
+            .get_or_create(&labels)
+            .set(i64::from(t.breaching));
+    }
     let recorder = &ctx.recorder;
     let reference = guard.object_ref(&());
     for notice in notices {

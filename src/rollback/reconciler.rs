@@ -43,6 +43,7 @@ pub struct Context {
     pub default_prometheus_url: Option<String>,
     /// Every RollbackRequest the controller watches (the queue of each guard).
     pub requests: Store<RollbackRequest>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +99,18 @@ pub async fn reconcile(request: Arc<RollbackRequest>, ctx: Arc<Context>) -> Resu
     Ok(Action::requeue(Duration::from_secs(5)))
 }
 
-pub fn error_policy(request: Arc<RollbackRequest>, error: &Error, _ctx: Arc<Context>) -> Action {
+pub fn error_policy(request: Arc<RollbackRequest>, error: &Error, ctx: Arc<Context>) -> Action {
+    let reason = match error {
+        Error::Kube(_) => "KubeApi",
+        Error::NoNamespace => "NoNamespace",
+    };
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&crate::metrics::ErrorLabels {
+            kind: "RollbackRequest".into(),
+            reason: reason.into(),
+        })
+        .inc();
     tracing::warn!(request = %request.name_any(), %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(2))
 }
@@ -393,6 +405,44 @@ impl Run {
         }
     }
 
+    /// Counts the finished request and its step durations.
+    fn count_outcome(&self, outcome: &str) {
+        if self.request.spec.dry_run {
+            return;
+        }
+        let m = &self.ctx.metrics;
+        let cause = if self.request.spec.requested_by == crate::api::SYSTEM_REQUESTER {
+            "automatic"
+        } else {
+            "manual"
+        };
+        let cause = if self.request.spec.action == RequestAction::Restore {
+            "restore"
+        } else {
+            cause
+        };
+        m.rollbacks
+            .get_or_create(&crate::metrics::RollbackLabels {
+                namespace: self.namespace.clone(),
+                guard: self.request.spec.guard_ref.name.clone(),
+                outcome: outcome.into(),
+                cause: cause.into(),
+            })
+            .inc();
+        if let Some(d) = &self.status.durations {
+            for (step, took) in [
+                ("flagDisable", d.flag_disable),
+                ("notification", d.notification),
+                ("healthVerification", d.health_verification),
+                ("total", d.total),
+            ] {
+                if let Some(took) = took {
+                    m.step(step, took);
+                }
+            }
+        }
+    }
+
     // ---- failure ---------------------------------------------------------------------
 
     async fn fail(&mut self, reason: &str, message: String) -> Result<Flow, Error> {
@@ -411,6 +461,7 @@ impl Run {
         // Every Event exists before the status says the request is over.
         self.flush_events().await;
         self.save().await?;
+        self.count_outcome("Failed");
         Ok(Flow::Next)
     }
 
@@ -1206,6 +1257,7 @@ impl Run {
         );
         self.flush_events().await;
         self.save().await?;
+        self.count_outcome("Succeeded");
         // Off the flag path: old snapshots go once this one has done its job.
         self.prune_snapshots().await;
         Ok(Flow::Next)

@@ -205,6 +205,8 @@ where
 pub struct Operator {
     child: std::process::Child,
     pub log: PathBuf,
+    /// Where its /metrics, /healthz and /readyz are served.
+    pub metrics_url: String,
 }
 
 impl Operator {
@@ -241,6 +243,13 @@ impl Cluster {
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join(format!("operator-{namespace}-{}.log", unique_suffix()));
         let file = std::fs::File::create(&log).unwrap();
+        // A free loopback port for the metrics server, so operators of parallel tests never clash.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let metrics_addr = format!("127.0.0.1:{port}");
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rollguard"));
         cmd.args([
             "run",
@@ -248,6 +257,8 @@ impl Cluster {
             namespace,
             "--prometheus-url",
             &self.prometheus_url,
+            "--metrics-addr",
+            &metrics_addr,
         ])
         .arg("--kubeconfig")
         .arg(&self.kubeconfig)
@@ -262,6 +273,7 @@ impl Cluster {
         Operator {
             child: cmd.spawn().expect("start rollguard run"),
             log,
+            metrics_url: format!("http://{metrics_addr}"),
         }
     }
 

@@ -1,0 +1,213 @@
+//! The operator's own metrics (Prometheus text format on `/metrics`) and its probes
+//! (`/healthz`: the process is alive; `/readyz`: the caches have synced).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RollbackLabels {
+    pub namespace: String,
+    pub guard: String,
+    pub outcome: String,
+    pub cause: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabels {
+    pub step: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TriggerLabels {
+    pub namespace: String,
+    pub guard: String,
+    pub trigger: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: String,
+    pub reason: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub rollbacks: Family<RollbackLabels, Counter>,
+    pub step_duration: Family<StepLabels, Histogram>,
+    pub trigger_value: Family<TriggerLabels, Gauge<f64, AtomicU64>>,
+    pub trigger_breaching: Family<TriggerLabels, Gauge>,
+    pub prometheus_queries: Family<OutcomeLabels, Counter>,
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
+    pub leader: Gauge,
+    ready: AtomicBool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("rollguard");
+        let rollbacks = Family::<RollbackLabels, Counter>::default();
+        registry.register(
+            "rollbacks",
+            "RollbackRequests finished, by outcome and cause (manual or automatic)",
+            rollbacks.clone(),
+        );
+        // Seconds from the request's creation; buckets span the SLO defaults (10 s, 2 min, 5 min).
+        let step_duration = Family::<StepLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+            ])
+        });
+        registry.register(
+            "rollback_step_duration_seconds",
+            "Rollback steps, seconds from the request's creation",
+            step_duration.clone(),
+        );
+        let trigger_value = Family::<TriggerLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "trigger_value",
+            "The worst series' value of each trigger at its last good evaluation",
+            trigger_value.clone(),
+        );
+        let trigger_breaching = Family::<TriggerLabels, Gauge>::default();
+        registry.register(
+            "trigger_breaching",
+            "1 while a trigger is breaching",
+            trigger_breaching.clone(),
+        );
+        let prometheus_queries = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "prometheus_queries",
+            "Queries sent to Prometheus, by outcome",
+            prometheus_queries.clone(),
+        );
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed and were retried",
+            reconcile_errors.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this process is the one that acts",
+            leader.clone(),
+        );
+        Self {
+            registry,
+            rollbacks,
+            step_duration,
+            trigger_value,
+            trigger_breaching,
+            prometheus_queries,
+            reconcile_errors,
+            leader,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    pub fn step(&self, step: &str, seconds: f64) {
+        self.step_duration
+            .get_or_create(&StepLabels { step: step.into() })
+            .observe(seconds);
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until the process ends.
+pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+    use axum::http::{StatusCode, header};
+    use axum::{Router, routing::get};
+    let for_metrics = metrics.clone();
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let body = for_metrics.encode();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        body,
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = metrics.is_ready();
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet")
+                    }
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_encode_with_their_names_and_labels() {
+        let m = Metrics::new();
+        m.rollbacks
+            .get_or_create(&RollbackLabels {
+                namespace: "shop".into(),
+                guard: "phase4".into(),
+                outcome: "Succeeded".into(),
+                cause: "manual".into(),
+            })
+            .inc();
+        m.step("flagDisable", 0.04);
+        let text = m.encode();
+        assert!(text.contains(r#"rollguard_rollbacks_total{namespace="shop",guard="phase4",outcome="Succeeded",cause="manual"} 1"#), "{text}");
+        assert!(
+            text.contains(
+                r#"rollguard_rollback_step_duration_seconds_bucket{le="0.05",step="flagDisable"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
