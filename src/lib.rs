@@ -31,6 +31,26 @@ pub enum Error {
 
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+
+    #[error("{0} has no namespace")]
+    NoNamespace(&'static str),
+}
+
+impl Error {
+    /// A short category for metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::InvalidDuration(_) => "InvalidDuration",
+            Error::Yaml(_) | Error::Json(_) => "Serialisation",
+            Error::Kube(_) => "KubeApi",
+            Error::NoNamespace(_) => "NoNamespace",
+        }
+    }
+}
+
+/// HTTP 409: an update whose resourceVersion is stale, or a create of a name that exists.
+pub fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

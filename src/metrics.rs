@@ -137,6 +137,16 @@ impl Metrics {
         self.ready.load(Ordering::SeqCst)
     }
 
+    /// Counts a failed reconcile of `kind` in `rollguard_reconcile_errors_total`.
+    pub fn reconcile_error(&self, kind: &str, error: &crate::Error) {
+        self.reconcile_errors
+            .get_or_create(&ErrorLabels {
+                kind: kind.into(),
+                reason: error.reason().into(),
+            })
+            .inc();
+    }
+
     pub fn step(&self, step: &str, seconds: f64) {
         self.step_duration
             .get_or_create(&StepLabels { step: step.into() })

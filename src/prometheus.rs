@@ -30,6 +30,51 @@ impl Auth {
     }
 }
 
+/// Where and how a guard's queries go: `spec.prometheus` with the operator's default address.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub address: String,
+    pub timeout: Duration,
+    pub auth: Option<Auth>,
+}
+
+impl Target {
+    /// The guard's target, or why it has none (a message naming the field).
+    pub async fn of(
+        guard: &crate::api::RolloutGuard,
+        default_address: Option<&str>,
+        secrets: &kube::Api<k8s_openapi::api::core::v1::Secret>,
+    ) -> Result<Result<Target, String>, kube::Error> {
+        let spec = guard.spec.prometheus.as_ref();
+        let Some(address) = spec
+            .and_then(|p| p.address.clone())
+            .or_else(|| default_address.map(String::from))
+        else {
+            return Ok(Err("no Prometheus address: set spec.prometheus.address or the operator's --prometheus-url".into()));
+        };
+        let timeout = spec
+            .and_then(|p| p.timeout.to_std().ok())
+            .unwrap_or(Duration::from_secs(5));
+        let auth = match spec.and_then(|p| p.auth_secret_ref.as_ref()) {
+            Some(secret_ref) => match secrets.get_opt(&secret_ref.name).await? {
+                Some(secret) => Auth::from_secret(&secret),
+                None => {
+                    return Ok(Err(format!(
+                        "spec.prometheus.authSecretRef.name: Secret {:?} does not exist",
+                        secret_ref.name
+                    )));
+                }
+            },
+            None => None,
+        };
+        Ok(Ok(Target {
+            address,
+            timeout,
+            auth,
+        }))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     #[error("Prometheus at {address} did not answer within {timeout:?}")]

@@ -4,17 +4,18 @@
 //! transitions, and patch status once.
 
 use super::assess::{self, Assessment, Context as AssessContext, Notice, Outcome};
+use crate::Error;
 use crate::api::guard::RolloutGuard;
 use crate::api::request::{RequestAction, RequestMode, RollbackRequestSpec, TriggeredBy};
 use crate::api::{GUARD_LABEL, LocalObjectReference, RollbackRequest, SYSTEM_REQUESTER};
-use crate::prometheus::{Auth, Prometheus, SharedQueries};
+use crate::prometheus::{Prometheus, SharedQueries, Target};
 use crate::rollback::step::is_terminal;
 use crate::triggers;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -31,32 +32,16 @@ pub struct Context {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("RolloutGuard has no namespace")]
-    NoNamespace,
-}
-
 pub fn error_policy(guard: Arc<RolloutGuard>, error: &Error, ctx: Arc<Context>) -> Action {
-    let reason = match error {
-        Error::Kube(_) => "KubeApi",
-        Error::NoNamespace => "NoNamespace",
-    };
-    ctx.metrics
-        .reconcile_errors
-        .get_or_create(&crate::metrics::ErrorLabels {
-            kind: "RolloutGuard".into(),
-            reason: reason.into(),
-        })
-        .inc();
+    ctx.metrics.reconcile_error("RolloutGuard", error);
     tracing::warn!(guard = %guard.name_any(), %error, "guard evaluation failed; retrying");
     Action::requeue(Duration::from_secs(5))
 }
 
 pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let namespace = guard.namespace().ok_or(Error::NoNamespace)?;
+    let namespace = guard
+        .namespace()
+        .ok_or(Error::NoNamespace("RolloutGuard"))?;
     let name = guard.name_any();
     let interval = guard
         .spec
@@ -166,7 +151,7 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
         match requests.create(&PostParams::default(), &request).await {
             Ok(_) => {}
             // Created in this same second before (e.g. just before a restart): it stands.
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) if crate::is_conflict(&e) => {}
             Err(e) => return Err(e.into()),
         }
         let triggered = json!({"status": {"triggeredBy": TriggeredBy { trigger: auto.trigger.clone(), value: auto.value }}});
@@ -209,9 +194,7 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
         .await
     {
         Ok(_) => Ok(Action::requeue(interval)),
-        Err(kube::Error::Api(s)) if s.code == 409 => {
-            Ok(Action::requeue(Duration::from_millis(200)))
-        }
+        Err(e) if crate::is_conflict(&e) => Ok(Action::requeue(Duration::from_millis(200))),
         Err(e) => Err(e.into()),
     }
 }
@@ -226,11 +209,12 @@ async fn drift(
     let Some(last) = &status.last_rollback else {
         return Ok(None);
     };
-    let requests: Api<RollbackRequest> = Api::namespaced(ctx.client.clone(), namespace);
-    let Some(changes) = requests
-        .get_opt(&last.name)
-        .await?
-        .and_then(|r| r.status)
+    // From the controller's cache of requests: no API call per evaluation.
+    let key = ObjectRef::<RollbackRequest>::new(&last.name).within(namespace);
+    let Some(changes) = ctx
+        .requests
+        .get(&key)
+        .and_then(|r| r.status.clone())
         .and_then(|s| s.flags_changed)
     else {
         return Ok(None);
@@ -332,35 +316,16 @@ async fn evaluate_triggers(
     namespace: &str,
     interval: Duration,
 ) -> Result<Vec<Outcome>, Error> {
-    let prometheus = guard.spec.prometheus.as_ref();
-    let Some(address) = prometheus
-        .and_then(|p| p.address.clone())
-        .or_else(|| ctx.default_prometheus_url.clone())
-    else {
-        let e =
-            "no Prometheus address: set spec.prometheus.address or the operator's --prometheus-url"
-                .to_string();
-        return Ok(guard.spec.triggers.iter().map(|_| Err(e.clone())).collect());
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let target = match Target::of(guard, ctx.default_prometheus_url.as_deref(), &secrets).await? {
+        Ok(target) => target,
+        Err(e) => return Ok(guard.spec.triggers.iter().map(|_| Err(e.clone())).collect()),
     };
-    let timeout = prometheus
-        .and_then(|p| p.timeout.to_std().ok())
-        .unwrap_or(Duration::from_secs(5));
-    let auth = match prometheus.and_then(|p| p.auth_secret_ref.as_ref()) {
-        Some(secret_ref) => {
-            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-            match secrets.get_opt(&secret_ref.name).await? {
-                Some(secret) => Auth::from_secret(&secret),
-                None => {
-                    let e = format!(
-                        "spec.prometheus.authSecretRef.name: Secret {:?} does not exist",
-                        secret_ref.name
-                    );
-                    return Ok(guard.spec.triggers.iter().map(|_| Err(e.clone())).collect());
-                }
-            }
-        }
-        None => None,
-    };
+    let Target {
+        address,
+        timeout,
+        auth,
+    } = target;
     let query = |q: String| {
         let (address, auth) = (address.clone(), auth.clone());
         async move {

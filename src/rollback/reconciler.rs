@@ -5,6 +5,7 @@
 use super::hooks::{self, HookPayload};
 use super::snapshot::{self, Included, SnapshotInput};
 use super::step::{self, Observed, Slot, Step, condition};
+use crate::Error;
 use crate::api::guard::{GuardPhase, LastRollback, RolloutGuard, TriggerAction, WorkloadKind};
 use crate::api::request::{
     Durations, FlagChange, HookCall, HookOutcome, HookStage, RequestAction, RequestMode,
@@ -13,7 +14,8 @@ use crate::api::request::{
 use crate::api::{GUARD_LABEL, LocalObjectReference, SNAPSHOT_SECRET_TYPE, SnapshotKind};
 use crate::conditions::{self, FALSE, TRUE, UNKNOWN};
 use crate::flags::{self, Plan, Selection};
-use crate::prometheus::{Auth, Prometheus};
+use crate::is_conflict;
+use crate::prometheus::{Prometheus, Target};
 use crate::triggers;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Secret};
@@ -46,14 +48,6 @@ pub struct Context {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("RollbackRequest has no namespace")]
-    NoNamespace,
-}
-
 /// How a step left the request.
 enum Flow {
     /// Decide again right away.
@@ -65,7 +59,9 @@ enum Flow {
 }
 
 pub async fn reconcile(request: Arc<RollbackRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let namespace = request.namespace().ok_or(Error::NoNamespace)?;
+    let namespace = request
+        .namespace()
+        .ok_or(Error::NoNamespace("RollbackRequest"))?;
     let mut run = Run {
         requests: Api::namespaced(ctx.client.clone(), &namespace),
         guards: Api::namespaced(ctx.client.clone(), &namespace),
@@ -100,17 +96,7 @@ pub async fn reconcile(request: Arc<RollbackRequest>, ctx: Arc<Context>) -> Resu
 }
 
 pub fn error_policy(request: Arc<RollbackRequest>, error: &Error, ctx: Arc<Context>) -> Action {
-    let reason = match error {
-        Error::Kube(_) => "KubeApi",
-        Error::NoNamespace => "NoNamespace",
-    };
-    ctx.metrics
-        .reconcile_errors
-        .get_or_create(&crate::metrics::ErrorLabels {
-            kind: "RollbackRequest".into(),
-            reason: reason.into(),
-        })
-        .inc();
+    ctx.metrics.reconcile_error("RollbackRequest", error);
     tracing::warn!(request = %request.name_any(), %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(2))
 }
@@ -138,10 +124,6 @@ fn now() -> jiff::Timestamp {
 fn seconds_between(from: jiff::Timestamp, to: jiff::Timestamp) -> f64 {
     let secs = to.duration_since(from).as_secs_f64();
     (secs * 1000.0).round() / 1000.0
-}
-
-fn is_conflict(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 409)
 }
 
 impl Run {
@@ -664,7 +646,7 @@ impl Run {
         match self.secrets.create(&PostParams::default(), &secret).await {
             Ok(_) => {}
             // Taken before a restart: the same request's snapshot is kept, never retaken.
-            Err(kube::Error::Api(s)) if s.code == 409 => {
+            Err(e) if is_conflict(&e) => {
                 let existing = self.secrets.get(&secret_name).await?;
                 if existing.annotations().get(crate::api::REQUEST_LABEL) != Some(&name) {
                     let message = format!(
@@ -1122,23 +1104,24 @@ impl Run {
         if rollback_triggers.is_empty() {
             return Ok(problems);
         }
-        let address = guard
-            .spec
-            .prometheus
-            .as_ref()
-            .and_then(|p| p.address.clone())
-            .or_else(|| self.ctx.default_prometheus_url.clone());
-        let Some(address) = address else {
-            problems.push("no Prometheus address: set spec.prometheus.address or the operator's --prometheus-url".into());
-            return Ok(problems);
+        let target = match Target::of(
+            &guard,
+            self.ctx.default_prometheus_url.as_deref(),
+            &self.secrets,
+        )
+        .await?
+        {
+            Ok(target) => target,
+            Err(problem) => {
+                problems.push(problem);
+                return Ok(problems);
+            }
         };
-        let timeout = guard
-            .spec
-            .prometheus
-            .as_ref()
-            .and_then(|p| p.timeout.to_std().ok())
-            .unwrap_or(Duration::from_secs(5));
-        let auth = self.prometheus_auth(&guard).await?;
+        let Target {
+            address,
+            timeout,
+            auth,
+        } = target;
         for trigger in rollback_triggers {
             let current = self
                 .ctx
@@ -1175,23 +1158,6 @@ impl Run {
             }
         }
         Ok(problems)
-    }
-
-    async fn prometheus_auth(&self, guard: &RolloutGuard) -> Result<Option<Auth>, Error> {
-        let Some(secret_ref) = guard
-            .spec
-            .prometheus
-            .as_ref()
-            .and_then(|p| p.auth_secret_ref.as_ref())
-        else {
-            return Ok(None);
-        };
-        Ok(self
-            .secrets
-            .get_opt(&secret_ref.name)
-            .await?
-            .as_ref()
-            .and_then(Auth::from_secret))
     }
 
     // ---- completion ------------------------------------------------------------------
