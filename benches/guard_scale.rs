@@ -72,9 +72,7 @@ async fn detection(cluster: &common::Cluster, samples: usize) {
             async move { text }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = common::serve(app).await;
     let id = format!("detect-{}", common::unique_suffix());
     std::fs::write(
         cluster.prom_sd_dir.join(format!("{id}.json")),

@@ -42,9 +42,7 @@ mod crash {
                 }),
             )
             .with_state(calls.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let url = format!("http://{}/", super::common::serve(app).await);
         (url, calls)
     }
 
@@ -121,22 +119,7 @@ spec:
 
         let _second = cluster.start_operator(&ns, &[]);
         let requests: Api<RollbackRequest> = Api::namespaced(cluster.client.clone(), &ns);
-        let done = wait_until(
-            Duration::from_secs(30),
-            "the request to finish after the restart",
-            || {
-                let requests = requests.clone();
-                async move {
-                    let r = requests.get("incident").await.ok()?;
-                    matches!(
-                        r.status.as_ref()?.phase?,
-                        RequestPhase::Succeeded | RequestPhase::Failed
-                    )
-                    .then_some(r)
-                }
-            },
-        )
-        .await;
+        let done = super::common::finished(&requests, "incident").await;
         tokio::time::sleep(Duration::from_millis(500)).await; // let any stray duplicate show
 
         let status = done.status.unwrap();

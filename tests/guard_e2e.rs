@@ -39,9 +39,7 @@ impl Metrics {
                 async move { text }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let addr = common::serve(app).await;
         let targets = serde_json::json!([{"targets": [addr.to_string()], "labels": {"test": id}}]);
         std::fs::write(
             cluster.prom_sd_dir.join(format!("{id}.json")),
@@ -237,20 +235,12 @@ async fn a_short_breach_does_not_fire_and_a_sustained_one_fires_exactly_one_roll
     // The fix is in: errors drop, so verification (triggers without `for`) can pass.
     m.set("errors", 0.001);
     let api: Api<RollbackRequest> = Api::namespaced(env.cluster.client.clone(), &env.ns);
-    let done = wait_until(
-        Duration::from_secs(30),
-        "the automatic rollback to succeed",
-        || {
-            let api = api.clone();
-            let name = name.clone();
-            async move {
-                api.get(&name).await.ok().filter(|r| {
-                    r.status.as_ref().and_then(|s| s.phase) == Some(RequestPhase::Succeeded)
-                })
-            }
-        },
-    )
-    .await;
+    let done = common::finished(&api, &name).await;
+    assert_eq!(
+        done.status.as_ref().and_then(|s| s.phase),
+        Some(RequestPhase::Succeeded),
+        "the automatic rollback must succeed"
+    );
     let triggered = done.status.unwrap().triggered_by.unwrap();
     assert_eq!(
         (triggered.trigger.as_str(), triggered.value),
@@ -759,9 +749,7 @@ async fn counting_proxy(upstream: &str) -> (String, Arc<Mutex<Vec<(u128, String)
             )
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = format!("http://{}", common::serve(app).await);
     (url, seen)
 }
 
@@ -868,9 +856,7 @@ async fn prometheus_credentials_come_from_the_auth_secret() {
             )
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let address = format!("http://{}", common::serve(app).await);
     env.cluster.apply(&format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: bearer, namespace: {ns}}}\nstringData: {{token: s3cret}}\n---\n\
          apiVersion: v1\nkind: Secret\nmetadata: {{name: basic, namespace: {ns}}}\nstringData: {{username: grafana, password: pa55}}\n",

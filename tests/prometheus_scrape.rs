@@ -27,9 +27,7 @@ async fn prometheus_scrapes_a_test_endpoint_registered_through_file_sd() {
             async move { format!("# TYPE rollguard_test_probe gauge\nrollguard_test_probe {v}\n") }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = common::serve(app).await;
 
     let id = format!("scrape-{}", unique_suffix());
     let sd_file = cluster.prom_sd_dir.join(format!("{id}.json"));

@@ -87,21 +87,7 @@ impl Env {
 
     /// Waits until the request is Succeeded or Failed and returns it.
     async fn finished(&self, name: &str) -> RollbackRequest {
-        let api = self.requests();
-        wait_until(
-            Duration::from_secs(30),
-            &format!("request {name} to finish"),
-            || {
-                let api = api.clone();
-                let name = name.to_string();
-                async move {
-                    let r = api.get(&name).await.ok()?;
-                    let phase = r.status.as_ref()?.phase?;
-                    matches!(phase, RequestPhase::Succeeded | RequestPhase::Failed).then_some(r)
-                }
-            },
-        )
-        .await
+        common::finished(&self.requests(), name).await
     }
 
     /// Waits until guard `g` is in `phase` with no rollback in flight; returns its status.
@@ -419,9 +405,7 @@ async fn hook_receiver(delay: Duration, status: u16) -> (String, Calls) {
             ),
         )
         .with_state((calls.clone(), delay, status));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = format!("http://{}/hook", common::serve(app).await);
     (url, calls)
 }
 
@@ -804,9 +788,7 @@ async fn verification_waits_for_workloads_and_fails_after_the_health_timeout() {
             }),
         )
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let healthz = format!("http://{}/healthz", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let healthz = format!("http://{}/healthz", common::serve(app).await);
     env.guard(
         "g",
         &format!("  flags: {{configMapRef: {{name: ff}}, guarded: [a]}}\n  health: {{timeout: 30s, workloads: [{{kind: Deployment, name: api}}], http: [{{url: \"{healthz}\"}}]}}"),

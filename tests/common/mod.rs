@@ -286,3 +286,33 @@ impl Cluster {
         assert!(ok, "kubectl apply failed:\n{out}\n{err}\n---\n{yaml}");
     }
 }
+
+/// Serves `app` on a free loopback port for the rest of the test; returns its address.
+pub async fn serve(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// Waits until RollbackRequest `name` is Succeeded or Failed, and returns it.
+pub async fn finished(
+    api: &Api<rollguard::api::RollbackRequest>,
+    name: &str,
+) -> rollguard::api::RollbackRequest {
+    use rollguard::api::request::RequestPhase;
+    wait_until(
+        Duration::from_secs(30),
+        &format!("request {name} to finish"),
+        || {
+            let api = api.clone();
+            let name = name.to_string();
+            async move {
+                let r = api.get(&name).await.ok()?;
+                let phase = r.status.as_ref()?.phase?;
+                matches!(phase, RequestPhase::Succeeded | RequestPhase::Failed).then_some(r)
+            }
+        },
+    )
+    .await
+}
