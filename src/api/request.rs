@@ -1,6 +1,7 @@
 //! `RollbackRequest`: one rollback or restore, and its incident record (SPEC §1).
 
 use super::LocalObjectReference;
+use super::guard::{NotifierType, NotifyEvent};
 use super::schema::dns_subdomain_or_empty;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime};
 use kube::{CustomResource, KubeSchema};
@@ -150,6 +151,12 @@ pub struct RollbackRequestStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<HookCall>,
 
+    /// Notifications of this request, one per receiver and moment: recorded as `Sending`
+    /// before the first attempt and again with the outcome, so none is sent twice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["receiver".into(), "event".into()]))]
+    pub notifications: Vec<NotificationRecord>,
+
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flags_changed: Option<Vec<FlagChange>>,
 
@@ -211,6 +218,36 @@ pub struct HookCall {
     pub outcome: HookOutcome,
     #[serde(default)]
     pub message: String,
+}
+
+/// One notification of a request to one receiver (`spec.notify[].name` of the guard).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationRecord {
+    pub receiver: String,
+    #[serde(rename = "type")]
+    pub type_: NotifierType,
+    pub event: NotifyEvent,
+    pub state: DeliveryState,
+    /// Attempts made (retries included).
+    #[serde(default)]
+    pub attempts: u32,
+    /// When the outcome was known (delivered or finally failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<MicroTime>,
+    /// The last error, for a failed delivery.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum DeliveryState {
+    /// Recorded before the first attempt; after a restart it is sent again with the same
+    /// delivery id (receivers can drop the duplicate), never recorded twice.
+    Sending,
+    Delivered,
+    /// Every attempt failed; a `NotificationFailed` Event says why.
+    Failed,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
