@@ -36,6 +36,12 @@ pub struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    pub channel: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub kind: String,
     pub reason: String,
@@ -49,6 +55,7 @@ pub struct Metrics {
     pub trigger_breaching: Family<TriggerLabels, Gauge>,
     pub prometheus_queries: Family<OutcomeLabels, Counter>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
+    pub notifications: Family<NotificationLabels, Counter>,
     pub leader: Gauge,
     ready: AtomicBool,
 }
@@ -103,6 +110,12 @@ impl Metrics {
             "Reconciles that failed and were retried",
             reconcile_errors.clone(),
         );
+        let notifications = Family::<NotificationLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notification deliveries finished, by channel and outcome (retries included in one)",
+            notifications.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -117,6 +130,7 @@ impl Metrics {
             trigger_breaching,
             prometheus_queries,
             reconcile_errors,
+            notifications,
             leader,
             ready: AtomicBool::new(false),
         }
