@@ -7,7 +7,7 @@ use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 use kube::{Client, ResourceExt};
 use rollguard::api::request::{RequestAction, RequestMode, RequestPhase, RollbackRequestSpec};
 use rollguard::api::{GUARD_LABEL, LocalObjectReference, RollbackRequest, RolloutGuard};
-use rollguard::report::{self, Colour};
+use rollguard::report::{self, Colour, StatusFormat, StatusOptions};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,13 +31,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Dashboard of guards: phase, health, trigger values against thresholds, rollbacks in flight.
+    /// Dashboard of guards: phase, health, triggers breaching, rollbacks in flight, last
+    /// rollback. Coloured on a terminal (unless NO_COLOR is set), plain when piped.
     Status {
         /// Every namespace.
         #[arg(short = 'A', long)]
         all_namespaces: bool,
-        #[arg(short, long, value_enum, default_value_t = StatusFormat::Wide)]
-        output: StatusFormat,
+        /// wide: also each trigger's value against its threshold, breach start and last
+        /// error, Prometheus reachability and problems; json: a JSON array.
+        #[arg(short, long, value_enum)]
+        output: Option<StatusOutput>,
     },
     /// Roll a guard's flags back now.
     Rollback {
@@ -71,7 +74,8 @@ enum Command {
         #[arg(long)]
         watch: bool,
     },
-    /// The incident report of a RollbackRequest.
+    /// The incident report (post-mortem) of a RollbackRequest: who and why, trigger values,
+    /// flags changed, durations against the SLOs, notifications, timeline, snapshot.
     Report {
         request: String,
         #[arg(short, long, value_enum, default_value_t = ReportFormat::Markdown)]
@@ -80,7 +84,7 @@ enum Command {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum StatusFormat {
+enum StatusOutput {
     Wide,
     Json,
 }
@@ -181,11 +185,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     &format!("RollbackRequest {request:?} in namespace {namespace:?}"),
                 )
             })?;
+            // The report stands without its guard (deleted, or not readable by this user):
+            // it says so, and judges against the default SLO targets.
+            let guards: Api<RolloutGuard> = Api::namespaced(client.clone(), &namespace);
+            let guard_name = &r.spec.guard_ref.name;
+            let guard = match guards.get_opt(guard_name).await {
+                Ok(guard) => guard,
+                Err(e) => {
+                    let e = explain(e, &format!("RolloutGuard {guard_name:?}"));
+                    eprintln!("warning: {e:#}; reporting without it");
+                    None
+                }
+            };
             match output {
-                ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+                ReportFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report::incident_record(&r, guard.as_ref()))?
+                ),
                 ReportFormat::Markdown => {
-                    let guards: Api<RolloutGuard> = Api::namespaced(client.clone(), &namespace);
-                    let guard = guards.get_opt(&r.spec.guard_ref.name).await.ok().flatten();
                     print!("{}", report::incident_report(&r, guard.as_ref()));
                 }
             }
@@ -198,7 +215,7 @@ async fn status(
     client: &Client,
     namespace: &str,
     all: bool,
-    output: StatusFormat,
+    output: Option<StatusOutput>,
 ) -> anyhow::Result<ExitCode> {
     let (guards, requests): (Api<RolloutGuard>, Api<RollbackRequest>) = if all {
         (Api::all(client.clone()), Api::all(client.clone()))
@@ -218,20 +235,18 @@ async fn status(
         .await
         .map_err(|e| explain(e, "RollbackRequests"))?
         .items;
-    match output {
-        StatusFormat::Json => println!("{}", serde_json::to_string_pretty(&guards)?),
-        StatusFormat::Wide => {
-            let colour = if std::io::stdout().is_terminal() {
-                Colour::On
-            } else {
-                Colour::Off
-            };
-            print!(
-                "{}",
-                report::status_dashboard(&guards, &requests, colour, all)
-            );
-        }
-    }
+    let no_color = std::env::var("NO_COLOR").ok();
+    let opts = StatusOptions {
+        format: match output {
+            None => StatusFormat::Default,
+            Some(StatusOutput::Wide) => StatusFormat::Wide,
+            Some(StatusOutput::Json) => StatusFormat::Json,
+        },
+        colour: Colour::detect(std::io::stdout().is_terminal(), no_color.as_deref()),
+        namespace: (!all).then(|| namespace.to_string()),
+        now: jiff::Timestamp::now(),
+    };
+    print!("{}", report::render_status(&guards, &requests, &opts));
     Ok(ExitCode::SUCCESS)
 }
 
