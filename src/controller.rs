@@ -3,6 +3,8 @@
 use crate::api::{RollbackRequest, RolloutGuard};
 use crate::guard;
 use crate::metrics::Metrics;
+use crate::notify::courier::{Courier, RetryPolicy};
+use crate::notify::outbox::Outbox;
 use crate::prometheus::{Prometheus, SharedQueries};
 use crate::rollback::reconciler::{self, Context};
 use futures::StreamExt;
@@ -31,9 +33,22 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "ROLLGUARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Attempts per notification (the first included) before it counts as failed.
+    #[arg(long, env = "ROLLGUARD_NOTIFY_ATTEMPTS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub notify_attempts: u32,
+    /// Bound of one notification attempt (Go duration).
+    #[arg(long, env = "ROLLGUARD_NOTIFY_ATTEMPT_TIMEOUT", default_value = "5s", value_parser = go_duration)]
+    pub notify_attempt_timeout: std::time::Duration,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "ROLLGUARD_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: std::net::SocketAddr,
+}
+
+/// A Go duration flag value (`500ms`, `5s`, `1m`).
+fn go_duration(text: &str) -> Result<std::time::Duration, String> {
+    crate::api::schema::GoDuration::new(text)
+        .to_std()
+        .map_err(|e| e.to_string())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -86,6 +101,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     metrics.leader.set(1);
     let controller = Controller::new(requests, watcher::Config::default());
     let store = controller.store();
+    // Notifications are delivered beside the rollbacks; a finished delivery wakes its
+    // request so the outcome is recorded.
+    let (outbox, mut delivered) = Outbox::new(
+        Courier::new(
+            client.clone(),
+            RetryPolicy {
+                attempts: args.notify_attempts,
+                attempt_timeout: args.notify_attempt_timeout,
+                ..RetryPolicy::default()
+            },
+        ),
+        Recorder::new(client.clone(), reporter.clone()),
+        metrics.clone(),
+    );
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter.clone()),
@@ -94,6 +123,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         default_prometheus_url: args.prometheus_url.clone(),
         requests: store.clone(),
         metrics: metrics.clone(),
+        outbox: outbox.clone(),
     });
     tracing::info!(
         namespace = args.namespace.as_deref().unwrap_or("<all>"),
@@ -118,6 +148,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     .collect::<Vec<_>>()
             },
         )
+        .reconcile_on(futures::stream::poll_fn(move |cx| delivered.poll_recv(cx)))
         .shutdown_on_signal()
         .run(reconciler::reconcile, reconciler::error_policy, ctx)
         .for_each(|result| async move {
@@ -136,6 +167,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         default_prometheus_url: args.prometheus_url.clone(),
         requests: store.clone(),
         metrics: metrics.clone(),
+        outbox,
     });
     let (reader, writer) = reflector::store();
     let guard_changes = watcher(guards, watcher::Config::default())

@@ -12,6 +12,7 @@ pub mod flags;
 pub mod guard;
 pub mod health;
 pub mod metrics;
+pub mod notify;
 pub mod prometheus;
 pub mod report;
 pub mod rollback;

@@ -6,7 +6,9 @@ use super::hooks::{self, HookPayload};
 use super::snapshot::{self, Included, SnapshotInput};
 use super::step::{self, Observed, Slot, Step, condition};
 use crate::Error;
+use crate::api::guard::NotifyEvent;
 use crate::api::guard::{GuardPhase, LastRollback, RolloutGuard, TriggerAction, WorkloadKind};
+use crate::api::request::DeliveryState;
 use crate::api::request::{
     Durations, FlagChange, HookCall, HookOutcome, HookStage, RequestAction, RequestMode,
     RequestPhase, RollbackRequest, RollbackRequestStatus, SloOutcome, TimelineEntry,
@@ -15,6 +17,8 @@ use crate::api::{GUARD_LABEL, LocalObjectReference, SNAPSHOT_SECRET_TYPE, Snapsh
 use crate::conditions::{self, FALSE, TRUE, UNKNOWN};
 use crate::flags::{self, Plan, Selection};
 use crate::is_conflict;
+use crate::notify::outbox::{Job, Outbox};
+use crate::notify::{self, Ending};
 use crate::prometheus::{Prometheus, Target};
 use crate::triggers;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -46,6 +50,8 @@ pub struct Context {
     /// Every RollbackRequest the controller watches (the queue of each guard).
     pub requests: Store<RollbackRequest>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Notifications in flight beside the rollback.
+    pub outbox: Arc<Outbox>,
 }
 
 /// How a step left the request.
@@ -76,6 +82,9 @@ pub async fn reconcile(request: Arc<RollbackRequest>, ctx: Arc<Context>) -> Resu
         flags_seen: None,
     };
     run.guard = run.guards.get_opt(&run.request.spec.guard_ref.name).await?;
+    run.settle_notifications().await?;
+    // After a restart: what was recorded as Sending goes out (again) now.
+    run.send_notifications();
     // Bounded: a request takes at most a dozen steps; the bound only guards against a bug.
     for _ in 0..64 {
         let observed = run.observe();
@@ -240,6 +249,8 @@ impl Run {
         self.requests
             .patch_status(&self.name(), &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
+        // Notifications recorded as Sending go out once the record exists.
+        self.send_notifications();
         Ok(())
     }
 
@@ -334,6 +345,7 @@ impl Run {
             if reason.is_empty() { "" } else { ": " },
         );
         self.record("Accepted", message);
+        self.announce_started();
     }
 
     async fn release(&mut self) -> Result<Flow, Error> {
@@ -412,9 +424,9 @@ impl Run {
             })
             .inc();
         if let Some(d) = &self.status.durations {
+            // `notification` is counted when the delivery is recorded (it may come later).
             for (step, took) in [
                 ("flagDisable", d.flag_disable),
-                ("notification", d.notification),
                 ("healthVerification", d.health_verification),
                 ("total", d.total),
             ] {
@@ -425,9 +437,246 @@ impl Run {
         }
     }
 
+    // ---- notifications ---------------------------------------------------------------
+
+    /// Whether this request tells anyone: not a dry run, and past the guard lookup.
+    fn notifies(&self) -> bool {
+        !self.request.spec.dry_run && self.guard.is_some()
+    }
+
+    /// Records "started" as Sending for its receivers; it goes out after the next save,
+    /// beside the rest of the rollback.
+    fn announce_started(&mut self) {
+        if !self.notifies() {
+            return;
+        }
+        let receivers = self.guard().spec.notify.clone();
+        let wanted: Vec<_> = notify::receivers(&receivers, NotifyEvent::Started)
+            .into_iter()
+            .map(|n| (n, NotifyEvent::Started))
+            .collect();
+        notify::record_sending(&mut self.status.notifications, &wanted);
+        self.update_notified();
+    }
+
+    fn announce_ending(&mut self, ending: Ending) {
+        if !self.notifies() {
+            return;
+        }
+        let receivers = self.guard().spec.notify.clone();
+        let wanted = notify::ending_events(&receivers, ending);
+        notify::record_sending(&mut self.status.notifications, &wanted);
+    }
+
+    fn update_notified(&mut self) {
+        let receivers = self.guard().spec.notify.clone();
+        let count = notify::receivers(&receivers, NotifyEvent::Started).len();
+        let (status, reason, message) =
+            notify::notified_condition(&self.status.notifications, count);
+        self.set_condition(condition::NOTIFIED, status, reason, message);
+    }
+
+    fn job(&self, receiver: &str, event: NotifyEvent) -> Job {
+        Job {
+            request: self.request.uid().unwrap_or_default(),
+            receiver: receiver.to_string(),
+            event,
+        }
+    }
+
+    /// Hands every recorded-but-unsent notification to the outbox (once per process; a
+    /// restart sends what was still Sending again, with the same delivery id).
+    fn send_notifications(&mut self) {
+        if !self.notifies() {
+            return;
+        }
+        let mut request = self.request.clone();
+        request.status = Some(self.status.clone());
+        for record in &self.status.notifications {
+            if record.state != DeliveryState::Sending {
+                continue;
+            }
+            let job = self.job(&record.receiver, record.event);
+            if self.ctx.outbox.knows(&job) {
+                continue;
+            }
+            let notifier = self
+                .guard()
+                .spec
+                .notify
+                .iter()
+                .find(|n| n.name == record.receiver)
+                .cloned();
+            match notifier {
+                Some(notifier) => {
+                    let notice = notify::request_notice(&request, record.event, now());
+                    self.ctx.outbox.send(&request, job, notifier, notice);
+                }
+                None => tracing::warn!(
+                    request = %self.name(),
+                    receiver = %record.receiver,
+                    "receiver no longer in the guard's spec.notify; not sent"
+                ),
+            }
+        }
+    }
+
+    /// Records the outcomes of finished deliveries. Woken by the outbox, possibly before
+    /// the controller's cache holds this reconciler's last write: so it reads the request
+    /// afresh and writes with its resourceVersion.
+    async fn settle_notifications(&mut self) -> Result<(), Error> {
+        let uid = self.request.uid().unwrap_or_default();
+        let finished = self.ctx.outbox.finished(&uid);
+        if finished.is_empty() {
+            return Ok(());
+        }
+        let pending = |status: &RollbackRequestStatus| {
+            finished.iter().any(|(job, _, _)| {
+                status.notifications.iter().any(|r| {
+                    r.receiver == job.receiver
+                        && r.event == job.event
+                        && r.state == DeliveryState::Sending
+                })
+            })
+        };
+        let jobs: Vec<Job> = finished.iter().map(|(job, _, _)| job.clone()).collect();
+        let mut fresh_read = false;
+        for _ in 0..5 {
+            if !pending(&self.status) {
+                if fresh_read {
+                    self.ctx.outbox.recorded(&jobs);
+                    return Ok(());
+                }
+                // The cache may lag: look at the request itself before concluding.
+                if finished.iter().all(|(_, _, recorded)| *recorded) {
+                    return Ok(());
+                }
+            }
+            let Some(fresh) = self.requests.get_opt(&self.name()).await? else {
+                return Ok(());
+            };
+            if fresh.uid().as_deref() != Some(uid.as_str()) {
+                return Ok(());
+            }
+            fresh_read = true;
+            self.status = fresh.status.clone().unwrap_or_default();
+            self.request = fresh;
+            if !pending(&self.status) {
+                self.ctx.outbox.recorded(&jobs);
+                return Ok(());
+            }
+            let mut failures = Vec::new();
+            let mut first_started = None;
+            for (job, delivery, _) in &finished {
+                let Some(record) = self
+                    .status
+                    .notifications
+                    .iter_mut()
+                    .find(|r| r.receiver == job.receiver && r.event == job.event)
+                else {
+                    continue;
+                };
+                if record.state != DeliveryState::Sending {
+                    continue;
+                }
+                record.attempts = delivery.attempts;
+                record.time = Some(MicroTime(delivery.finished));
+                match &delivery.result {
+                    Ok(()) => {
+                        record.state = DeliveryState::Delivered;
+                        record.message.clear();
+                        if job.event == NotifyEvent::Started {
+                            first_started = Some(
+                                first_started.map_or(delivery.finished, |f: jiff::Timestamp| {
+                                    f.min(delivery.finished)
+                                }),
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        record.state = DeliveryState::Failed;
+                        record.message = e.clone();
+                        failures.push((
+                            job.receiver.clone(),
+                            format!(
+                                "{} notification to {:?} ({}) failed after {} attempt(s): {e}",
+                                notify::event_word(job.event),
+                                job.receiver,
+                                notify::channel_word(record.type_),
+                                delivery.attempts
+                            ),
+                        ));
+                    }
+                }
+            }
+            let mut notification_took = None;
+            if let Some(at) = first_started {
+                let took = seconds_between(self.created(), at);
+                let durations = self.status.durations.get_or_insert_with(Durations::default);
+                if durations.notification.is_none() {
+                    durations.notification = Some(took);
+                    notification_took = Some(took);
+                }
+            }
+            for (_, failure) in &failures {
+                self.record("NotificationFailed", failure.clone());
+            }
+            if self.guard.is_some() {
+                self.update_notified();
+                if self.status.phase == Some(RequestPhase::Succeeded) {
+                    self.judge_slo();
+                }
+            }
+            self.status.observed_generation = self.request.metadata.generation;
+            let patch = json!({
+                "metadata": { "resourceVersion": self.request.resource_version() },
+                "status": self.status,
+            });
+            match self
+                .requests
+                .patch_status(&self.name(), &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(updated) => {
+                    self.request = updated;
+                    self.ctx.outbox.recorded(&jobs);
+                    if let Some(took) = notification_took {
+                        self.ctx.metrics.step("notification", took);
+                    }
+                    for (receiver, failure) in failures {
+                        // Related to the receiver's Secret (or ConfigMap): one Event per
+                        // receiver, not one series that keeps only the first note.
+                        let receiver = self.guard.as_ref().and_then(|g| {
+                            g.spec.notify.iter().find(|n| n.name == receiver).cloned()
+                        });
+                        let related =
+                            receiver.map(|n| notify::receiver_reference(&n, &self.namespace));
+                        let regarding = self.request.object_ref(&());
+                        self.publish(
+                            EventType::Warning,
+                            "NotificationFailed",
+                            failure,
+                            regarding,
+                            related,
+                        );
+                    }
+                    return Ok(());
+                }
+                Err(e) if is_conflict(&e) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
     // ---- failure ---------------------------------------------------------------------
 
     async fn fail(&mut self, reason: &str, message: String) -> Result<Flow, Error> {
+        self.announce_ending(if reason == "HealthCheckFailed" {
+            Ending::Unhealthy
+        } else {
+            Ending::Failed
+        });
         self.status.phase = Some(RequestPhase::Failed);
         self.status.message = Some(message.clone());
         self.status.completed_at = Some(MicroTime(now()));
@@ -1162,24 +1411,46 @@ impl Run {
 
     // ---- completion ------------------------------------------------------------------
 
-    async fn succeed(&mut self) -> Result<Flow, Error> {
-        let at = now();
+    /// The SLO outcome from the durations so far. A "started" notification still out when
+    /// its target has passed (or finally failed) misses `notification` already.
+    fn judge_slo(&mut self) {
         let slo = self.guard().spec.slo.clone();
-        let since_created = seconds_between(self.created(), at);
-        let durations = self.status.durations.get_or_insert_with(Durations::default);
-        durations.total = Some(since_created);
-        let missed: Vec<String> = slo
-            .judge(durations)
+        let durations = self.status.durations.clone().unwrap_or_default();
+        let mut missed: Vec<String> = slo
+            .judge(&durations)
             .into_iter()
             .filter(|v| v.met == Some(false))
             .map(|v| v.name.to_string())
             .collect();
+        let started: Vec<_> = self
+            .status
+            .notifications
+            .iter()
+            .filter(|r| r.event == NotifyEvent::Started)
+            .collect();
+        let target = slo.notification.to_std().ok();
+        let late = durations.notification.is_none()
+            && !started.is_empty()
+            && (started.iter().all(|r| r.state == DeliveryState::Failed)
+                || target.is_some_and(|t| now().duration_since(self.created()).unsigned_abs() > t));
+        if late && !missed.iter().any(|m| m == "notification") {
+            missed.push("notification".into());
+        }
         self.status.slo = Some(SloOutcome {
             met: missed.is_empty(),
             missed,
         });
+    }
+
+    async fn succeed(&mut self) -> Result<Flow, Error> {
+        let at = now();
+        let since_created = seconds_between(self.created(), at);
+        let durations = self.status.durations.get_or_insert_with(Durations::default);
+        durations.total = Some(since_created);
+        self.judge_slo();
         self.status.phase = Some(RequestPhase::Succeeded);
         self.status.completed_at = Some(MicroTime(at));
+        self.announce_ending(Ending::Succeeded);
         let changed = self.status.flags_changed.as_ref().map_or(0, Vec::len);
         let restore = self.request.spec.action == RequestAction::Restore;
         let message = if restore {

@@ -5,6 +5,8 @@
 //! failure instead, so CI can never pass by skipping.
 #![allow(dead_code)]
 
+pub mod receivers;
+
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};

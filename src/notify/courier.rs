@@ -1,0 +1,329 @@
+//! Sends one notice through one channel, with bounded retries (backon). The imperative
+//! shell of [`super`]: it reads the receiver's Secret, renders with the pure functions and
+//! talks HTTP, SMTP or the API server.
+
+use super::{
+    DELIVERY_HEADER, EVENT_HEADER, IN_APP_CONFIG_MAP, Notice, SIGNATURE_HEADER, TIMESTAMP_HEADER,
+};
+use crate::api::guard::{Notifier, NotifierType};
+use backon::{ExponentialBuilder, Retryable};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// Field manager of the in-app status ConfigMap.
+pub const FIELD_MANAGER: &str = "rollguard-notifier";
+
+/// How hard a delivery tries.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// Attempts in all (the first one included).
+    pub attempts: u32,
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+    /// Each attempt's bound (HTTP request, SMTP session).
+    pub attempt_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 4,
+            first_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(2),
+            attempt_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why one attempt failed, and whether another could succeed.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl Failure {
+    fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+    fn transient(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+}
+
+/// What a delivery came to.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub attempts: u32,
+    pub result: Result<(), String>,
+    pub finished: jiff::Timestamp,
+}
+
+#[derive(Clone)]
+pub struct Courier {
+    pub client: Client,
+    pub http: reqwest::Client,
+    pub retry: RetryPolicy,
+}
+
+impl Courier {
+    pub fn new(client: Client, retry: RetryPolicy) -> Self {
+        Self {
+            client,
+            http: reqwest::Client::new(),
+            retry,
+        }
+    }
+
+    /// Delivers `notice` to `notifier` (a receiver of a guard in `namespace`), retrying
+    /// transient failures with exponential backoff.
+    pub async fn deliver(&self, namespace: &str, notifier: &Notifier, notice: &Notice) -> Delivery {
+        let attempts = Arc::new(AtomicU32::new(0));
+        let counter = attempts.clone();
+        let policy = self.retry;
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(policy.first_delay)
+            .with_max_delay(policy.max_delay)
+            .with_max_times(policy.attempts.saturating_sub(1) as usize)
+            .with_jitter();
+        let result = (|| async {
+            counter.fetch_add(1, Ordering::SeqCst);
+            match tokio::time::timeout(
+                policy.attempt_timeout,
+                self.attempt(namespace, notifier, notice),
+            )
+            .await
+            {
+                Ok(result) => result,
+                Err(_) => Err(Failure::transient(format!(
+                    "no answer within {:?}",
+                    policy.attempt_timeout
+                ))),
+            }
+        })
+        .retry(backoff)
+        .when(|f: &Failure| f.retryable)
+        .notify(|f: &Failure, after: Duration| {
+            tracing::info!(receiver = %notifier.name, error = %f.message, ?after, "notification attempt failed; retrying");
+        })
+        .await
+        .map_err(|f| f.message);
+        Delivery {
+            attempts: attempts.load(Ordering::SeqCst),
+            result,
+            finished: jiff::Timestamp::now(),
+        }
+    }
+
+    async fn attempt(
+        &self,
+        namespace: &str,
+        notifier: &Notifier,
+        notice: &Notice,
+    ) -> Result<(), Failure> {
+        match notifier.type_ {
+            NotifierType::Slack => {
+                let secret = self.secret(namespace, notifier).await?;
+                let url = key(&secret, notifier, "url")?;
+                let body = serde_json::to_vec(&super::slack_payload(notice))
+                    .expect("a Slack payload serialises");
+                self.post(&url, body, Vec::new()).await
+            }
+            NotifierType::Webhook => {
+                let secret = self.secret(namespace, notifier).await?;
+                let url = key(&secret, notifier, "url")?;
+                let signing_key = key(&secret, notifier, "signingKey")?;
+                let body = super::webhook_body(notice);
+                let timestamp = jiff::Timestamp::now().as_second();
+                let signature = super::signature(signing_key.as_bytes(), timestamp, &body);
+                let headers = vec![
+                    (TIMESTAMP_HEADER, timestamp.to_string()),
+                    (SIGNATURE_HEADER, signature),
+                    (DELIVERY_HEADER, notice.id.clone()),
+                    (EVENT_HEADER, super::event_word(notice.event).to_string()),
+                ];
+                self.post(&url, body, headers).await
+            }
+            NotifierType::Email => {
+                let secret = self.secret(namespace, notifier).await?;
+                let smtp_url = key(&secret, notifier, "smtpUrl")?;
+                let from = key(&secret, notifier, "from")?;
+                let to = key(&secret, notifier, "to")?;
+                send_email(&smtp_url, &from, &to, notice, notifier).await
+            }
+            NotifierType::InApp => self.in_app(namespace, notice).await,
+        }
+    }
+
+    async fn secret(&self, namespace: &str, notifier: &Notifier) -> Result<Secret, Failure> {
+        let Some(reference) = &notifier.secret_ref else {
+            return Err(Failure::permanent(format!(
+                "spec.notify[{}].secretRef: required for type {}",
+                notifier.name,
+                super::channel_word(notifier.type_)
+            )));
+        };
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        match secrets.get_opt(&reference.name).await {
+            Ok(Some(secret)) => Ok(secret),
+            // Someone may be creating it right now: worth another attempt.
+            Ok(None) => Err(Failure::transient(format!(
+                "spec.notify[{}].secretRef.name: Secret {:?} does not exist",
+                notifier.name, reference.name
+            ))),
+            Err(e) => Err(Failure::transient(format!(
+                "reading Secret {:?}: {e}",
+                reference.name
+            ))),
+        }
+    }
+
+    async fn post(
+        &self,
+        url: &str,
+        body: Vec<u8>,
+        headers: Vec<(&str, String)>,
+    ) -> Result<(), Failure> {
+        let mut request = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Failure::transient(format!("POST {}: {e}", redact(url))))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let message = format!("POST {} answered {}", redact(url), status.as_u16());
+        // A client error other than "too many requests" or "timeout" will not get better.
+        if status.is_client_error() && status.as_u16() != 429 && status.as_u16() != 408 {
+            Err(Failure::permanent(message))
+        } else {
+            Err(Failure::transient(message))
+        }
+    }
+
+    async fn in_app(&self, namespace: &str, notice: &Notice) -> Result<(), Failure> {
+        let config_maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        let patch = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": IN_APP_CONFIG_MAP,
+                "labels": { "app.kubernetes.io/managed-by": "rollguard" },
+            },
+            "data": super::in_app_data(notice),
+        });
+        config_maps
+            .patch(
+                IN_APP_CONFIG_MAP,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                Failure::transient(format!("writing ConfigMap {IN_APP_CONFIG_MAP:?}: {e}"))
+            })
+    }
+}
+
+/// A Secret key as text, or which key is missing.
+fn key(secret: &Secret, notifier: &Notifier, name: &str) -> Result<String, Failure> {
+    let value = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(name))
+        .map(|v| String::from_utf8_lossy(&v.0).trim().to_string())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(name))
+                .cloned()
+        });
+    match value {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(Failure::permanent(format!(
+            "spec.notify[{}].secretRef: Secret {:?} has no key {name:?}",
+            notifier.name,
+            secret.metadata.name.as_deref().unwrap_or_default()
+        ))),
+    }
+}
+
+/// A URL without its path and query, which for Slack webhooks hold the credential.
+fn redact(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => format!(
+            "{}://{}{}",
+            u.scheme(),
+            u.host_str().unwrap_or_default(),
+            u.port().map(|p| format!(":{p}")).unwrap_or_default()
+        ),
+        Err(_) => "<invalid URL>".into(),
+    }
+}
+
+async fn send_email(
+    smtp_url: &str,
+    from: &str,
+    to: &str,
+    notice: &Notice,
+    notifier: &Notifier,
+) -> Result<(), Failure> {
+    use lettre::message::header::ContentType;
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+    let field = |key: &str, value: &str, e: &dyn std::fmt::Display| {
+        Failure::permanent(format!(
+            "spec.notify[{}].secretRef: key {key} {value:?}: {e}",
+            notifier.name
+        ))
+    };
+    let (subject, body) = super::email(notice);
+    let mut message = Message::builder()
+        .from(from.parse().map_err(|e| field("from", from, &e))?)
+        .subject(subject)
+        .header(ContentType::TEXT_PLAIN);
+    let recipients: Vec<&str> = to
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if recipients.is_empty() {
+        return Err(field("to", to, &"no address"));
+    }
+    for address in recipients {
+        message = message.to(address.parse().map_err(|e| field("to", address, &e))?);
+    }
+    let message = message
+        .body(body)
+        .map_err(|e| Failure::permanent(format!("composing the email: {e}")))?;
+    let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(smtp_url)
+        .map_err(|e| field("smtpUrl", &redact(smtp_url), &e))?
+        .timeout(Some(Duration::from_secs(10)))
+        .build();
+    transport.send(message).await.map(|_| ()).map_err(|e| {
+        if e.is_permanent() {
+            Failure::permanent(format!("SMTP {}: {e}", redact(smtp_url)))
+        } else {
+            Failure::transient(format!("SMTP {}: {e}", redact(smtp_url)))
+        }
+    })
+}

@@ -1,0 +1,208 @@
+//! Deliveries run here, beside the rollback: the reconciler records a notification as
+//! `Sending` in the request's status, hands it to the outbox and goes on with the flags; a
+//! slow or dead receiver never delays them. When a delivery is over the outbox keeps its
+//! outcome and wakes the request, whose reconciler (the only writer of request status)
+//! records it. A guard's own moments (drift, triggerFiring) are sent the same way; their
+//! final failure becomes a Warning Event on the guard.
+
+use super::Notice;
+use super::courier::{Courier, Delivery};
+use crate::api::guard::{Notifier, NotifyEvent, RolloutGuard};
+use crate::api::request::RollbackRequest;
+use crate::metrics::Metrics;
+use kube::Resource;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::ObjectRef;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+enum JobState {
+    InFlight,
+    /// Over; `recorded` once the reconciler has written it to status. Kept a while after
+    /// that, so a status write from a stale view that turns the record back to `Sending`
+    /// is repaired from here rather than sent again.
+    Over {
+        delivery: Delivery,
+        recorded: Option<std::time::Instant>,
+    },
+}
+
+/// How long an outcome is remembered after it was recorded.
+const REMEMBER: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// One request's notification to one receiver for one moment.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Job {
+    /// The request's uid.
+    pub request: String,
+    pub receiver: String,
+    pub event: NotifyEvent,
+}
+
+pub struct Outbox {
+    courier: Courier,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+    jobs: Mutex<HashMap<Job, JobState>>,
+    wake: mpsc::UnboundedSender<ObjectRef<RollbackRequest>>,
+}
+
+impl Outbox {
+    /// The outbox and the stream of requests to reconcile because a delivery is over.
+    pub fn new(
+        courier: Courier,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+    ) -> (
+        Arc<Self>,
+        mpsc::UnboundedReceiver<ObjectRef<RollbackRequest>>,
+    ) {
+        let (wake, woken) = mpsc::unbounded_channel();
+        let outbox = Arc::new(Self {
+            courier,
+            recorder,
+            metrics,
+            jobs: Mutex::new(HashMap::new()),
+            wake,
+        });
+        (outbox, woken)
+    }
+
+    /// Starts delivering a request's notification, unless this process already is (or
+    /// did and its outcome is not recorded yet).
+    pub fn send(
+        self: &Arc<Self>,
+        request: &RollbackRequest,
+        job: Job,
+        notifier: Notifier,
+        notice: Notice,
+    ) {
+        {
+            let mut jobs = self.jobs.lock().expect("outbox lock");
+            if jobs.contains_key(&job) {
+                return;
+            }
+            jobs.insert(job.clone(), JobState::InFlight);
+        }
+        let namespace = request.meta().namespace.clone().unwrap_or_default();
+        let reference = ObjectRef::from_obj(request);
+        let outbox = self.clone();
+        tokio::spawn(async move {
+            let delivery = outbox.courier.deliver(&namespace, &notifier, &notice).await;
+            outbox.count(&notifier, &delivery);
+            outbox.jobs.lock().expect("outbox lock").insert(
+                job,
+                JobState::Over {
+                    delivery,
+                    recorded: None,
+                },
+            );
+            // The controller has stopped when nobody listens; the outcome is then lost
+            // with the process and the record, still `Sending`, is sent again on restart.
+            let _ = outbox.wake.send(reference);
+        });
+    }
+
+    /// Finished deliveries of a request: (job, outcome, already recorded).
+    pub fn finished(&self, request_uid: &str) -> Vec<(Job, Delivery, bool)> {
+        self.jobs
+            .lock()
+            .expect("outbox lock")
+            .iter()
+            .filter(|(job, _)| job.request == request_uid)
+            .filter_map(|(job, state)| match state {
+                JobState::Over { delivery, recorded } => {
+                    Some((job.clone(), delivery.clone(), recorded.is_some()))
+                }
+                JobState::InFlight => None,
+            })
+            .collect()
+    }
+
+    /// Whether this process is delivering (or has delivered, unrecorded) the job.
+    pub fn knows(&self, job: &Job) -> bool {
+        self.jobs.lock().expect("outbox lock").contains_key(job)
+    }
+
+    /// The reconciler has recorded these outcomes in status.
+    pub fn recorded(&self, jobs: &[Job]) {
+        let now = std::time::Instant::now();
+        let mut all = self.jobs.lock().expect("outbox lock");
+        for job in jobs {
+            if let Some(JobState::Over { recorded, .. }) = all.get_mut(job) {
+                recorded.get_or_insert(now);
+            }
+        }
+        all.retain(|_, state| {
+            !matches!(state, JobState::Over { recorded: Some(at), .. } if now.duration_since(*at) > REMEMBER)
+        });
+    }
+
+    /// Sends a guard's moment (drift, triggerFiring) to one receiver; a final failure
+    /// becomes a `NotificationFailed` Warning Event on the guard.
+    pub fn send_for_guard(
+        self: &Arc<Self>,
+        guard: &RolloutGuard,
+        notifier: Notifier,
+        notice: Notice,
+    ) {
+        let namespace = guard.meta().namespace.clone().unwrap_or_default();
+        let reference = guard.object_ref(&());
+        let outbox = self.clone();
+        tokio::spawn(async move {
+            let delivery = outbox.courier.deliver(&namespace, &notifier, &notice).await;
+            outbox.count(&notifier, &delivery);
+            if let Err(message) = &delivery.result {
+                let event = Event {
+                    type_: EventType::Warning,
+                    reason: "NotificationFailed".into(),
+                    note: Some(
+                        format!(
+                            "{} notification to {:?} failed after {} attempt(s): {message}",
+                            super::event_word(notice.event),
+                            notifier.name,
+                            delivery.attempts
+                        )
+                        .chars()
+                        .take(1000)
+                        .collect(),
+                    ),
+                    action: "Notify".into(),
+                    secondary: Some(super::receiver_reference(&notifier, &namespace)),
+                };
+                if let Err(e) = outbox.recorder.publish(&event, &reference).await {
+                    tracing::warn!(error = %e, "could not publish Event");
+                }
+            }
+        });
+    }
+
+    fn count(&self, notifier: &Notifier, delivery: &Delivery) {
+        self.metrics
+            .notifications
+            .get_or_create(&crate::metrics::NotificationLabels {
+                channel: super::channel_word(notifier.type_).into(),
+                outcome: if delivery.result.is_ok() {
+                    "delivered"
+                } else {
+                    "failed"
+                }
+                .into(),
+            })
+            .inc();
+        match &delivery.result {
+            Ok(()) => tracing::info!(
+                receiver = %notifier.name,
+                attempts = delivery.attempts,
+                "notification delivered"
+            ),
+            Err(e) => tracing::warn!(
+                receiver = %notifier.name,
+                attempts = delivery.attempts,
+                error = %e,
+                "notification failed"
+            ),
+        }
+    }
+}

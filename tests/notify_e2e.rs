@@ -1,0 +1,570 @@
+//! Notifications end to end: the operator runs as its own process against the real
+//! kube-apiserver and delivers to real HTTP and SMTP servers these tests run on loopback.
+
+mod common;
+
+use common::receivers::{Behaviour, HttpReceiver, smtp_server};
+use common::{Cluster, Operator, cluster, wait_until};
+use k8s_openapi::api::core::v1::{ConfigMap, Event};
+use kube::api::{Api, ListParams};
+use rollguard::api::RollbackRequest;
+use rollguard::api::guard::NotifyEvent;
+use rollguard::api::request::{DeliveryState, NotificationRecord, RequestPhase};
+use std::time::Duration;
+
+struct Env {
+    cluster: Cluster,
+    ns: String,
+    operator: Option<Operator>,
+}
+
+/// Short retries so failures show within seconds.
+const FAST_RETRIES: &[(&str, &str)] = &[
+    ("ROLLGUARD_NOTIFY_ATTEMPTS", "4"),
+    ("ROLLGUARD_NOTIFY_ATTEMPT_TIMEOUT", "1s"),
+];
+
+async fn setup(test: &str) -> Option<Env> {
+    let cluster = cluster(test).await?;
+    cluster.install_crds().await;
+    let ns = cluster.namespace(&test.replace('_', "-")).await;
+    cluster.apply(&format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ff, namespace: {ns}}}\ndata: {{a: \"true\", b: \"true\"}}\n"
+    ));
+    let operator = cluster.start_operator(&ns, FAST_RETRIES);
+    Some(Env {
+        cluster,
+        ns,
+        operator: Some(operator),
+    })
+}
+
+impl Env {
+    fn requests(&self) -> Api<RollbackRequest> {
+        Api::namespaced(self.cluster.client.clone(), &self.ns)
+    }
+
+    fn secret(&self, name: &str, data: &[(&str, &str)]) {
+        let data: serde_json::Map<String, serde_json::Value> = data
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+            .collect();
+        self.cluster.apply(&format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {}}}\nstringData: {}\n",
+            self.ns,
+            serde_json::Value::Object(data)
+        ));
+    }
+
+    /// A guard of flags `a` and `b` with the given `notify` list (YAML flow) and extra spec.
+    fn guard(&self, notify: &str, extra: &str) {
+        self.cluster.apply(&format!(
+            "apiVersion: rollguard.dev/v1alpha1\nkind: RolloutGuard\nmetadata: {{name: g, namespace: {ns}}}\nspec:\n  flags: {{configMapRef: {{name: ff}}, guarded: [a, b]}}\n  notify: {notify}\n{extra}\n",
+            ns = self.ns
+        ));
+    }
+
+    fn request(&self, name: &str) {
+        self.cluster.apply(&format!(
+            "apiVersion: rollguard.dev/v1alpha1\nkind: RollbackRequest\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{guardRef: {{name: g}}, requestedBy: alice, reason: checkout errors after phase 4}}\n",
+            ns = self.ns
+        ));
+    }
+
+    /// Waits until the request is over and no notification of it is still being sent.
+    async fn settled(&self, name: &str) -> RollbackRequest {
+        let api = self.requests();
+        wait_until(
+            Duration::from_secs(40),
+            &format!("{name} to finish with every notification settled"),
+            || {
+                let api = api.clone();
+                let name = name.to_string();
+                async move {
+                    let r = api.get(&name).await.ok()?;
+                    let s = r.status.as_ref()?;
+                    let over = matches!(s.phase?, RequestPhase::Succeeded | RequestPhase::Failed);
+                    let settled = !s.notifications.is_empty()
+                        && s.notifications
+                            .iter()
+                            .all(|n| n.state != DeliveryState::Sending);
+                    (over && settled).then_some(r)
+                }
+            },
+        )
+        .await
+    }
+
+    async fn events(&self, reason: &str) -> Vec<Event> {
+        let events: Api<Event> = Api::namespaced(self.cluster.client.clone(), &self.ns);
+        events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .collect()
+    }
+}
+
+fn record<'a>(
+    r: &'a RollbackRequest,
+    receiver: &str,
+    event: NotifyEvent,
+) -> &'a NotificationRecord {
+    r.status
+        .as_ref()
+        .unwrap()
+        .notifications
+        .iter()
+        .find(|n| n.receiver == receiver && n.event == event)
+        .unwrap_or_else(|| panic!("no {event:?} record for {receiver}: {:#?}", r.status))
+}
+
+fn events_of(received: &[common::receivers::Received]) -> Vec<String> {
+    received
+        .iter()
+        .map(|r| r.header("X-Rollguard-Event").to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn every_channel_hears_started_and_completed_with_the_facts() {
+    let Some(env) = setup("notify_channels").await else {
+        return;
+    };
+    let slack = HttpReceiver::start(Behaviour::Accept, None).await;
+    let webhook = HttpReceiver::start(Behaviour::Accept, Some("k3y-for-tests")).await;
+    let (smtp_url, mailbox) = smtp_server().await;
+    env.secret("slack", &[("url", &slack.url)]);
+    env.secret(
+        "hook",
+        &[("url", &webhook.url), ("signingKey", "k3y-for-tests")],
+    );
+    env.secret(
+        "mail",
+        &[
+            ("smtpUrl", &smtp_url),
+            ("from", "rollguard@shop.example"),
+            ("to", "oncall@shop.example, sre@shop.example"),
+        ],
+    );
+    env.guard(
+        "[{name: ops, type: slack, secretRef: {name: slack}, \"on\": [started, completed]}, \
+           {name: audit, type: webhook, secretRef: {name: hook}}, \
+           {name: oncall, type: email, secretRef: {name: mail}, \"on\": [started, completed]}, \
+           {name: banner, type: inApp}]",
+        "",
+    );
+    env.request("incident-1");
+    let r = env.settled("incident-1").await;
+    let status = r.status.clone().unwrap();
+    assert_eq!(status.phase, Some(RequestPhase::Succeeded), "{status:#?}");
+
+    // Every receiver: started and completed, each delivered on the first attempt.
+    for receiver in ["ops", "audit", "oncall", "banner"] {
+        for event in [NotifyEvent::Started, NotifyEvent::Completed] {
+            let n = record(&r, receiver, event);
+            assert_eq!(n.state, DeliveryState::Delivered, "{n:#?}");
+            assert_eq!(n.attempts, 1, "{n:#?}");
+        }
+    }
+    let notified = rollguard::conditions::get(&status.conditions, "Notified").unwrap();
+    assert_eq!(
+        (notified.status.as_str(), notified.reason.as_str()),
+        ("True", "Delivered")
+    );
+    let durations = status.durations.clone().unwrap();
+    let took = durations.notification.expect("durations.notification");
+    assert!(took <= durations.total.unwrap() + 1.0, "{durations:?}");
+
+    // Slack: text plus blocks naming guard, request, reason, requester, flags, outcome.
+    let posts = slack.accepted();
+    assert_eq!(posts.len(), 2, "one started, one completed");
+    let started = posts[0].json();
+    assert!(
+        started["text"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("Rollback started: {}/g", env.ns)),
+        "{started}"
+    );
+    let completed = posts[1].json().to_string();
+    for fact in [
+        "*Request*\\nincident-1",
+        "*Reason*\\ncheckout errors after phase 4",
+        "*Requested by*\\nalice",
+        "a: true → false",
+        "b: true → false",
+        "*Outcome*\\nSucceeded",
+    ] {
+        assert!(completed.contains(fact), "{fact:?} not in {completed}");
+    }
+
+    // Webhook: signed, verified by the receiver with an independent HMAC; body by the schema.
+    let hooks = webhook.received();
+    assert_eq!(events_of(&hooks), ["started", "completed"]);
+    assert!(hooks.iter().all(|h| h.answered == 200));
+    for h in &hooks {
+        webhook.verify(&h.headers, &h.body).unwrap();
+    }
+    let body = hooks[1].json();
+    assert_eq!(body["apiVersion"], "rollguard.dev/v1alpha1");
+    assert_eq!(body["kind"], "RollguardNotification");
+    assert_eq!(body["event"], "completed");
+    assert_eq!(body["namespace"], env.ns.as_str());
+    assert_eq!(body["guard"], "g");
+    assert_eq!(
+        body["id"],
+        format!("{}:completed", r.metadata.uid.clone().unwrap())
+    );
+    assert_eq!(
+        hooks[1].header("X-Rollguard-Delivery"),
+        body["id"].as_str().unwrap()
+    );
+    assert_eq!(body["request"]["name"], "incident-1");
+    assert_eq!(body["request"]["requestedBy"], "alice");
+    assert_eq!(body["request"]["reason"], "checkout errors after phase 4");
+    assert_eq!(body["request"]["phase"], "Succeeded");
+    assert_eq!(body["request"]["flagsChanged"].as_array().unwrap().len(), 2);
+    assert!(
+        body["request"]["durations"]["flagDisable"]
+            .as_f64()
+            .is_some()
+    );
+    assert!(
+        body["request"]["snapshot"]
+            .as_str()
+            .unwrap()
+            .starts_with("g-snap-")
+    );
+
+    // A forged or altered body fails the receiver's check, and the receiver refuses it.
+    let mut tampered = hooks[1].body.to_vec();
+    let at = tampered.iter().position(|b| *b == b'S').unwrap();
+    tampered[at] = b'F';
+    let refused = webhook.verify(&hooks[1].headers, &tampered).unwrap_err();
+    assert!(refused.contains("does not match"), "{refused}");
+    let mut forged = hooks[1].headers.clone();
+    forged.remove("host");
+    forged.remove("content-length");
+    let answer = reqwest::Client::new()
+        .post(&webhook.url)
+        .headers(forged)
+        .body(tampered)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 401);
+
+    // Email: both recipients, one mail per moment.
+    let mails = mailbox.lock().unwrap().clone();
+    assert_eq!(mails.len(), 2, "{mails:#?}");
+    assert_eq!(mails[0].from, "rollguard@shop.example");
+    assert_eq!(mails[0].to, ["oncall@shop.example", "sre@shop.example"]);
+    assert_eq!(
+        mails[0].subject(),
+        format!("[rollguard] Rollback started: {}/g", env.ns)
+    );
+    assert_eq!(
+        mails[1].subject(),
+        format!("[rollguard] Rollback completed: {}/g", env.ns)
+    );
+    assert!(
+        mails[1].data.contains("Requested by: alice"),
+        "{}",
+        mails[1].data
+    );
+
+    // In-app: the status ConfigMap says rolled back, why and since when.
+    let cms: Api<ConfigMap> = Api::namespaced(env.cluster.client.clone(), &env.ns);
+    let data = cms.get("rollguard-status").await.unwrap().data.unwrap();
+    assert_eq!(data["state"], "RolledBack");
+    assert_eq!(data["guard"], "g");
+    assert_eq!(data["request"], "incident-1");
+    assert!(data["message"].contains("succeeded"), "{data:?}");
+    assert!(data["since"].parse::<jiff::Timestamp>().is_ok(), "{data:?}");
+
+    assert!(env.events("NotificationFailed").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_hanging_receiver_never_delays_the_flags_a_flaky_one_gets_one_delivery_and_a_dead_one_is_reported()
+ {
+    let Some(env) = setup("notify_failures").await else {
+        return;
+    };
+    let hanging = HttpReceiver::start(Behaviour::Hang, None).await;
+    let flaky = HttpReceiver::start(Behaviour::FailFirst(2), None).await;
+    let dead = HttpReceiver::start(Behaviour::Fail, None).await;
+    env.secret("hanging", &[("url", &hanging.url), ("signingKey", "x")]);
+    env.secret("flaky", &[("url", &flaky.url), ("signingKey", "x")]);
+    env.secret("dead", &[("url", &dead.url), ("signingKey", "x")]);
+    env.guard(
+        "[{name: hanging, type: webhook, secretRef: {name: hanging}, \"on\": [started]}, \
+           {name: flaky, type: webhook, secretRef: {name: flaky}, \"on\": [started]}, \
+           {name: dead, type: webhook, secretRef: {name: dead}, \"on\": [started]}]",
+        "",
+    );
+    env.request("incident-2");
+    let r = env.settled("incident-2").await;
+    let status = r.status.clone().unwrap();
+    assert_eq!(status.phase, Some(RequestPhase::Succeeded), "{status:#?}");
+    // The hanging receiver takes 4 × 1 s to give up; the flags went off long before.
+    let flags_off = status.durations.as_ref().unwrap().flag_disable.unwrap();
+    let hanging_record = record(&r, "hanging", NotifyEvent::Started);
+    assert_eq!(hanging_record.state, DeliveryState::Failed);
+    assert_eq!(hanging_record.attempts, 4);
+    let given_up = hanging_record.time.as_ref().unwrap().0;
+    let flags_at = status.flags_changed_at.as_ref().unwrap().0;
+    assert!(
+        flags_at < given_up && flags_off < 4.0,
+        "flags off after {flags_off}s at {flags_at}, hanging receiver given up at {given_up}"
+    );
+
+    // Fails twice, then accepts: exactly one successful delivery, recorded after 3 attempts.
+    let flaky_record = record(&r, "flaky", NotifyEvent::Started);
+    assert_eq!(flaky_record.state, DeliveryState::Delivered);
+    assert_eq!(flaky_record.attempts, 3);
+    assert_eq!(flaky.accepted().len(), 1);
+    assert_eq!(flaky.received().len(), 3);
+    let ids: Vec<_> = flaky
+        .received()
+        .iter()
+        .map(|d| d.header("X-Rollguard-Delivery").to_string())
+        .collect();
+    assert!(
+        ids.iter().all(|id| *id == ids[0]),
+        "one delivery id across retries: {ids:?}"
+    );
+
+    // Always fails: Failed record with the error, a Warning Event and a timeline line;
+    // the rollback itself succeeded.
+    let dead_record = record(&r, "dead", NotifyEvent::Started);
+    assert_eq!(dead_record.state, DeliveryState::Failed);
+    assert_eq!(dead_record.attempts, 4);
+    assert!(
+        dead_record.message.contains("answered 500"),
+        "{dead_record:#?}"
+    );
+    assert_eq!(dead.received().len(), 4);
+    let warnings = env.events("NotificationFailed").await;
+    assert_eq!(warnings.len(), 2, "hanging and dead: {warnings:#?}");
+    assert!(
+        warnings
+            .iter()
+            .all(|e| e.type_.as_deref() == Some("Warning"))
+    );
+    assert!(
+        warnings.iter().any(|e| e
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("\"dead\"")),
+        "{warnings:#?}"
+    );
+    let failed_lines = status
+        .timeline
+        .iter()
+        .filter(|t| t.step == "NotificationFailed")
+        .count();
+    assert_eq!(failed_lines, 2, "{:#?}", status.timeline);
+    let notified = rollguard::conditions::get(&status.conditions, "Notified").unwrap();
+    assert_eq!(notified.status, "False");
+    assert_eq!(notified.reason, "NotificationFailed");
+    // The flaky receiver's delivery is the first successful "started".
+    assert!(status.durations.unwrap().notification.is_some());
+    assert!(
+        status.slo.unwrap().met,
+        "a notification inside 10 s meets its SLO"
+    );
+}
+
+#[tokio::test]
+async fn an_operator_restart_between_started_and_completed_sends_neither_twice() {
+    let Some(mut env) = setup("notify_restart").await else {
+        return;
+    };
+    let webhook = HttpReceiver::start(Behaviour::Accept, Some("k")).await;
+    env.secret("hook", &[("url", &webhook.url), ("signingKey", "k")]);
+    // Verification waits on an HTTP check the test turns healthy after the restart.
+    let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = healthy.clone();
+    let app = axum::Router::new().route(
+        "/healthz",
+        axum::routing::get(move || {
+            let ok = flag.load(std::sync::atomic::Ordering::SeqCst);
+            async move {
+                if ok {
+                    axum::http::StatusCode::OK
+                } else {
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE
+                }
+            }
+        }),
+    );
+    let health = format!("http://{}/healthz", common::serve(app).await);
+    env.guard(
+        "[{name: audit, type: webhook, secretRef: {name: hook}, \"on\": [started, completed]}]",
+        &format!("  health: {{timeout: 2m, http: [{{url: \"{health}\"}}]}}"),
+    );
+    env.request("incident-3");
+    let api = env.requests();
+    wait_until(
+        Duration::from_secs(15),
+        "started to be recorded as delivered",
+        || {
+            let api = api.clone();
+            async move {
+                let r = api.get("incident-3").await.ok()?;
+                let s = r.status.as_ref()?;
+                (s.phase == Some(RequestPhase::Verifying)
+                    && s.notifications.iter().any(|n| {
+                        n.event == NotifyEvent::Started && n.state == DeliveryState::Delivered
+                    }))
+                .then_some(())
+            }
+        },
+    )
+    .await;
+    env.operator.take().unwrap().kill();
+    env.operator = Some(env.cluster.start_operator(&env.ns, FAST_RETRIES));
+    healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+    let r = env.settled("incident-3").await;
+    assert_eq!(
+        r.status.as_ref().unwrap().phase,
+        Some(RequestPhase::Succeeded)
+    );
+    assert_eq!(
+        record(&r, "audit", NotifyEvent::Completed).state,
+        DeliveryState::Delivered
+    );
+    // Give a duplicate the time it would need to show up.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(events_of(&webhook.received()), ["started", "completed"]);
+}
+
+#[tokio::test]
+async fn drift_after_a_rollback_is_sent_once_to_its_receivers() {
+    let Some(env) = setup("notify_drift").await else {
+        return;
+    };
+    let webhook = HttpReceiver::start(Behaviour::Accept, Some("k")).await;
+    env.secret("hook", &[("url", &webhook.url), ("signingKey", "k")]);
+    env.guard(
+        "[{name: audit, type: webhook, secretRef: {name: hook}, \"on\": [drift]}, {name: banner, type: inApp, \"on\": [drift]}]",
+        "  interval: 1s",
+    );
+    env.request("incident-4");
+    let r = common::finished(&env.requests(), "incident-4").await;
+    assert_eq!(
+        r.status.as_ref().unwrap().phase,
+        Some(RequestPhase::Succeeded)
+    );
+    common::wait_until(Duration::from_secs(10), "guard g to be RolledBack", || {
+        let api: Api<rollguard::api::RolloutGuard> =
+            Api::namespaced(env.cluster.client.clone(), &env.ns);
+        async move {
+            let phase = api.get("g").await.ok()?.status?.phase?;
+            (phase == rollguard::api::guard::GuardPhase::RolledBack).then_some(())
+        }
+    })
+    .await;
+    let (ok, _, err) = env.cluster.kubectl(&[
+        "-n",
+        &env.ns,
+        "patch",
+        "configmap",
+        "ff",
+        "--field-manager",
+        "hotfix-script",
+        "-p",
+        r#"{"data":{"a":"true"}}"#,
+    ]);
+    assert!(ok, "{err}");
+    let drift = wait_until(Duration::from_secs(15), "a drift notification", || {
+        let webhook = webhook.clone();
+        async move { webhook.accepted().into_iter().next() }
+    })
+    .await;
+    webhook.verify(&drift.headers, &drift.body).unwrap();
+    let body = drift.json();
+    assert_eq!(body["event"], "drift");
+    assert_eq!(body["guard"], "g");
+    assert!(body["request"].is_null());
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("hotfix-script"),
+        "names the field manager: {message}"
+    );
+    let cms: Api<ConfigMap> = Api::namespaced(env.cluster.client.clone(), &env.ns);
+    let banner = wait_until(Duration::from_secs(10), "the in-app ConfigMap", || {
+        let cms = cms.clone();
+        async move { cms.get("rollguard-status").await.ok()?.data }
+    })
+    .await;
+    assert_eq!(banner["state"], "Degraded");
+    assert_eq!(banner["event"], "drift");
+    // Evaluations go on every second; the drift is one transition, told once.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(events_of(&webhook.received()), ["drift"]);
+}
+
+#[tokio::test]
+async fn a_firing_alert_trigger_is_told_once_with_its_value_and_threshold() {
+    let Some(env) = setup("notify_firing").await else {
+        return;
+    };
+    let webhook = HttpReceiver::start(Behaviour::Accept, Some("k")).await;
+    let slack = HttpReceiver::start(Behaviour::Accept, None).await;
+    env.secret("hook", &[("url", &webhook.url), ("signingKey", "k")]);
+    env.secret("slack", &[("url", &slack.url)]);
+    // Real Prometheus evaluates the query every second; the breach lasts, the trigger fires once.
+    env.guard(
+        "[{name: audit, type: webhook, secretRef: {name: hook}, \"on\": [triggerFiring]}, \
+           {name: ops, type: slack, secretRef: {name: slack}, \"on\": [triggerFiring]}]",
+        "  interval: 1s\n  triggers: [{name: errors, query: \"vector(5)\", above: 1, for: 2s, action: alert}]",
+    );
+    let firing = wait_until(
+        Duration::from_secs(20),
+        "a triggerFiring notification",
+        || {
+            let webhook = webhook.clone();
+            async move { webhook.accepted().into_iter().next() }
+        },
+    )
+    .await;
+    webhook.verify(&firing.headers, &firing.body).unwrap();
+    let body = firing.json();
+    assert_eq!(body["event"], "triggerFiring");
+    assert_eq!(body["trigger"]["name"], "errors");
+    assert_eq!(body["trigger"]["value"], 5.0);
+    assert_eq!(body["trigger"]["threshold"], 1.0);
+    assert_eq!(body["trigger"]["action"], "alert");
+    let text = wait_until(Duration::from_secs(10), "the Slack message", || {
+        let slack = slack.clone();
+        async move { slack.accepted().into_iter().next() }
+    })
+    .await
+    .json()["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        text.starts_with(&format!("Trigger firing: {}/g", env.ns)),
+        "{text}"
+    );
+    // Evaluations go on every second while it keeps breaching: still one message each.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(events_of(&webhook.received()), ["triggerFiring"]);
+    assert_eq!(slack.received().len(), 1);
+    assert!(
+        env.requests()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
