@@ -565,6 +565,22 @@ async fn invalid_promql_or_a_missing_config_map_makes_the_guard_invalid_with_the
         assert!(ready.message.contains(message), "{name}: {}", ready.message);
         assert_eq!(env.events(name, "InvalidSpec").await.len(), 1, "{name}");
     }
+    // A rollback of an invalid guard fails, and the guard is Invalid again afterwards
+    // (the finished request set its phase back; the guard is judged again).
+    env.cluster.apply(&format!(
+        "apiVersion: rollguard.dev/v1alpha1\nkind: RollbackRequest\nmetadata: {{name: try, namespace: {}}}\nspec: {{guardRef: {{name: no-cm}}, requestedBy: ops}}\n",
+        env.ns
+    ));
+    let requests: Api<RollbackRequest> = Api::namespaced(env.cluster.client.clone(), &env.ns);
+    let tried = common::finished(&requests, "try").await;
+    assert_eq!(tried.status.unwrap().phase, Some(RequestPhase::Failed));
+    env.guard_until("no-cm", "Invalid after the failed request", |g| {
+        g.status.as_ref().is_some_and(|s| {
+            s.phase == Some(GuardPhase::Invalid)
+                && s.last_rollback.as_ref().is_some_and(|l| l.name == "try")
+        })
+    })
+    .await;
     // Fixing the spec makes it valid again.
     let fix = serde_json::json!({"spec": {"triggers": [{"name": "errors", "query": "sum(rate(http_requests_total[5m]))", "above": 1}]}});
     env.guards()

@@ -30,6 +30,8 @@ pub struct Context {
     pub default_prometheus_url: Option<String>,
     pub requests: Store<RollbackRequest>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Receivers of `triggerFiring` and `drift` are told through it.
+    pub outbox: Arc<crate::notify::outbox::Outbox>,
 }
 
 pub fn error_policy(guard: Arc<RolloutGuard>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -106,6 +108,7 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
     }
     let recorder = &ctx.recorder;
     let reference = guard.object_ref(&());
+    let to_notify = notices_to_send(&guard, &status, &notices, now);
     for notice in notices {
         let (reason, note) = match notice {
             Notice::TriggerBreaching { message, .. } => ("TriggerBreaching", message),
@@ -193,10 +196,76 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
         .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
-        Ok(_) => Ok(Action::requeue(interval)),
+        Ok(_) => {
+            // Sent once the transition is recorded: a later evaluation does not repeat it.
+            for (notifier, notice) in to_notify {
+                ctx.outbox.send_for_guard(&guard, notifier, notice);
+            }
+            Ok(Action::requeue(interval))
+        }
         Err(e) if crate::is_conflict(&e) => Ok(Action::requeue(Duration::from_millis(200))),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The guard's moments its receivers subscribe to: a trigger firing, flags drifting.
+fn notices_to_send(
+    guard: &RolloutGuard,
+    status: &crate::api::RolloutGuardStatus,
+    notices: &[Notice],
+    now: jiff::Timestamp,
+) -> Vec<(crate::api::guard::Notifier, crate::notify::Notice)> {
+    use crate::api::guard::NotifyEvent;
+    let mut out = Vec::new();
+    for notice in notices {
+        let (event, trigger, transition, message) = match notice {
+            Notice::TriggerFiring { trigger, message } => {
+                let current = status.triggers.iter().find(|t| &t.name == trigger);
+                let action = guard
+                    .spec
+                    .triggers
+                    .iter()
+                    .find(|t| &t.name == trigger)
+                    .map(|t| format!("{:?}", t.action).to_lowercase())
+                    .unwrap_or_default();
+                let summary = crate::notify::TriggerSummary {
+                    name: trigger.clone(),
+                    value: current.and_then(|t| t.value),
+                    threshold: current.and_then(|t| t.threshold),
+                    action,
+                };
+                let since = current
+                    .and_then(|t| t.breaching_since.as_ref())
+                    .map(|t| t.0.to_string())
+                    .unwrap_or_else(|| now.to_string());
+                (
+                    NotifyEvent::TriggerFiring,
+                    Some(summary),
+                    format!("{trigger}:{since}"),
+                    message,
+                )
+            }
+            Notice::FlagsDrifted { message } => {
+                let since = crate::conditions::get(&status.conditions, "FlagsDrifted")
+                    .map(|c| c.last_transition_time.0.to_string())
+                    .unwrap_or_else(|| now.to_string());
+                (NotifyEvent::Drift, None, since, message)
+            }
+            _ => continue,
+        };
+        for notifier in crate::notify::receivers(&guard.spec.notify, event) {
+            let notice = crate::notify::guard_notice(
+                guard,
+                event,
+                trigger.clone(),
+                &transition,
+                message.clone(),
+                now,
+            );
+            out.push((notifier.clone(), notice));
+        }
+    }
+    out
 }
 
 /// While rolled back: which flags the last rollback turned off are on again, and who did it.
@@ -270,8 +339,15 @@ async fn problems(
     namespace: &str,
 ) -> Result<Option<String>, Error> {
     let previous = guard.status.as_ref();
+    // Judged again while Invalid, also when a finished rollback has since set the phase
+    // back (its Ready condition still says InvalidSpec).
+    let still_invalid = previous.is_some_and(|s| {
+        crate::conditions::get(&s.conditions, "Ready")
+            .is_some_and(|c| c.status == crate::conditions::FALSE && c.reason == "InvalidSpec")
+    });
     let judged = previous.and_then(|s| s.observed_generation) == guard.metadata.generation
         && previous.and_then(|s| s.phase) != Some(crate::api::guard::GuardPhase::Invalid)
+        && !still_invalid
         && previous.is_some_and(|s| s.phase.is_some());
     if judged {
         return Ok(None);
