@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 CLUSTER_ENV := target/cluster/env
 
-.PHONY: help build test unit integration lint crds cluster-up cluster-down tools demo bench clean
+.PHONY: help build test unit integration lint crds readme-reference cluster-up cluster-down tools demo demo-down bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -22,6 +22,9 @@ crds: ## Regenerate crds/ and the chart's CRDs from the Rust types
 tools: ## Build the local control plane's tools once per machine (~/.cache/rollguard)
 	tests/cluster/build-tools.sh all
 
+readme-reference: ## Regenerate README.md's CRD field reference from the schema
+	$(CARGO) run --locked --quiet --bin rollguard -- crd --reference --splice README.md
+
 cluster-up: ## Start etcd, kube-apiserver and Prometheus on loopback; writes target/cluster/env
 	tests/cluster/up.sh
 
@@ -39,8 +42,11 @@ bench: cluster-up ## Benchmarks against the local control plane (figures go to B
 	source $(CLUSTER_ENV) && $(CARGO) bench --locked --bench rollback_latency
 	source $(CLUSTER_ENV) && $(CARGO) bench --locked --bench guard_scale
 
-demo: ## The whole story on this machine (arrives with the demo issue)
-	@echo "make demo is not built yet: it arrives with the demo issue; see README.md" >&2; exit 2
+demo: ## The whole story on this machine: a shop goes bad, the flags roll back (DEMO_NONINTERACTIVE=1: no pauses)
+	demo/run.sh
+
+demo-down: ## Stop what `make demo` started (operator, shop, webhook receiver); the control plane stays up
+	demo/down.sh
 
 clean: cluster-down ## Stop the cluster and remove build output
 	$(CARGO) clean
