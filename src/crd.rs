@@ -5,6 +5,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 use yaml_rust2::{Yaml, YamlEmitter, yaml::Hash};
 
+pub mod reference;
+
 /// Both CRDs, guard first.
 pub fn definitions() -> Vec<CustomResourceDefinition> {
     vec![RolloutGuard::crd(), RollbackRequest::crd()]
