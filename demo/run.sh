@@ -77,7 +77,7 @@ flags_of() {
 # --- 1. the stage -----------------------------------------------------------------------------
 chapter "1. Setting the stage"
 say "A local control plane (etcd + kube-apiserver, no nodes) and Prometheus, on loopback."
-note "First run on a machine: builds the tools once (~10 min); afterwards seconds."
+note "First run on a machine: builds the tools once (~13 min); afterwards seconds."
 run make --no-print-directory cluster-up
 # shellcheck source=/dev/null
 source target/cluster/env
@@ -322,18 +322,17 @@ run kubectl rollguard status -n "$NS"
 
 # --- the end -------------------------------------------------------------------------------------
 chapter "The end — ${OK}the story took $((SECONDS - started_at))s${R}"
-cat <<EOF
-Everything is still running, so explore:
-  source target/cluster/env; export PATH=\$PWD/target/debug:\$PATH
-  kubectl get rolloutguards,rollbackrequests -n $NS
-  kubectl rollguard status -n $NS -o wide
-  kubectl rollguard rollback $GUARD -n $NS --reason "try it" --immediate --watch
-  kubectl rollguard restore $GUARD -n $NS --watch
-  curl -X POST '$SHOP/control?error_rate=0.3'      # break it again (cooldown: 1 minute)
-  curl -s http://$HOOK_ADDR/hook                         # notifications received
-  curl -s http://$METRICS_ADDR/metrics | grep rollguard_     # the operator's metrics
-  open $PROMETHEUS_URL                                  # Prometheus (service="shop-demo")
-  less target/demo/operator.log target/demo/shop.log
-Stop the operator, the shop and the webhook receiver: ${B}make demo-down${R}
-(the local control plane stays up for tests; stop it with make cluster-down)
-EOF
+say "Everything is still running, so explore:"
+explore() { if [[ -n ${2:-} ]]; then printf '  %-62s # %s\n' "$1" "$2"; else printf '  %s\n' "$1"; fi; }
+explore "source target/cluster/env; export PATH=\$PWD/target/debug:\$PATH"
+explore "kubectl get rolloutguards,rollbackrequests -n $NS"
+explore "kubectl rollguard status -n $NS -o wide"
+explore "kubectl rollguard rollback $GUARD -n $NS --reason 'try it' --immediate --watch"
+explore "kubectl rollguard restore $GUARD -n $NS --watch"
+explore "curl -X POST '$SHOP/control?error_rate=0.3'" "break it again (cooldown: 1 minute)"
+explore "curl -s http://$HOOK_ADDR/hook" "the notifications received"
+explore "curl -s http://$METRICS_ADDR/metrics | grep rollguard_" "the operator's metrics"
+explore "$PROMETHEUS_URL" "Prometheus: {service=\"shop-demo\"}"
+explore "less target/demo/operator.log target/demo/shop.log"
+say "Stop the operator, the shop and the webhook receiver: ${B}make demo-down${R}"
+say "(the local control plane stays up for tests; stop it with make cluster-down)"
