@@ -42,6 +42,8 @@ pub struct RunArgs {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "ROLLGUARD_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: std::net::SocketAddr,
+    #[command(flatten)]
+    pub leader: crate::leader::LeaderArgs,
 }
 
 /// A Go duration flag value (`500ms`, `5s`, `1m`).
@@ -98,7 +100,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let metrics = Arc::new(Metrics::new());
     let server = tokio::spawn(crate::metrics::serve(args.metrics_addr, metrics.clone()));
-    metrics.leader.set(1);
+    // Only the Lease holder goes past this line; a holder that loses it exits.
+    let leadership = crate::leader::lead(
+        client.clone(),
+        &args.leader,
+        args.namespace.as_deref(),
+        metrics.clone(),
+    )
+    .await?;
     let controller = Controller::new(requests, watcher::Config::default());
     let store = controller.store();
     // Notifications are delivered beside the rollbacks; a finished delivery wakes its
@@ -216,6 +225,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         });
     futures::join!(request_controller, guard_controller);
+    leadership.step_down().await;
     server.abort();
     tracing::info!("rollguard controller stopped");
     Ok(())

@@ -1,5 +1,6 @@
 //! The operator's own metrics (Prometheus text format on `/metrics`) and its probes
-//! (`/healthz`: the process is alive; `/readyz`: the caches have synced).
+//! (`/healthz`: the process is alive; `/readyz`: the leader's caches have synced, or the
+//! process stands by for the Lease).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -58,6 +59,7 @@ pub struct Metrics {
     pub notifications: Family<NotificationLabels, Counter>,
     pub leader: Gauge,
     ready: AtomicBool,
+    standing_by: AtomicBool,
 }
 
 impl Default for Metrics {
@@ -133,6 +135,7 @@ impl Metrics {
             notifications,
             leader,
             ready: AtomicBool::new(false),
+            standing_by: AtomicBool::new(false),
         }
     }
 
@@ -147,8 +150,13 @@ impl Metrics {
         self.ready.store(true, Ordering::SeqCst);
     }
 
+    /// A standby is ready: it is in the election and takes over when the leader goes.
+    pub fn set_standing_by(&self, standing_by: bool) {
+        self.standing_by.store(standing_by, Ordering::SeqCst);
+    }
+
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.ready.load(Ordering::SeqCst) || self.standing_by.load(Ordering::SeqCst)
     }
 
     /// Counts a failed reconcile of `kind` in `rollguard_reconcile_errors_total`.

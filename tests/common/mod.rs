@@ -225,6 +225,11 @@ impl Operator {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The exit status if the process has ended.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("wait for the operator")
+    }
+
     /// SIGKILL: no shutdown code runs, as in a node or OOM kill.
     pub fn kill(mut self) {
         let _ = self.child.kill();
@@ -240,7 +245,19 @@ impl Drop for Operator {
 }
 
 impl Cluster {
+    /// One operator process alone on its namespace: without leader election, so a
+    /// restarted operator acts at once (tests/leader_e2e.rs covers the election).
     pub fn start_operator(&self, namespace: &str, env: &[(&str, &str)]) -> Operator {
+        self.start_operator_with(namespace, env, &["--leader-elect=false"])
+    }
+
+    /// An operator process with extra `rollguard run` arguments.
+    pub fn start_operator_with(
+        &self,
+        namespace: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Operator {
         let dir = repo().join("target/test-logs");
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join(format!("operator-{namespace}-{}.log", unique_suffix()));
@@ -262,6 +279,7 @@ impl Cluster {
             "--metrics-addr",
             &metrics_addr,
         ])
+        .args(args)
         .arg("--kubeconfig")
         .arg(&self.kubeconfig)
         .env("RUST_LOG", "info,rollguard=debug,kube=warn")
