@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 CLUSTER_ENV := target/cluster/env
 
-.PHONY: help build test unit integration lint crds readme-reference cluster-up cluster-down tools demo demo-down bench clean
+.PHONY: help build test unit integration lint crds deploy readme-reference cluster-up cluster-down tools demo demo-down bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -15,11 +15,16 @@ lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets --features fault-injection -- -D warnings
 
-crds: ## Regenerate crds/ and the chart's CRDs from the Rust types
+crds: ## Regenerate crds/, the chart's CRDs and deploy/ from the Rust types
 	$(CARGO) run --locked --quiet --bin rollguard -- crd > crds/rollguard.dev.yaml
 	cp crds/rollguard.dev.yaml charts/rollguard/crds/rollguard.dev.yaml
+	$(MAKE) --no-print-directory deploy
 
-tools: ## Build the local control plane's tools once per machine (~/.cache/rollguard)
+deploy: ## Re-render deploy/rollguard.yaml from charts/rollguard (default values)
+	tests/cluster/build-tools.sh helm
+	deploy/render.sh > deploy/rollguard.yaml.tmp && mv deploy/rollguard.yaml.tmp deploy/rollguard.yaml
+
+tools: ## Build the local control plane's tools and helm once per machine (~/.cache/rollguard)
 	tests/cluster/build-tools.sh all
 
 readme-reference: ## Regenerate README.md's CRD field reference from the schema

@@ -54,6 +54,7 @@ pub struct Metrics {
     pub step_duration: Family<StepLabels, Histogram>,
     pub trigger_value: Family<TriggerLabels, Gauge<f64, AtomicU64>>,
     pub trigger_breaching: Family<TriggerLabels, Gauge>,
+    pub trigger_threshold: Family<TriggerLabels, Gauge<f64, AtomicU64>>,
     pub prometheus_queries: Family<OutcomeLabels, Counter>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub notifications: Family<NotificationLabels, Counter>,
@@ -100,6 +101,12 @@ impl Metrics {
             "1 while a trigger is breaching",
             trigger_breaching.clone(),
         );
+        let trigger_threshold = Family::<TriggerLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "trigger_threshold",
+            "The absolute threshold each trigger is compared with (none for relative triggers)",
+            trigger_threshold.clone(),
+        );
         let prometheus_queries = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "prometheus_queries",
@@ -130,6 +137,7 @@ impl Metrics {
             step_duration,
             trigger_value,
             trigger_breaching,
+            trigger_threshold,
             prometheus_queries,
             reconcile_errors,
             notifications,

@@ -101,6 +101,9 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
         if let Some(v) = t.value {
             ctx.metrics.trigger_value.get_or_create(&labels).set(v);
         }
+        if let Some(v) = t.threshold {
+            ctx.metrics.trigger_threshold.get_or_create(&labels).set(v);
+        }
         ctx.metrics
             .trigger_breaching
             .get_or_create(&labels)

@@ -111,14 +111,22 @@ install_kubectl() {
 
 build_helm() {
 	local out="$TOOLS_BIN/helm"
-	[[ -x $out ]] && return 0
-	log "building helm $HELM_VERSION"
-	GOBIN="$TOOLS_BIN" go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+	# helm is not part of TOOLS_VERSION_TAG (a new helm must not rebuild kube-apiserver):
+	# rebuild when the cached binary reports another version.
+	[[ -x $out ]] && [[ $("$out" version --template '{{.Version}}' 2>/dev/null) == "$HELM_VERSION" ]] && return 0
+	log "building helm $HELM_VERSION (first time on this machine: ~3 min)"
+	local gobin
+	gobin=$(mktemp -d "$TOOLS_SRC/helm.XXXXXX")
+	GOBIN="$gobin" go install -trimpath \
+		-ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+		"helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+	mv "$gobin/helm" "$out"
+	rmdir "$gobin"
 }
 
 what=${1:-all}
 case $what in
-all) build_etcd; build_kube_apiserver; install_kubectl ;;
+all) build_etcd; build_kube_apiserver; install_kubectl; build_helm ;;
 kube-apiserver) build_kube_apiserver ;;
 etcd) build_etcd ;;
 kubectl) install_kubectl ;;

@@ -279,14 +279,16 @@ impl Cluster {
             "--metrics-addr",
             &metrics_addr,
         ])
-        .args(args)
-        .arg("--kubeconfig")
-        .arg(&self.kubeconfig)
-        .env("RUST_LOG", "info,rollguard=debug,kube=warn")
-        .env_remove("ROLLGUARD_FAULT_POINT")
-        .env_remove("ROLLGUARD_FAULT_REQUEST")
-        .stdout(file.try_clone().unwrap())
-        .stderr(file);
+        .args(args);
+        // The admin's credentials unless the caller brings its own (e.g. a ServiceAccount's).
+        if !args.contains(&"--kubeconfig") {
+            cmd.arg("--kubeconfig").arg(&self.kubeconfig);
+        }
+        cmd.env("RUST_LOG", "info,rollguard=debug,kube=warn")
+            .env_remove("ROLLGUARD_FAULT_POINT")
+            .env_remove("ROLLGUARD_FAULT_REQUEST")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file);
         for (k, v) in env {
             cmd.env(k, v);
         }
