@@ -568,3 +568,59 @@ async fn a_firing_alert_trigger_is_told_once_with_its_value_and_threshold() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn a_restore_is_not_reported_as_drift() {
+    let Some(env) = setup("notify_no_drift").await else {
+        return;
+    };
+    let webhook = HttpReceiver::start(Behaviour::Accept, Some("k")).await;
+    env.secret("hook", &[("url", &webhook.url), ("signingKey", "k")]);
+    env.guard(
+        "[{name: audit, type: webhook, secretRef: {name: hook}, \"on\": [drift]}]",
+        "  interval: 1s",
+    );
+    let guards: Api<rollguard::api::RolloutGuard> =
+        Api::namespaced(env.cluster.client.clone(), &env.ns);
+    let phase_is = |phase: rollguard::api::guard::GuardPhase| {
+        let guards = guards.clone();
+        move || {
+            let guards = guards.clone();
+            async move {
+                let s = guards.get("g").await.ok()?.status?;
+                (s.phase == Some(phase) && s.active_rollback.is_none()).then_some(())
+            }
+        }
+    };
+    env.request("incident-5");
+    common::finished(&env.requests(), "incident-5").await;
+    wait_until(
+        Duration::from_secs(10),
+        "guard g to be RolledBack",
+        phase_is(rollguard::api::guard::GuardPhase::RolledBack),
+    )
+    .await;
+    env.cluster.apply(&format!(
+        "apiVersion: rollguard.dev/v1alpha1\nkind: RollbackRequest\nmetadata: {{name: back, namespace: {}}}\nspec: {{guardRef: {{name: g}}, requestedBy: alice, action: restore}}\n",
+        env.ns
+    ));
+    let restored = common::finished(&env.requests(), "back").await;
+    assert_eq!(
+        restored.status.unwrap().phase,
+        Some(RequestPhase::Succeeded)
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "guard g to be Monitoring",
+        phase_is(rollguard::api::guard::GuardPhase::Monitoring),
+    )
+    .await;
+    // Several evaluations later: the flags a restore turned back on are not drift.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        webhook.received().is_empty(),
+        "{:?}",
+        events_of(&webhook.received())
+    );
+    assert!(env.events("FlagsDrifted").await.is_empty());
+}

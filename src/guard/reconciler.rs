@@ -69,7 +69,8 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
                 && !is_terminal(r.status.as_ref().and_then(|s| s.phase))
         })
         .map(|r| r.name_any());
-    let drift = if assess::rolled_back(&previous) {
+    // A request in flight (a restore, or another rollback) is changing the flags itself.
+    let drift = if assess::rolled_back(&previous) && in_flight.is_none() {
         drift(&guard, &ctx, &namespace, &previous).await?
     } else {
         None
@@ -296,6 +297,21 @@ async fn drift(
     let Some(cm) = config_maps.get_opt(&flags.config_map_ref.name).await? else {
         return Ok(None);
     };
+    // Written last by a restore of this guard that has finished but not yet been recorded
+    // on the guard: not drift.
+    let last_change = cm
+        .annotations()
+        .get(crate::rollback::reconciler::LAST_CHANGE_ANNOTATION);
+    let by_restore = last_change.is_some_and(|uid| {
+        ctx.requests.state().iter().any(|r| {
+            r.uid().as_ref() == Some(uid)
+                && r.spec.action == RequestAction::Restore
+                && r.spec.guard_ref.name == guard.name_any()
+        })
+    });
+    if by_restore {
+        return Ok(None);
+    }
     let data = cm.data.clone().unwrap_or_default();
     let drifted = crate::flags::drifted(flags, &flags.config_map_ref.name, &data, &changes);
     if drifted.is_empty() {
