@@ -1,9 +1,11 @@
 //! `make bench`: latency from creating a RollbackRequest to the flags ConfigMap change
 //! being seen by an independent watch, against a direct ConfigMap patch seen by the same
 //! kind of watch — on the local control plane, the operator running as its own (release)
-//! process. Prints p50/p99 of both and their ratio.
+//! process. Prints p50/p99 of both and their ratio, and the latency from creating the
+//! request to its signed "started" webhook arriving at a loopback receiver.
 //!
-//! ROLLGUARD_BENCH_ITERATIONS (default 100) sets the sample size.
+//! ROLLGUARD_BENCH_ITERATIONS (default 100) sets the sample size;
+//! ROLLGUARD_BENCH_RECEIVER=0 runs the guard without its webhook receiver (flags only).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -56,9 +58,20 @@ async fn main() {
         .expect("the benchmark needs the local control plane: make cluster-up");
     cluster.install_crds().await;
     let ns = cluster.namespace("bench").await;
+    let with_receiver = std::env::var("ROLLGUARD_BENCH_RECEIVER").as_deref() != Ok("0");
+    let notify = if with_receiver {
+        "  notify: [{name: audit, type: webhook, secretRef: {name: hook}, \"on\": [started]}]\n"
+    } else {
+        ""
+    };
+    let receiver =
+        common::receivers::HttpReceiver::start(common::receivers::Behaviour::Accept, Some("k"))
+            .await;
     cluster.apply(&format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ff, namespace: {ns}}}\ndata: {{f: \"false\", other: x}}\n---\n\
-         apiVersion: rollguard.dev/v1alpha1\nkind: RolloutGuard\nmetadata: {{name: g, namespace: {ns}}}\nspec:\n  flags: {{configMapRef: {{name: ff}}, guarded: [f]}}\n"
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: hook, namespace: {ns}}}\nstringData: {{url: \"{url}\", signingKey: k}}\n---\n\
+         apiVersion: rollguard.dev/v1alpha1\nkind: RolloutGuard\nmetadata: {{name: g, namespace: {ns}}}\nspec:\n  flags: {{configMapRef: {{name: ff}}, guarded: [f]}}\n{notify}",
+        url = receiver.url
     ));
     let _operator = cluster.start_operator(&ns, &[("RUST_LOG", "warn")]);
 
@@ -107,6 +120,7 @@ async fn main() {
     // Warm-up: one rollback so connections and caches are established.
     let mut through_operator = Vec::new();
     let mut direct = Vec::new();
+    let mut notified = Vec::new();
     for i in 0..=iterations {
         set("true").await;
         seen(&mut rx, "true").await;
@@ -133,6 +147,26 @@ async fn main() {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        let name = format!("r{i}");
+        let arrived = if !with_receiver {
+            None
+        } else {
+            Some(loop {
+                let found = receiver.received().into_iter().find(|d| {
+                    d.header("X-Rollguard-Event") == "started"
+                        && d.json()["request"]["name"] == name
+                });
+                if let Some(d) = found {
+                    break d.at;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            })
+        };
+        if let Some(arrived) = arrived
+            && i > 0
+        {
+            notified.push(arrived.duration_since(start).as_secs_f64() * 1000.0);
+        }
 
         set("true").await;
         seen(&mut rx, "true").await;
@@ -146,6 +180,9 @@ async fn main() {
     println!("rollback latency, {iterations} samples each, seen by an independent watch:");
     let (op50, op99) = summary("RollbackRequest created -> flags changed", through_operator);
     let (d50, d99) = summary("direct ConfigMap patch -> change seen", direct);
+    if with_receiver {
+        summary("RollbackRequest created -> started webhook", notified);
+    }
     println!(
         "ratio (operator / direct): p50 {:.1}x, p99 {:.1}x",
         op50 / d50,

@@ -79,7 +79,8 @@ pub struct Context<'a> {
     pub invalid: Option<String>,
     /// A RollbackRequest of this guard that has not finished (the guard's slot or the queue).
     pub request_in_flight: Option<String>,
-    /// While rolled back: guarded flags turned back on since, and who did it.
+    /// While rolled back: guarded flags turned back on since, and who did it. None: not
+    /// judged in this evaluation (the `FlagsDrifted` condition is left as it was).
     pub drift: Option<Drift>,
     pub now: Timestamp,
 }
@@ -385,8 +386,8 @@ pub fn assess(ctx: &Context<'_>, outcomes: &[Outcome]) -> Assessment {
                 ),
             );
         }
-        match ctx.drift.as_ref().filter(|d| !d.flags.is_empty()) {
-            Some(drift) => {
+        match ctx.drift.as_ref() {
+            Some(drift) if !drift.flags.is_empty() => {
                 let who = drift
                     .manager
                     .as_deref()
@@ -409,13 +410,16 @@ pub fn assess(ctx: &Context<'_>, outcomes: &[Outcome]) -> Assessment {
                     message,
                 );
             }
-            None => set(
+            Some(_) => set(
                 &mut status,
                 condition::FLAGS_DRIFTED,
                 FALSE,
                 "NoDrift",
                 "the guarded flags are as the rollback left them".into(),
             ),
+            // Not judged this time (a request of the guard in flight, the flags being
+            // written by a restore, or unreadable): what was said stands.
+            None => {}
         }
     } else {
         set(

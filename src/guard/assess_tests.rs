@@ -447,4 +447,36 @@ fn drift_after_a_rollback_names_the_manager_once() {
             .any(|n| matches!(n, Notice::FlagsDrifted { .. })),
         "one Event per transition"
     );
+    // Not judged (a request in flight): the condition stands; judged clean: it clears.
+    let unjudged = assess(
+        &Context {
+            spec: &s,
+            generation: Some(1),
+            previous: &again.status,
+            invalid: None,
+            request_in_flight: Some("restore-1".into()),
+            drift: None,
+            now: at(30),
+        },
+        &outcomes,
+    );
+    let c = conditions::get(&unjudged.status.conditions, condition::FLAGS_DRIFTED).unwrap();
+    assert_eq!(c.status, TRUE);
+    let clean = assess(
+        &Context {
+            spec: &s,
+            generation: Some(1),
+            previous: &unjudged.status,
+            invalid: None,
+            request_in_flight: None,
+            drift: Some(Drift {
+                flags: vec![],
+                manager: None,
+            }),
+            now: at(40),
+        },
+        &outcomes,
+    );
+    let c = conditions::get(&clean.status.conditions, condition::FLAGS_DRIFTED).unwrap();
+    assert_eq!((c.status.as_str(), c.reason.as_str()), (FALSE, "NoDrift"));
 }

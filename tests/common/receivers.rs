@@ -29,6 +29,8 @@ pub struct Received {
     pub body: Bytes,
     /// The status the receiver answered.
     pub answered: u16,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Received {
@@ -150,6 +152,7 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
         headers,
         body,
         answered: answer.as_u16(),
+        at: std::time::Instant::now(),
     });
     if matches!(shared.behaviour, Behaviour::Hang) {
         tokio::time::sleep(Duration::from_secs(3600)).await;
