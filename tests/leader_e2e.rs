@@ -6,8 +6,7 @@
 mod common;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::{Json, Router};
 use common::{Cluster, Operator, cluster, wait_until};
 use futures::StreamExt;
@@ -18,7 +17,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, WatchEvent, WatchParams};
 use rollguard::api::RollbackRequest;
 use rollguard::api::request::RequestPhase;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -78,27 +77,6 @@ async fn hook_server() -> (String, Arc<Mutex<HashMap<String, usize>>>) {
     (format!("http://{}", common::serve(app).await), calls)
 }
 
-/// A health endpoint that fails (503) until `healthy` is set.
-async fn health_server() -> (String, Arc<AtomicBool>) {
-    let healthy = Arc::new(AtomicBool::new(false));
-    let app = Router::new()
-        .route(
-            "/healthz",
-            get(|State(healthy): State<Arc<AtomicBool>>| async move {
-                if healthy.load(Ordering::SeqCst) {
-                    StatusCode::OK
-                } else {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
-            }),
-        )
-        .with_state(healthy.clone());
-    (
-        format!("http://{}/healthz", common::serve(app).await),
-        healthy,
-    )
-}
-
 /// (reason, reportingInstance) of every Event about `name`.
 async fn events_about(cluster: &Cluster, ns: &str, name: &str) -> Vec<(String, String)> {
     let events: Api<Event> = Api::namespaced(cluster.client.clone(), ns);
@@ -129,7 +107,7 @@ async fn only_the_leader_acts_and_a_standby_finishes_the_rollback_of_a_killed_le
     cluster.install_crds().await;
     let ns = cluster.namespace("leader").await;
     let (hooks, hook_calls) = hook_server().await;
-    let (health, healthy) = health_server().await;
+    let (health, healthy) = common::health_server().await;
     cluster.apply(&format!(
         r#"
 apiVersion: v1

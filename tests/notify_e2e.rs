@@ -389,22 +389,7 @@ async fn an_operator_restart_between_started_and_completed_sends_neither_twice()
     let webhook = HttpReceiver::start(Behaviour::Accept, Some("k")).await;
     env.secret("hook", &[("url", &webhook.url), ("signingKey", "k")]);
     // Verification waits on an HTTP check the test turns healthy after the restart.
-    let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = healthy.clone();
-    let app = axum::Router::new().route(
-        "/healthz",
-        axum::routing::get(move || {
-            let ok = flag.load(std::sync::atomic::Ordering::SeqCst);
-            async move {
-                if ok {
-                    axum::http::StatusCode::OK
-                } else {
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE
-                }
-            }
-        }),
-    );
-    let health = format!("http://{}/healthz", common::serve(app).await);
+    let (health, healthy) = common::health_server().await;
     env.guard(
         "[{name: audit, type: webhook, secretRef: {name: hook}, \"on\": [started, completed]}]",
         &format!("  health: {{timeout: 2m, http: [{{url: \"{health}\"}}]}}"),

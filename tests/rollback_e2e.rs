@@ -771,24 +771,7 @@ async fn verification_waits_for_workloads_and_fails_after_the_health_timeout() {
     env.cluster.apply(&deployment("api"));
     env.cluster.apply(&deployment("stuck"));
     // An HTTP health endpoint that answers 503 until the test says the app is healthy.
-    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let app = {
-        let healthy = healthy.clone();
-        Router::new().route(
-            "/healthz",
-            axum::routing::get(move || {
-                let ok = healthy.load(std::sync::atomic::Ordering::SeqCst);
-                async move {
-                    if ok {
-                        axum::http::StatusCode::OK
-                    } else {
-                        axum::http::StatusCode::SERVICE_UNAVAILABLE
-                    }
-                }
-            }),
-        )
-    };
-    let healthz = format!("http://{}/healthz", common::serve(app).await);
+    let (healthz, healthy) = common::health_server().await;
     env.guard(
         "g",
         &format!("  flags: {{configMapRef: {{name: ff}}, guarded: [a]}}\n  health: {{timeout: 30s, workloads: [{{kind: Deployment, name: api}}], http: [{{url: \"{healthz}\"}}]}}"),

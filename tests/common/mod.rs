@@ -317,6 +317,29 @@ pub async fn serve(app: axum::Router) -> std::net::SocketAddr {
     addr
 }
 
+/// A health endpoint on loopback that answers 503 until the returned switch is set.
+pub async fn health_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let healthy = std::sync::Arc::new(AtomicBool::new(false));
+    let app = axum::Router::new()
+        .route(
+            "/healthz",
+            axum::routing::get(
+                |axum::extract::State(healthy): axum::extract::State<
+                    std::sync::Arc<AtomicBool>,
+                >| async move {
+                    if healthy.load(Ordering::SeqCst) {
+                        axum::http::StatusCode::OK
+                    } else {
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE
+                    }
+                },
+            ),
+        )
+        .with_state(healthy.clone());
+    (format!("http://{}/healthz", serve(app).await), healthy)
+}
+
 /// Waits until RollbackRequest `name` is Succeeded or Failed, and returns it.
 pub async fn finished(
     api: &Api<rollguard::api::RollbackRequest>,
