@@ -530,7 +530,7 @@ async fn invalid_promql_or_a_missing_config_map_makes_the_guard_invalid_with_the
     };
     env.guard(
         "bad-query",
-        "  triggers: [{name: errors, query: \"sum(rate(http_requests_total[5m]\", above: 1}]",
+        "  triggers: [{name: errors, query: \"sum(rate(rollguard_test_never_exported_total[5m]\", above: 1}]",
     );
     env.cluster.apply(&format!(
         "apiVersion: rollguard.dev/v1alpha1\nkind: RolloutGuard\nmetadata: {{name: no-cm, namespace: {}}}\nspec:\n  flags: {{configMapRef: {{name: nowhere}}, guarded: [a]}}\n",
@@ -582,7 +582,7 @@ async fn invalid_promql_or_a_missing_config_map_makes_the_guard_invalid_with_the
     })
     .await;
     // Fixing the spec makes it valid again.
-    let fix = serde_json::json!({"spec": {"triggers": [{"name": "errors", "query": "sum(rate(http_requests_total[5m]))", "above": 1}]}});
+    let fix = serde_json::json!({"spec": {"triggers": [{"name": "errors", "query": "sum(rate(rollguard_test_never_exported_total[5m]))", "above": 1}]}});
     env.guards()
         .patch("bad-query", &PatchParams::default(), &Patch::Merge(&fix))
         .await
