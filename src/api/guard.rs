@@ -349,6 +349,7 @@ pub struct Hooks {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Hook {
+    /// `http://` or `https://` URL called with a POST.
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#\\\\s]+(/[^\\\\s]*)?$')").message(Message::Expression("'hook url \"' + self + '\" is not an http:// or https:// URL'".into())))]
     pub url: String,
@@ -440,6 +441,7 @@ pub struct WorkloadReference {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpCheck {
+    /// `http://` or `https://` URL checked with a GET.
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#\\\\s]+(/[^\\\\s]*)?$')").message(Message::Expression("'spec.health.http[].url \"' + self + '\" is not an http:// or https:// URL'".into())))]
     pub url: String,
@@ -620,9 +622,11 @@ pub enum GuardPhase {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutGuardStatus {
+    /// The spec generation this status was judged for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
+    /// Monitoring, Breaching, RollingBack, RolledBack, Suspended, Degraded or Invalid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<GuardPhase>,
 
@@ -631,9 +635,11 @@ pub struct RolloutGuardStatus {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
 
+    /// When the triggers were last evaluated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_evaluation_time: Option<Time>,
 
+    /// Each trigger's last evaluation.
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub triggers: Vec<TriggerStatus>,
@@ -642,6 +648,7 @@ pub struct RolloutGuardStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_rollback: Option<String>,
 
+    /// The last rollback that finished, and how.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rollback: Option<LastRollback>,
 
@@ -657,22 +664,27 @@ pub struct RolloutGuardStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TriggerStatus {
+    /// The trigger (`spec.triggers[].name`).
     pub name: String,
     /// The worst series' value at the last good evaluation.
     #[serde(default)]
     pub value: Option<f64>,
+    /// The threshold compared against (absolute triggers).
     #[serde(default)]
     pub threshold: Option<f64>,
+    /// The baseline query's value (relative triggers).
     #[serde(default)]
     pub baseline: Option<f64>,
     /// Labels of the worst series.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Whether the last good evaluation breached.
     #[serde(default)]
     pub breaching: bool,
     /// Start of the current continuous breach; persisted so a restart keeps the `for` window.
     #[serde(default)]
     pub breaching_since: Option<Time>,
+    /// Why the last evaluation failed (query error, timeout, unreachable); cleared by a good one.
     #[serde(default)]
     pub last_error: Option<String>,
 }
@@ -680,7 +692,9 @@ pub struct TriggerStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LastRollback {
+    /// The RollbackRequest.
     pub name: String,
+    /// When it finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<Time>,
     /// Outcome of the request: Succeeded or Failed.

@@ -24,6 +24,7 @@ pub const SYSTEM_REQUESTER: &str = "system:rollguard";
 /// A reference to an object in the same namespace.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct LocalObjectReference {
+    /// Name of the object, in the same namespace.
     #[schemars(length(min = 1, max = 253))]
     #[x_kube(validation = dns_subdomain("name"))]
     pub name: String,
@@ -41,6 +42,7 @@ pub enum SnapshotKind {
 pub struct ObjectReference {
     /// `ConfigMap` or `Secret`.
     pub kind: SnapshotKind,
+    /// Its name.
     #[schemars(length(min = 1, max = 253))]
     #[x_kube(validation = dns_subdomain("name"))]
     pub name: String,

@@ -128,9 +128,11 @@ pub enum RequestPhase {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RollbackRequestStatus {
+    /// The spec generation this status was written for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
+    /// Pending, Snapshotting, Draining, DisablingFlags, Verifying, Succeeded, Failed or Superseded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<RequestPhase>,
 
@@ -157,6 +159,7 @@ pub struct RollbackRequestStatus {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["receiver".into(), "event".into()]))]
     pub notifications: Vec<NotificationRecord>,
 
+    /// Each flag changed: its value before and after (empty: nothing needed changing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flags_changed: Option<Vec<FlagChange>>,
 
@@ -176,15 +179,18 @@ pub struct RollbackRequestStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flags_changed_at: Option<MicroTime>,
 
+    /// When the request Succeeded or Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<MicroTime>,
 
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub durations: Option<Durations>,
 
+    /// The SLO outcome, judged from `durations` against the guard's `spec.slo`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slo: Option<SloOutcome>,
 
+    /// Every step, in order, with its time.
     #[serde(default)]
     pub timeline: Vec<TimelineEntry>,
 
@@ -212,10 +218,15 @@ pub enum HookOutcome {
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
 pub struct HookCall {
+    /// `preRollback` (drain) or `postRollback` (resume).
     pub stage: HookStage,
+    /// Position in the stage's list.
     pub index: u32,
+    /// The URL called.
     pub url: String,
+    /// Calling (recorded before the call), Succeeded, Failed, or Unknown (the operator restarted during the call).
     pub outcome: HookOutcome,
+    /// What went wrong, for a failed call.
     #[serde(default)]
     pub message: String,
 }
@@ -224,10 +235,14 @@ pub struct HookCall {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NotificationRecord {
+    /// The receiver (`spec.notify[].name` of the guard).
     pub receiver: String,
+    /// Its channel.
     #[serde(rename = "type")]
     pub type_: NotifierType,
+    /// The moment told.
     pub event: NotifyEvent,
+    /// Sending (recorded before the first attempt), Delivered or Failed.
     pub state: DeliveryState,
     /// Attempts made (retries included).
     #[serde(default)]
@@ -252,14 +267,18 @@ pub enum DeliveryState {
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
 pub struct FlagChange {
+    /// The flag.
     pub name: String,
+    /// Its value before.
     pub from: String,
+    /// Its value after.
     pub to: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FlagConflict {
+    /// The flag left alone.
     pub name: String,
     /// The value the rollback wrote.
     pub expected: String,
@@ -269,7 +288,9 @@ pub struct FlagConflict {
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 pub struct TriggeredBy {
+    /// The trigger that fired (`spec.triggers[].name`).
     pub trigger: String,
+    /// Its value when it fired.
     pub value: Option<f64>,
 }
 
@@ -277,18 +298,23 @@ pub struct TriggeredBy {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Durations {
+    /// Until the flags ConfigMap was changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flag_disable: Option<f64>,
+    /// Until the first successful "started" notification.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notification: Option<f64>,
+    /// Until health was verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_verification: Option<f64>,
+    /// Until the request Succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total: Option<f64>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 pub struct SloOutcome {
+    /// Every measured SLO target was met.
     pub met: bool,
     /// Names of the SLO targets missed (flagDisable, notification, healthVerification, total).
     #[serde(default)]
@@ -297,8 +323,11 @@ pub struct SloOutcome {
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 pub struct TimelineEntry {
+    /// When.
     pub time: MicroTime,
+    /// The step: Queued, Accepted, SnapshotTaken, PreRollbackHook, FlagsDisabled (AlreadyOff, FlagsRestored), HealthVerified, PostRollbackHook, Succeeded, Failed, NotificationFailed, DryRun.
     pub step: String,
+    /// What happened, for humans.
     #[serde(default)]
     pub message: String,
 }
