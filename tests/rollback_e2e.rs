@@ -957,15 +957,27 @@ async fn snapshots_beyond_retain_are_pruned_oldest_first() {
         );
         assert_succeeded(&env.finished(name).await);
     }
-    let mut names: Vec<_> = env
-        .secrets()
-        .list(&ListParams::default().labels("rollguard.dev/guard=g"))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter_map(|s| s.metadata.name)
-        .collect();
-    names.sort();
-    assert_eq!(names, ["g-snap-r2", "g-snap-r3"]);
+    // Pruning follows the Succeeded status write (off the flag path): wait for it, then
+    // make sure it went no further.
+    let snapshots = || async {
+        let mut names: Vec<_> = env
+            .secrets()
+            .list(&ListParams::default().labels("rollguard.dev/guard=g"))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|s| s.metadata.name)
+            .collect();
+        names.sort();
+        names
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "r1's snapshot to be pruned",
+        || async { (snapshots().await.len() <= 2).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(snapshots().await, ["g-snap-r2", "g-snap-r3"]);
 }
