@@ -21,35 +21,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn helm() -> Option<PathBuf> {
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg("source tests/cluster/versions.sh && echo \"$TOOLS_BIN/helm\"")
-        .current_dir(repo())
-        .output()
-        .unwrap();
-    let path = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
-    if path.is_file() {
-        return Some(path);
-    }
-    let msg = format!(
-        "no helm at {}: run `tests/cluster/build-tools.sh helm` (make test does)",
-        path.display()
-    );
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
-    eprintln!("SKIPPED: {msg}");
-    None
-}
-
 /// Runs helm; returns (success, stdout, stderr).
 fn run_helm(helm: &Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(helm)
         .args(args)
-        .current_dir(repo())
+        .current_dir(common::repo())
         .output()
         .unwrap();
     (
@@ -99,7 +75,7 @@ fn apply(cluster: &Cluster, yaml: &str, extra: &[&str]) -> (bool, String, String
 
 #[test]
 fn helm_lint_passes_and_values_shape_the_rbac() {
-    let Some(helm) = helm() else { return };
+    let Some(helm) = common::helm() else { return };
     for sets in [
         vec![],
         vec!["scope.mode=namespaced", "scope.watchNamespace=shop"],
@@ -166,14 +142,14 @@ fn helm_lint_passes_and_values_shape_the_rbac() {
 
 #[tokio::test]
 async fn default_manifests_apply_with_a_server_side_dry_run_then_for_real() {
-    let Some(helm) = helm() else { return };
+    let Some(helm) = common::helm() else { return };
     let Some(cluster) =
         cluster("default_manifests_apply_with_a_server_side_dry_run_then_for_real").await
     else {
         return;
     };
     let _ = helm;
-    let manifests = std::fs::read_to_string(repo().join("deploy/rollguard.yaml")).unwrap();
+    let manifests = std::fs::read_to_string(common::repo().join("deploy/rollguard.yaml")).unwrap();
     let docs: Vec<&str> = manifests.split("\n---\n").collect();
     // The Namespace must exist before a dry run can admit the objects inside it.
     let namespace = docs.iter().find(|d| d.contains("kind: Namespace")).unwrap();
@@ -280,7 +256,7 @@ fn request(name: &str, guard: &str, by: &str, extra: &str) -> RollbackRequest {
 #[tokio::test]
 async fn the_operator_with_only_the_charts_rbac_rolls_back_and_the_policy_holds_users_to_their_name()
  {
-    let Some(helm) = helm() else { return };
+    let Some(helm) = common::helm() else { return };
     let Some(cluster) = cluster(
         "the_operator_with_only_the_charts_rbac_rolls_back_and_the_policy_holds_users_to_their_name",
     )

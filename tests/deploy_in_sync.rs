@@ -3,38 +3,14 @@
 //! get. Needs helm (tests/cluster/build-tools.sh helm); without it the test says so and
 //! returns, except under `CI=true`, where that is a failure.
 
-use std::path::Path;
+mod common;
+
 use std::process::Command;
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The cached helm binary, or None (with a message) outside CI.
-pub fn helm() -> Option<std::path::PathBuf> {
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg("source tests/cluster/versions.sh && echo \"$TOOLS_BIN/helm\"")
-        .current_dir(repo())
-        .output()
-        .unwrap();
-    let path = std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
-    if path.is_file() {
-        return Some(path);
-    }
-    let msg = format!(
-        "no helm at {}: run `tests/cluster/build-tools.sh helm` (make test does)",
-        path.display()
-    );
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
-    eprintln!("SKIPPED: {msg}");
-    None
-}
 
 #[test]
 fn deploy_manifests_are_the_chart_rendered_with_default_values() {
-    let Some(helm) = helm() else { return };
-    let out = Command::new(repo().join("deploy/render.sh"))
+    let Some(helm) = common::helm() else { return };
+    let out = Command::new(common::repo().join("deploy/render.sh"))
         .env("HELM", &helm)
         .output()
         .unwrap();
@@ -45,7 +21,7 @@ fn deploy_manifests_are_the_chart_rendered_with_default_values() {
     );
     let rendered = String::from_utf8(out.stdout).unwrap();
     let committed =
-        std::fs::read_to_string(repo().join("deploy/rollguard.yaml")).unwrap_or_default();
+        std::fs::read_to_string(common::repo().join("deploy/rollguard.yaml")).unwrap_or_default();
     if committed != rendered {
         let first = committed
             .lines()

@@ -26,7 +26,7 @@ pub struct Cluster {
     pub tools_path: String,
 }
 
-fn repo() -> &'static Path {
+pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -315,6 +315,28 @@ pub async fn serve(app: axum::Router) -> std::net::SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     addr
+}
+
+/// The cached helm binary (tests/cluster/build-tools.sh helm), or None with a message;
+/// under `CI=true` a missing helm is a failure.
+pub fn helm() -> Option<PathBuf> {
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg("source tests/cluster/versions.sh && echo \"$TOOLS_BIN/helm\"")
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let path = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    if path.is_file() {
+        return Some(path);
+    }
+    let msg = format!(
+        "no helm at {}: run `tests/cluster/build-tools.sh helm` (make test does)",
+        path.display()
+    );
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
+    eprintln!("SKIPPED: {msg}");
+    None
 }
 
 /// A health endpoint on loopback that answers 503 until the returned switch is set.
