@@ -487,7 +487,14 @@ impl Run {
     /// Hands every recorded-but-unsent notification to the outbox (once per process; a
     /// restart sends what was still Sending again, with the same delivery id).
     fn send_notifications(&mut self) {
-        if !self.notifies() {
+        // Called after every save: return before copying the request when nothing waits.
+        if !self.notifies()
+            || !self
+                .status
+                .notifications
+                .iter()
+                .any(|r| r.state == DeliveryState::Sending)
+        {
             return;
         }
         let mut request = self.request.clone();
