@@ -20,11 +20,10 @@ mod common;
 
 #[cfg(feature = "fault-injection")]
 mod crash {
-    use super::common::{cluster, wait_until};
+    use super::common::{cluster, count_config_map_writes, wait_until};
     use axum::{Router, extract::State, routing::post};
-    use futures::StreamExt;
     use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-    use kube::api::{Api, ListParams, WatchEvent, WatchParams};
+    use kube::api::{Api, ListParams};
     use rollguard::api::RollbackRequest;
     use rollguard::api::request::{HookOutcome, RequestPhase};
     use std::sync::Arc;
@@ -73,27 +72,7 @@ spec:
         ));
         // Count every write to the flags ConfigMap from here on.
         let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &ns);
-        let version = config_maps
-            .get("ff")
-            .await
-            .unwrap()
-            .metadata
-            .resource_version
-            .unwrap();
-        let writes = Arc::new(AtomicUsize::new(0));
-        let mut stream = config_maps
-            .watch(&WatchParams::default().fields("metadata.name=ff"), &version)
-            .await
-            .unwrap()
-            .boxed();
-        let counted = writes.clone();
-        tokio::spawn(async move {
-            while let Some(Ok(event)) = stream.next().await {
-                if matches!(event, WatchEvent::Modified(_)) {
-                    counted.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-        });
+        let writes = count_config_map_writes(&config_maps, "ff").await;
 
         let first = cluster.start_operator(
             &ns,

@@ -5,7 +5,7 @@
 mod common;
 
 use axum::{Router, routing::get};
-use common::{Cluster, Operator, cluster, unique_suffix, wait_until};
+use common::{Cluster, Env, unique_suffix, wait_until};
 use k8s_openapi::api::core::v1::{ConfigMap, Event};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use rollguard::api::guard::GuardPhase;
@@ -87,25 +87,13 @@ impl Metrics {
     }
 }
 
-struct Env {
-    cluster: Cluster,
-    ns: String,
-    operator: Option<Operator>,
-}
-
 async fn setup(test: &str) -> Option<Env> {
-    let cluster = cluster(test).await?;
-    cluster.install_crds().await;
-    let ns = cluster.namespace(&test.replace('_', "-")).await;
-    cluster.apply(&format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ff, namespace: {ns}}}\ndata: {{a: \"true\", b: \"true\"}}\n"
+    let env = Env::start(test, &[]).await?;
+    env.cluster.apply(&format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ff, namespace: {}}}\ndata: {{a: \"true\", b: \"true\"}}\n",
+        env.ns
     ));
-    let operator = cluster.start_operator(&ns, &[]);
-    Some(Env {
-        cluster,
-        ns,
-        operator: Some(operator),
-    })
+    Some(env)
 }
 
 impl Env {
@@ -117,12 +105,12 @@ impl Env {
     }
 
     fn guards(&self) -> Api<RolloutGuard> {
-        Api::namespaced(self.cluster.client.clone(), &self.ns)
+        self.api()
     }
 
     async fn auto_requests(&self, guard: &str) -> Vec<RollbackRequest> {
-        let api: Api<RollbackRequest> = Api::namespaced(self.cluster.client.clone(), &self.ns);
-        api.list(&ListParams::default().labels(&format!("rollguard.dev/guard={guard}")))
+        self.requests()
+            .list(&ListParams::default().labels(&format!("rollguard.dev/guard={guard}")))
             .await
             .unwrap()
             .items
@@ -149,18 +137,10 @@ impl Env {
     }
 
     async fn events(&self, name: &str, reason: &str) -> Vec<Event> {
-        let events: Api<Event> = Api::namespaced(self.cluster.client.clone(), &self.ns);
-        events
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter(|e| {
-                e.involved_object.name.as_deref() == Some(name)
-                    && e.reason.as_deref() == Some(reason)
-            })
-            .collect()
+        self.events_where(|e| {
+            e.involved_object.name.as_deref() == Some(name) && e.reason.as_deref() == Some(reason)
+        })
+        .await
     }
 }
 

@@ -9,15 +9,14 @@ use axum::extract::{Path, State};
 use axum::routing::post;
 use axum::{Json, Router};
 use common::{Cluster, Operator, cluster, wait_until};
-use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, Patch, PatchParams, WatchEvent, WatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use rollguard::api::RollbackRequest;
 use rollguard::api::request::RequestPhase;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -147,27 +146,7 @@ spec:
 
     // Count every write to the flags ConfigMap from here on.
     let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &ns);
-    let version = config_maps
-        .get("ff")
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
-    let writes = Arc::new(AtomicUsize::new(0));
-    let mut stream = config_maps
-        .watch(&WatchParams::default().fields("metadata.name=ff"), &version)
-        .await
-        .unwrap()
-        .boxed();
-    let counted = writes.clone();
-    tokio::spawn(async move {
-        while let Some(Ok(event)) = stream.next().await {
-            if matches!(event, WatchEvent::Modified(_)) {
-                counted.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-    });
+    let writes = common::count_config_map_writes(&config_maps, "ff").await;
 
     cluster.apply(&format!(
         "apiVersion: rollguard.dev/v1alpha1\nkind: RollbackRequest\nmetadata: {{name: incident, namespace: {ns}}}\nspec: {{guardRef: {{name: g}}, requestedBy: ops, reason: leader test}}\n"

@@ -4,19 +4,13 @@
 mod common;
 
 use common::receivers::{Behaviour, HttpReceiver, smtp_server};
-use common::{Cluster, Operator, cluster, wait_until};
+use common::{Env, wait_until};
 use k8s_openapi::api::core::v1::{ConfigMap, Event};
 use kube::api::{Api, ListParams};
 use rollguard::api::RollbackRequest;
 use rollguard::api::guard::NotifyEvent;
 use rollguard::api::request::{DeliveryState, NotificationRecord, RequestPhase};
 use std::time::Duration;
-
-struct Env {
-    cluster: Cluster,
-    ns: String,
-    operator: Option<Operator>,
-}
 
 /// Short retries so failures show within seconds.
 const FAST_RETRIES: &[(&str, &str)] = &[
@@ -25,25 +19,14 @@ const FAST_RETRIES: &[(&str, &str)] = &[
 ];
 
 async fn setup(test: &str) -> Option<Env> {
-    let cluster = cluster(test).await?;
-    cluster.install_crds().await;
-    let ns = cluster.namespace(&test.replace('_', "-")).await;
-    cluster.apply(&format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ff, namespace: {ns}}}\ndata: {{a: \"true\", b: \"true\"}}\n"
+    let env = Env::start(test, FAST_RETRIES).await?;
+    env.cluster.apply(&format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ff, namespace: {}}}\ndata: {{a: \"true\", b: \"true\"}}\n",
+        env.ns
     ));
-    let operator = cluster.start_operator(&ns, FAST_RETRIES);
-    Some(Env {
-        cluster,
-        ns,
-        operator: Some(operator),
-    })
+    Some(env)
 }
-
 impl Env {
-    fn requests(&self) -> Api<RollbackRequest> {
-        Api::namespaced(self.cluster.client.clone(), &self.ns)
-    }
-
     fn secret(&self, name: &str, data: &[(&str, &str)]) {
         let data: serde_json::Map<String, serde_json::Value> = data
             .iter()
@@ -96,15 +79,8 @@ impl Env {
     }
 
     async fn events(&self, reason: &str) -> Vec<Event> {
-        let events: Api<Event> = Api::namespaced(self.cluster.client.clone(), &self.ns);
-        events
-            .list(&ListParams::default())
+        self.events_where(|e| e.reason.as_deref() == Some(reason))
             .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter(|e| e.reason.as_deref() == Some(reason))
-            .collect()
     }
 }
 

@@ -5,7 +5,7 @@
 mod common;
 
 use axum::{Json, Router, extract::State, routing::post};
-use common::{Cluster, Operator, cluster, wait_until};
+use common::{Env, wait_until};
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use rollguard::api::request::{HookOutcome, RequestPhase};
@@ -30,35 +30,13 @@ const FLAGD_DOC: &str = r#"{
 }
 "#;
 
-struct Env {
-    cluster: Cluster,
-    ns: String,
-    _operator: Option<Operator>,
-}
-
 async fn setup(test: &str) -> Option<Env> {
-    let cluster = cluster(test).await?;
-    cluster.install_crds().await;
-    let ns = cluster
-        .namespace(&test.replace('_', "-").chars().take(30).collect::<String>())
-        .await;
-    let operator = cluster.start_operator(&ns, &[]);
-    Some(Env {
-        cluster,
-        ns,
-        _operator: Some(operator),
-    })
+    Env::start(test, &[]).await
 }
 
 impl Env {
-    fn requests(&self) -> Api<RollbackRequest> {
-        Api::namespaced(self.cluster.client.clone(), &self.ns)
-    }
-    fn config_maps(&self) -> Api<ConfigMap> {
-        Api::namespaced(self.cluster.client.clone(), &self.ns)
-    }
     fn secrets(&self) -> Api<Secret> {
-        Api::namespaced(self.cluster.client.clone(), &self.ns)
+        self.api()
     }
 
     fn plain_flags(&self, name: &str, data: &[(&str, &str)]) {
@@ -121,15 +99,8 @@ impl Env {
     }
 
     async fn events_for(&self, name: &str) -> Vec<Event> {
-        let events: Api<Event> = Api::namespaced(self.cluster.client.clone(), &self.ns);
-        events
-            .list(&ListParams::default())
+        self.events_where(|e| e.involved_object.name.as_deref() == Some(name))
             .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter(|e| e.involved_object.name.as_deref() == Some(name))
-            .collect()
     }
 }
 

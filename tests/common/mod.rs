@@ -383,3 +383,96 @@ pub async fn finished(
     )
     .await
 }
+
+/// Counts, from now on, every change the API server reports to the ConfigMap `name`: an
+/// observer on its own watch, independent of the operator's caches. Side effects that must
+/// happen exactly once are counted with it.
+pub async fn count_config_map_writes(
+    config_maps: &Api<k8s_openapi::api::core::v1::ConfigMap>,
+    name: &str,
+) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    use futures::StreamExt;
+    use kube::api::{WatchEvent, WatchParams};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let version = config_maps
+        .get(name)
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let writes = std::sync::Arc::new(AtomicUsize::new(0));
+    let mut stream = config_maps
+        .watch(
+            &WatchParams::default().fields(&format!("metadata.name={name}")),
+            &version,
+        )
+        .await
+        .unwrap()
+        .boxed();
+    let counted = writes.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(event)) = stream.next().await {
+            if matches!(event, WatchEvent::Modified(_)) {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    writes
+}
+
+/// A test's own namespace with its own operator process on it.
+pub struct Env {
+    pub cluster: Cluster,
+    pub ns: String,
+    pub operator: Option<Operator>,
+}
+
+impl Env {
+    /// The cluster (or None where a test may skip), a namespace named after `test`, and an
+    /// operator started with the environment `operator_env`.
+    pub async fn start(test: &str, operator_env: &[(&str, &str)]) -> Option<Env> {
+        let cluster = cluster(test).await?;
+        cluster.install_crds().await;
+        let prefix: String = test.replace('_', "-").chars().take(40).collect();
+        let ns = cluster.namespace(prefix.trim_end_matches('-')).await;
+        let operator = cluster.start_operator(&ns, operator_env);
+        Some(Env {
+            cluster,
+            ns,
+            operator: Some(operator),
+        })
+    }
+
+    /// The API of a namespaced kind in the test's namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.cluster.client.clone(), &self.ns)
+    }
+
+    pub fn requests(&self) -> Api<rollguard::api::RollbackRequest> {
+        self.api()
+    }
+
+    pub fn config_maps(&self) -> Api<k8s_openapi::api::core::v1::ConfigMap> {
+        self.api()
+    }
+
+    /// The core/v1 Events of the namespace that `keep` keeps.
+    pub async fn events_where(
+        &self,
+        keep: impl Fn(&k8s_openapi::api::core::v1::Event) -> bool,
+    ) -> Vec<k8s_openapi::api::core::v1::Event> {
+        self.api::<k8s_openapi::api::core::v1::Event>()
+            .list(&kube::api::ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| keep(e))
+            .collect()
+    }
+}
