@@ -104,7 +104,7 @@ impl Metrics {
         let trigger_threshold = Family::<TriggerLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "trigger_threshold",
-            "The absolute threshold each trigger is compared with (none for relative triggers)",
+            "The threshold each trigger is compared with: a value for above/below, a relative change from the baseline for increaseAbove/decreaseBelow",
             trigger_threshold.clone(),
         );
         let prometheus_queries = Family::<OutcomeLabels, Counter>::default();

@@ -98,6 +98,20 @@ impl Env {
             .unwrap_or_default()
     }
 
+    /// `kubectl wait --for=FOR OBJECT` as a user would run it; panics with kubectl's words
+    /// if it does not come true.
+    fn kubectl_wait(&self, object: &str, wait_for: &str) {
+        let (ok, out, err) = self.cluster.kubectl(&[
+            "wait",
+            "-n",
+            &self.ns,
+            &format!("--for={wait_for}"),
+            "--timeout=20s",
+            object,
+        ]);
+        assert!(ok, "kubectl wait --for={wait_for} {object}: {out}{err}");
+    }
+
     async fn events_for(&self, name: &str) -> Vec<Event> {
         self.events_where(|e| e.involved_object.name.as_deref() == Some(name))
             .await
@@ -143,6 +157,9 @@ async fn plain_rollback_changes_exactly_the_selected_keys_and_snapshots_the_stat
     );
     let r = env.finished("only-a").await;
     assert_succeeded(&r);
+    // SPEC §1: `kubectl wait` on the conditions, as scripts and GitOps tools use them.
+    env.kubectl_wait("rollbackrequest/only-a", "condition=Complete");
+    env.kubectl_wait("rolloutguard/g", "condition=Ready");
     let after = env.data("ff").await;
     assert_eq!(after["a"], "false");
     assert_eq!(
@@ -704,6 +721,16 @@ async fn bad_input_fails_with_a_message_naming_the_field_and_changes_nothing() {
             e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some("RollbackFailed")
         });
         assert!(warning, "{name}: no Warning Event");
+        // As with a Job: Failed=True, Complete=False; completedAt is there to wait for either.
+        env.kubectl_wait(&format!("rollbackrequest/{name}"), "condition=Failed");
+        env.kubectl_wait(
+            &format!("rollbackrequest/{name}"),
+            "jsonpath={.status.completedAt}",
+        );
+        assert!(
+            !rollguard::conditions::is_true(&status.conditions, "Complete"),
+            "{name}"
+        );
         assert!(
             env.secrets()
                 .get_opt(&format!("plain-snap-{name}"))

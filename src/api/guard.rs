@@ -669,7 +669,8 @@ pub struct TriggerStatus {
     /// The worst series' value at the last good evaluation.
     #[serde(default)]
     pub value: Option<f64>,
-    /// The threshold compared against (absolute triggers).
+    /// The threshold compared against: the value itself for `above`/`below`; for
+    /// `increaseAbove`/`decreaseBelow` the relative change from the baseline (0.5 = 50 %).
     #[serde(default)]
     pub threshold: Option<f64>,
     /// The baseline query's value (relative triggers).
