@@ -559,6 +559,15 @@ async fn restore_puts_back_what_the_rollback_changed_except_keys_edited_since() 
         "  guardRef: {name: g}\n  requestedBy: ops\n  mode: immediate",
     );
     assert_succeeded(&env.finished("rb").await);
+    // A second rollback finds the flags off already: its snapshot is newer, but it changed
+    // nothing, so the restore still gives back what "rb" changed.
+    env.request(
+        "rb-again",
+        "  guardRef: {name: g}\n  requestedBy: ops\n  mode: immediate",
+    );
+    let again = env.finished("rb-again").await;
+    assert_succeeded(&again);
+    assert_eq!(again.status.unwrap().flags_changed, Some(vec![]));
     // Someone sets b by hand after the rollback.
     let patch = serde_json::json!({"data": {"b": "maybe"}});
     env.config_maps()

@@ -250,14 +250,17 @@ pub fn assess(ctx: &Context<'_>, outcomes: &[Outcome]) -> Assessment {
                 .as_ref()
                 .is_some_and(|t| firing(trigger, b, t.0))
         });
-        if firing(trigger, &after, now) && !was_firing {
+        let firing_now = firing(trigger, &after, now);
+        if firing_now && !was_firing {
             notices.push(Notice::TriggerFiring {
                 trigger: trigger.name.clone(),
                 message: describe(trigger, &after, "firing"),
             });
-            if trigger.action == TriggerAction::Rollback && fired.is_none() {
-                fired = Some((trigger.name.clone(), after.value));
-            }
+        }
+        // The state, not the moment: a trigger still firing when a cooldown ends, a request
+        // in flight finishes or a restore re-enables the flags rolls them back then.
+        if firing_now && trigger.action == TriggerAction::Rollback && fired.is_none() {
+            fired = Some((trigger.name.clone(), after.value));
         }
         statuses.push(after);
     }

@@ -480,3 +480,57 @@ fn drift_after_a_rollback_names_the_manager_once() {
     let c = conditions::get(&clean.status.conditions, condition::FLAGS_DRIFTED).unwrap();
     assert_eq!((c.status.as_str(), c.reason.as_str()), (FALSE, "NoDrift"));
 }
+
+#[test]
+fn a_trigger_still_firing_after_a_restore_rolls_back_again_once_the_cooldown_is_over() {
+    let s = spec(serde_json::json!({
+        "triggers": [{"name": "errors", "query": "q", "above": 0.01, "for": "0s"}],
+    }));
+    let firing = run(&s, &[(0, Ok(0.05))]).pop().unwrap().status;
+    let again = |rolled_back_ago: i64| {
+        let previous = RolloutGuardStatus {
+            last_rollback: Some(LastRollback {
+                name: "first".into(),
+                time: Some(Time(at(10 - rolled_back_ago))),
+                outcome: Some("Succeeded".into()),
+            }),
+            // Restored (flags back on) while the metric is still bad.
+            last_restore: Some(LastRollback {
+                name: "restore".into(),
+                time: Some(Time(at(5))),
+                outcome: Some("Succeeded".into()),
+            }),
+            ..firing.clone()
+        };
+        let outcomes: Vec<Outcome> = s.triggers.iter().map(|t| reading(0.05, t)).collect();
+        assess(
+            &Context {
+                spec: &s,
+                generation: Some(1),
+                previous: &previous,
+                invalid: None,
+                request_in_flight: None,
+                drift: None,
+                now: at(10),
+            },
+            &outcomes,
+        )
+    };
+    let within_cooldown = again(600);
+    assert_eq!(within_cooldown.rollback, None, "cooldown (30m default)");
+    let after_cooldown = again(3600);
+    assert_eq!(
+        after_cooldown.rollback,
+        Some(AutoRollback {
+            trigger: "errors".into(),
+            value: Some(0.05)
+        })
+    );
+    assert!(
+        !after_cooldown
+            .notices
+            .iter()
+            .any(|n| matches!(n, Notice::TriggerFiring { .. })),
+        "still the same firing: not announced again"
+    );
+}

@@ -12,7 +12,7 @@ use crate::prometheus::{Prometheus, SharedQueries, Target};
 use crate::rollback::step::is_terminal;
 use crate::triggers;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -50,7 +50,8 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
         .interval
         .to_std()
         .unwrap_or(Duration::from_secs(15));
-    let previous = guard.status.clone().unwrap_or_default();
+    let mut previous = guard.status.clone().unwrap_or_default();
+    let requests: Api<RollbackRequest> = Api::namespaced(ctx.client.clone(), &namespace);
 
     let invalid = problems(&guard, &ctx.client, &namespace).await?;
     let evaluate = invalid.is_none() && !guard.spec.suspend;
@@ -69,6 +70,21 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
                 && !is_terminal(r.status.as_ref().and_then(|s| s.phase))
         })
         .map(|r| r.name_any());
+    // The slot names a request that was deleted before it finished: nobody will release it.
+    let orphaned = match &previous.active_rollback {
+        Some(active) if in_flight.as_deref() != Some(active.as_str()) => {
+            requests.get_opt(active).await?.is_none()
+        }
+        _ => false,
+    };
+    if orphaned {
+        tracing::warn!(
+            guard = %name,
+            request = previous.active_rollback.as_deref().unwrap_or_default(),
+            "the rollback in flight was deleted before it finished; its slot is freed"
+        );
+        previous.active_rollback = None;
+    }
     // A request in flight (a restore, or another rollback) is changing the flags itself.
     let drift = if assess::rolled_back(&previous) && in_flight.is_none() {
         drift(&guard, &ctx, &namespace, &previous).await?
@@ -124,6 +140,18 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
         publish(recorder, &reference, EventType::Warning, reason, note).await;
     }
 
+    // The store can lag behind (or not have synced yet after a start): before creating a
+    // request, ask the API server whether one of this guard's is in flight.
+    let rollback = match rollback {
+        Some(auto) => match in_flight_now(&requests, &name).await? {
+            Some(other) => {
+                tracing::info!(guard = %name, request = %other, "trigger firing; a rollback is already in flight");
+                None
+            }
+            None => Some(auto),
+        },
+        None => None,
+    };
     if let Some(auto) = rollback {
         let request_name = format!("{name}-auto-{}", now.strftime("%Y%m%d-%H%M%S"));
         let request = RollbackRequest {
@@ -154,7 +182,6 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
             },
             status: None,
         };
-        let requests: Api<RollbackRequest> = Api::namespaced(ctx.client.clone(), &namespace);
         match requests.create(&PostParams::default(), &request).await {
             Ok(_) => {}
             // Created in this same second before (e.g. just before a restart): it stands.
@@ -184,7 +211,7 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
 
     // One status write per evaluation, only of the fields this reconciler owns; the
     // resourceVersion keeps it from overwriting the rollback slot with a stale view.
-    let patch = json!({
+    let mut patch = json!({
         "metadata": { "resourceVersion": guard.resource_version() },
         "status": {
             "observedGeneration": status.observed_generation,
@@ -195,6 +222,9 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
             "quietSince": status.quiet_since,
         }
     });
+    if orphaned {
+        patch["status"]["activeRollback"] = serde_json::Value::Null;
+    }
     let guards: Api<RolloutGuard> = Api::namespaced(ctx.client.clone(), &namespace);
     match guards
         .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -449,4 +479,20 @@ async fn evaluate_triggers(
         }
     });
     Ok(futures::future::join_all(evaluations).await)
+}
+
+/// A request of guard `guard` that is not finished, as the API server has it now.
+async fn in_flight_now(
+    requests: &Api<RollbackRequest>,
+    guard: &str,
+) -> Result<Option<String>, Error> {
+    Ok(requests
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .find(|r| {
+            r.spec.guard_ref.name == guard && !is_terminal(r.status.as_ref().and_then(|s| s.phase))
+        })
+        .map(|r| r.name_any()))
 }

@@ -802,22 +802,42 @@ impl Run {
                     .secrets
                     .list(&ListParams::default().labels(&selector))
                     .await?;
-                let newest = list
+                let mut snapshots: Vec<Secret> = list
                     .items
                     .into_iter()
                     .filter(|s| {
                         s.type_.as_deref() == Some(SNAPSHOT_SECRET_TYPE)
                             && s.annotations().get(GUARD_LABEL) == Some(&guard)
                     })
-                    .max_by_key(|s| (s.metadata.creation_timestamp.clone(), s.name_any()));
-                match newest {
-                    Some(s) => s,
-                    None => {
-                        return Ok(Err(format!(
-                            "spec.snapshotName: guard {guard:?} has no rollback snapshot to restore from"
-                        )));
+                    .collect();
+                if snapshots.is_empty() {
+                    return Ok(Err(format!(
+                        "spec.snapshotName: guard {guard:?} has no rollback snapshot to restore from"
+                    )));
+                }
+                snapshots
+                    .sort_by_key(|s| (s.metadata.creation_timestamp.clone(), s.name_any()));
+                // The newest rollback that changed a flag: one that found the flags off
+                // already (after an earlier rollback) has nothing to give back.
+                for secret in snapshots.into_iter().rev() {
+                    let Some(taken_by) = secret.annotations().get(crate::api::REQUEST_LABEL)
+                    else {
+                        continue;
+                    };
+                    let Some(rollback) = self.requests.get_opt(taken_by).await? else {
+                        continue;
+                    };
+                    let changes = rollback
+                        .status
+                        .and_then(|s| s.flags_changed)
+                        .unwrap_or_default();
+                    if !changes.is_empty() {
+                        return Ok(Ok((secret, changes)));
                     }
                 }
+                return Ok(Err(format!(
+                    "spec.snapshotName: no rollback of guard {guard:?} with a snapshot changed a flag, so there is nothing to restore (name one with spec.snapshotName)"
+                )));
             }
         };
         let snapshot_name = secret.name_any();
