@@ -988,3 +988,147 @@ async fn snapshots_beyond_retain_are_pruned_oldest_first() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(snapshots().await, ["g-snap-r2", "g-snap-r3"]);
 }
+
+#[tokio::test]
+async fn an_emergency_takes_over_from_a_graceful_rollback_stuck_in_its_drain() {
+    let Some(env) = setup("emergency_takeover").await else {
+        return;
+    };
+    // The drain hook answers only after 6 s; a second one is never reached.
+    let (slow_url, slow_calls) = hook_receiver(Duration::from_secs(6), 200).await;
+    let (next_url, next_calls) = hook_receiver(Duration::ZERO, 200).await;
+    env.plain_flags("ff", &[("a", "true"), ("b", "true")]);
+    env.guard(
+        "g",
+        &format!("  flags: {{configMapRef: {{name: ff}}, guarded: [a, b]}}\n  rollback: {{hooks: {{preRollback: [{{url: \"{slow_url}\", timeout: 30s}}, {{url: \"{next_url}\"}}]}}}}"),
+    );
+    let writes = common::count_config_map_writes(&env.config_maps(), "ff").await;
+
+    env.request("graceful", "  guardRef: {name: g}\n  requestedBy: ops");
+    wait_until(
+        Duration::from_secs(10),
+        "the drain hook to be called",
+        || {
+            let called = !slow_calls.lock().unwrap().is_empty();
+            async move { called.then_some(()) }
+        },
+    )
+    .await;
+    env.request(
+        "emergency",
+        "  guardRef: {name: g}\n  requestedBy: ops\n  mode: immediate\n  reason: cannot wait",
+    );
+    let emergency = env.finished("emergency").await;
+    assert_succeeded(&emergency);
+    // It did not wait for the drain: done while the hook still had seconds to go.
+    assert!(
+        slow_calls.lock().unwrap().len() == 1 && next_calls.lock().unwrap().is_empty(),
+        "the emergency finished before the drain hook answered"
+    );
+    let status = emergency.status.unwrap();
+    assert_eq!(
+        status
+            .flags_changed
+            .unwrap()
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert!(
+        status
+            .timeline
+            .iter()
+            .any(|t| t.step == "Superseding" && t.message.contains("\"graceful\"")),
+        "{:?}",
+        status.timeline
+    );
+
+    // The graceful one ends Superseded once its hook returns, and does nothing more.
+    let graceful = wait_until(
+        Duration::from_secs(20),
+        "the graceful request to end Superseded",
+        || {
+            let requests = env.requests();
+            async move {
+                let r = requests.get("graceful").await.ok()?;
+                (phase(&r) == Some(RequestPhase::Superseded)).then_some(r)
+            }
+        },
+    )
+    .await;
+    let status = graceful.status.unwrap();
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("\"emergency\""),
+        "{:?}",
+        status.message
+    );
+    assert_eq!(
+        status.flags_changed, None,
+        "the superseded request wrote no flags"
+    );
+    assert!(!rollguard::conditions::is_true(
+        &status.conditions,
+        "Complete"
+    ));
+    assert!(
+        env.events_for("graceful")
+            .await
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("RollbackSuperseded"))
+    );
+    assert!(
+        next_calls.lock().unwrap().is_empty(),
+        "no hook after being superseded"
+    );
+    assert_eq!(
+        writes.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one flags write"
+    );
+    let guard = env
+        .guard_settles(rollguard::api::guard::GuardPhase::RolledBack)
+        .await;
+    assert_eq!(guard.last_rollback.unwrap().name, "emergency");
+}
+
+#[tokio::test]
+async fn deleting_a_request_in_flight_frees_the_guard() {
+    let Some(env) = setup("deleted_in_flight").await else {
+        return;
+    };
+    let (hang_url, hang_calls) = hook_receiver(Duration::from_secs(60), 200).await;
+    env.plain_flags("ff", &[("a", "true")]);
+    env.guard(
+        "g",
+        &format!("  interval: 1s\n  flags: {{configMapRef: {{name: ff}}, guarded: [a]}}\n  rollback: {{hooks: {{preRollback: [{{url: \"{hang_url}\", timeout: 90s}}]}}}}"),
+    );
+    env.request("stuck", "  guardRef: {name: g}\n  requestedBy: ops");
+    wait_until(
+        Duration::from_secs(10),
+        "the drain hook to be called",
+        || {
+            let called = !hang_calls.lock().unwrap().is_empty();
+            async move { called.then_some(()) }
+        },
+    )
+    .await;
+    env.requests()
+        .delete("stuck", &Default::default())
+        .await
+        .unwrap();
+    // Nobody is left to release the slot: the guard frees it itself.
+    env.guard_settles(rollguard::api::guard::GuardPhase::Monitoring)
+        .await;
+    // And the guard takes the next request at once.
+    env.request(
+        "next",
+        "  guardRef: {name: g}\n  requestedBy: ops\n  mode: immediate",
+    );
+    assert_succeeded(&env.finished("next").await);
+    assert_eq!(env.data("ff").await["a"], "false");
+}

@@ -90,7 +90,13 @@ pub async fn reconcile(request: Arc<RollbackRequest>, ctx: Arc<Context>) -> Resu
         let observed = run.observe();
         let step = step::next_step(&run.request.spec, &run.status, &observed);
         tracing::debug!(request = %run.request.name_any(), ?step, "next step");
+        // Drain hooks take time, and an emergency may take the slot meanwhile: look again.
+        let after_hook =
+            matches!(step, Step::CallHook { .. }) && !step::is_emergency(&run.request.spec);
         let flow = run.execute(step).await;
+        if after_hook && matches!(flow, Ok(Flow::Next)) {
+            run.guard = run.guards.get_opt(&run.request.spec.guard_ref.name).await?;
+        }
         if !matches!(flow, Ok(Flow::Next)) {
             run.flush_events().await;
         }
@@ -173,22 +179,38 @@ impl Run {
         if active.as_deref() == Some(me.as_str()) {
             return observed(Slot::Held);
         }
+        if self.status.started_at.is_some() {
+            // Accepted, and the slot is someone else's: an emergency took it. Name it, also
+            // when it has finished already (then it is the guard's last rollback).
+            let by = active.or_else(|| {
+                let status = self.guard.as_ref()?.status.as_ref()?;
+                Some(status.last_rollback.as_ref()?.name.clone())
+            });
+            return observed(by.map_or(Slot::Free, Slot::Behind));
+        }
         let in_flight = |r: &RollbackRequest| {
             r.namespace().as_deref() == Some(self.namespace.as_str())
                 && r.spec.guard_ref.name == *guard_name
                 && !step::is_terminal(r.status.as_ref().and_then(|s| s.phase))
         };
         let queue = self.ctx.requests.state();
+        // An emergency neither waits for nor queues behind anything but another emergency.
+        let emergency = step::is_emergency(&self.request.spec);
         if let Some(other) = active
-            && queue.iter().any(|r| r.name_any() == other && in_flight(r))
+            && let Some(holder) = queue.iter().find(|r| r.name_any() == other && in_flight(r))
         {
-            return observed(Slot::Behind(other));
+            return observed(if emergency && !step::is_emergency(&holder.spec) {
+                Slot::Takeover(other)
+            } else {
+                Slot::Behind(other)
+            });
         }
         let key = |r: &RollbackRequest| (r.metadata.creation_timestamp.clone(), r.name_any());
         let mine = key(&self.request);
         let older = queue
             .iter()
             .filter(|r| r.name_any() != me && in_flight(r) && key(r) < mine)
+            .filter(|r| !emergency || step::is_emergency(&r.spec))
             .min_by_key(|r| key(r));
         match older {
             Some(r) => observed(Slot::Behind(r.name_any())),
@@ -202,7 +224,8 @@ impl Run {
             Step::Release => self.release().await,
             Step::Fail { reason, message } => self.fail(reason, message).await,
             Step::Wait { behind } => self.wait(behind).await,
-            Step::Claim => self.claim().await,
+            Step::Claim { supersedes } => self.claim(supersedes).await,
+            Step::Superseded { by } => self.superseded(by).await,
             Step::Snapshot => self.snapshot().await,
             Step::CallHook { stage, index } => self.call_hook(stage, index).await,
             Step::AbandonHook { stage, index } => self.abandon_hook(stage, index).await,
@@ -317,7 +340,7 @@ impl Run {
 
     /// Takes the guard's rollback slot; the guard's resourceVersion makes two requests
     /// racing for it see a conflict, and the loser queues.
-    async fn claim(&mut self) -> Result<Flow, Error> {
+    async fn claim(&mut self, supersedes: Option<String>) -> Result<Flow, Error> {
         let status = json!({ "activeRollback": self.name(), "phase": GuardPhase::RollingBack });
         if !self.patch_guard_status(status).await? {
             return Ok(Flow::Next);
@@ -325,6 +348,35 @@ impl Run {
         // Recorded together with the first step's status write, one round trip fewer on
         // the way to the flags; a restart before it finds the slot held and starts there.
         self.accept();
+        if let Some(other) = supersedes {
+            self.record(
+                "Superseding",
+                format!(
+                    "emergency: took the guard's rollback slot from RollbackRequest {other:?}, which ends Superseded"
+                ),
+            );
+        }
+        Ok(Flow::Next)
+    }
+
+    /// An emergency took the slot while this request was under way: it ends here. What it
+    /// did so far (snapshot, hooks, flags) stays recorded; it calls nothing more.
+    async fn superseded(&mut self, by: Option<String>) -> Result<Flow, Error> {
+        let message = match &by {
+            Some(other) => format!(
+                "superseded by the immediate rollback RollbackRequest {other:?}, which took over the guard; the steps done before are in the timeline"
+            ),
+            None => "superseded by an immediate rollback, which took over the guard and has finished; the steps done before are in the timeline".to_string(),
+        };
+        self.status.phase = Some(RequestPhase::Superseded);
+        self.status.message = Some(message.clone());
+        self.status.completed_at = Some(MicroTime(now()));
+        self.set_condition(condition::COMPLETE, FALSE, "Superseded", message.clone());
+        self.record("Superseded", message.clone());
+        self.event(EventType::Normal, "RollbackSuperseded", message);
+        self.flush_events().await;
+        self.save().await?;
+        self.count_outcome("Superseded");
         Ok(Flow::Next)
     }
 
@@ -815,13 +867,11 @@ impl Run {
                         "spec.snapshotName: guard {guard:?} has no rollback snapshot to restore from"
                     )));
                 }
-                snapshots
-                    .sort_by_key(|s| (s.metadata.creation_timestamp.clone(), s.name_any()));
+                snapshots.sort_by_key(|s| (s.metadata.creation_timestamp.clone(), s.name_any()));
                 // The newest rollback that changed a flag: one that found the flags off
                 // already (after an earlier rollback) has nothing to give back.
                 for secret in snapshots.into_iter().rev() {
-                    let Some(taken_by) = secret.annotations().get(crate::api::REQUEST_LABEL)
-                    else {
+                    let Some(taken_by) = secret.annotations().get(crate::api::REQUEST_LABEL) else {
                         continue;
                     };
                     let Some(rollback) = self.requests.get_opt(taken_by).await? else {

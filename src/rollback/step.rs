@@ -28,6 +28,9 @@ pub enum Slot {
     Free,
     /// Another request holds it or is older in the queue.
     Behind(String),
+    /// Another request holds it, but this one is an emergency (an immediate rollback) and
+    /// that one is not: this one takes the slot, and that one ends `Superseded`.
+    Takeover(String),
 }
 
 /// What the reconciler observed besides the request itself.
@@ -54,8 +57,11 @@ pub enum Step {
     },
     /// Pending behind another request of the same guard.
     Wait { behind: String },
-    /// Take the guard's rollback slot.
-    Claim,
+    /// Take the guard's rollback slot (from `supersedes`, for an immediate rollback).
+    Claim { supersedes: Option<String> },
+    /// An immediate rollback took the slot while this request was under way: it ends here,
+    /// its steps so far recorded, and the other request carries on.
+    Superseded { by: Option<String> },
     /// Copy the flags ConfigMap and `snapshot.include` into the snapshot Secret.
     Snapshot,
     /// Record a hook call as under way, then call it.
@@ -71,6 +77,12 @@ pub enum Step {
     Verify,
     /// All done: record durations and the SLO outcome, phase Succeeded.
     Succeed,
+}
+
+/// An emergency: an immediate rollback that changes flags. It does not queue behind a
+/// graceful rollback, a restore or a dry run of the same guard.
+pub fn is_emergency(spec: &RollbackRequestSpec) -> bool {
+    spec.action == RequestAction::Rollback && spec.mode == RequestMode::Immediate && !spec.dry_run
 }
 
 pub fn is_terminal(phase: Option<RequestPhase>) -> bool {
@@ -101,13 +113,27 @@ pub fn next_step(
             ),
         };
     }
+    // Accepted means it held the slot; the only way to lose it is an emergency taking it.
+    if status.started_at.is_some() && observed.slot != Slot::Held {
+        return Step::Superseded {
+            by: match &observed.slot {
+                Slot::Behind(other) | Slot::Takeover(other) => Some(other.clone()),
+                _ => None,
+            },
+        };
+    }
     match &observed.slot {
         Slot::Behind(other) => {
             return Step::Wait {
                 behind: other.clone(),
             };
         }
-        Slot::Free => return Step::Claim,
+        Slot::Free => return Step::Claim { supersedes: None },
+        Slot::Takeover(other) => {
+            return Step::Claim {
+                supersedes: Some(other.clone()),
+            };
+        }
         Slot::Held => {}
     }
     let c = &status.conditions;

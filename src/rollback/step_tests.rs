@@ -1,7 +1,7 @@
 use super::condition::*;
 use super::*;
 use crate::api::request::HookCall;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 
 fn spec(action: &str, mode: &str) -> RollbackRequestSpec {
     serde_json::from_value(serde_json::json!({
@@ -55,7 +55,10 @@ fn walk(spec: &RollbackRequestSpec, observed: &Observed) -> Vec<Step> {
         let step = next_step(spec, &status, &observed);
         steps.push(step.clone());
         match step {
-            Step::Claim => observed.slot = Slot::Held,
+            Step::Claim { .. } => {
+                observed.slot = Slot::Held;
+                status.started_at = Some(MicroTime(jiff::Timestamp::UNIX_EPOCH));
+            }
             Step::Snapshot => status = merge(status, SNAPSHOT_TAKEN),
             Step::CallHook { stage, index } => {
                 status
@@ -66,7 +69,11 @@ fn walk(spec: &RollbackRequestSpec, observed: &Observed) -> Vec<Step> {
             Step::Verify => status = merge(status, HEALTH_VERIFIED),
             Step::Succeed | Step::DryRun => status.phase = Some(RequestPhase::Succeeded),
             Step::Release => observed.slot = Slot::Free,
-            Step::Done | Step::Wait { .. } | Step::Fail { .. } | Step::AbandonHook { .. } => break,
+            Step::Done
+            | Step::Wait { .. }
+            | Step::Fail { .. }
+            | Step::AbandonHook { .. }
+            | Step::Superseded { .. } => break,
         }
     }
     steps
@@ -102,7 +109,7 @@ fn graceful_rollback_snapshots_then_drains_then_flags_then_verifies_then_resumes
     assert_eq!(
         walk(&spec("rollback", "graceful"), &free),
         vec![
-            Step::Claim,
+            Step::Claim { supersedes: None },
             Step::Snapshot,
             pre(0),
             pre(1),
@@ -261,4 +268,69 @@ fn terminal_requests_release_the_slot_once_and_then_rest() {
             Step::Done
         );
     }
+}
+
+#[test]
+fn only_an_immediate_rollback_is_an_emergency() {
+    assert!(is_emergency(&spec("rollback", "immediate")));
+    assert!(!is_emergency(&spec("rollback", "graceful")));
+    assert!(!is_emergency(&spec("restore", "immediate")));
+    let mut dry = spec("rollback", "immediate");
+    dry.dry_run = true;
+    assert!(!is_emergency(&dry));
+}
+
+#[test]
+fn an_emergency_takes_the_slot_and_the_request_it_took_it_from_ends_superseded() {
+    let takeover = Observed {
+        slot: Slot::Takeover("slow-drain".into()),
+        ..held(2, 0)
+    };
+    assert_eq!(
+        next_step(
+            &spec("rollback", "immediate"),
+            &RollbackRequestStatus::default(),
+            &takeover
+        ),
+        Step::Claim {
+            supersedes: Some("slow-drain".into())
+        }
+    );
+    // The graceful one, accepted and half-way through its drain hooks, finds the slot gone.
+    let mut draining = with(&[SNAPSHOT_TAKEN]);
+    draining.started_at = Some(MicroTime(jiff::Timestamp::UNIX_EPOCH));
+    draining.phase = Some(RequestPhase::Draining);
+    draining
+        .hooks
+        .push(hook(HookStage::PreRollback, 0, HookOutcome::Succeeded));
+    let behind = Observed {
+        slot: Slot::Behind("emergency".into()),
+        ..held(2, 0)
+    };
+    assert_eq!(
+        next_step(&spec("rollback", "graceful"), &draining, &behind),
+        Step::Superseded {
+            by: Some("emergency".into())
+        }
+    );
+    // The emergency may have finished and freed the slot before the graceful one looks.
+    let free = Observed {
+        slot: Slot::Free,
+        ..held(2, 0)
+    };
+    assert_eq!(
+        next_step(&spec("rollback", "graceful"), &draining, &free),
+        Step::Superseded { by: None }
+    );
+    // Not yet accepted: it only waits.
+    assert_eq!(
+        next_step(
+            &spec("rollback", "graceful"),
+            &RollbackRequestStatus::default(),
+            &behind
+        ),
+        Step::Wait {
+            behind: "emergency".into()
+        }
+    );
 }
