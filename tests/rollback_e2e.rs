@@ -397,6 +397,19 @@ async fn hook_receiver(delay: Duration, status: u16) -> (String, Calls) {
     (url, calls)
 }
 
+/// Waits until the hook receiver has been called (its answer may still be pending).
+async fn hook_called(calls: &Calls) {
+    wait_until(
+        Duration::from_secs(10),
+        "the drain hook to be called",
+        || {
+            let called = !calls.lock().unwrap().is_empty();
+            async move { called.then_some(()) }
+        },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn requests_for_one_guard_run_one_after_the_other_and_reapplying_changes_nothing() {
     let Some(env) = setup("serialised").await else {
@@ -1005,15 +1018,7 @@ async fn an_emergency_takes_over_from_a_graceful_rollback_stuck_in_its_drain() {
     let writes = common::count_config_map_writes(&env.config_maps(), "ff").await;
 
     env.request("graceful", "  guardRef: {name: g}\n  requestedBy: ops");
-    wait_until(
-        Duration::from_secs(10),
-        "the drain hook to be called",
-        || {
-            let called = !slow_calls.lock().unwrap().is_empty();
-            async move { called.then_some(()) }
-        },
-    )
-    .await;
+    hook_called(&slow_calls).await;
     env.request(
         "emergency",
         "  guardRef: {name: g}\n  requestedBy: ops\n  mode: immediate\n  reason: cannot wait",
@@ -1108,15 +1113,7 @@ async fn deleting_a_request_in_flight_frees_the_guard() {
         &format!("  interval: 1s\n  flags: {{configMapRef: {{name: ff}}, guarded: [a]}}\n  rollback: {{hooks: {{preRollback: [{{url: \"{hang_url}\", timeout: 90s}}]}}}}"),
     );
     env.request("stuck", "  guardRef: {name: g}\n  requestedBy: ops");
-    wait_until(
-        Duration::from_secs(10),
-        "the drain hook to be called",
-        || {
-            let called = !hang_calls.lock().unwrap().is_empty();
-            async move { called.then_some(()) }
-        },
-    )
-    .await;
+    hook_called(&hang_calls).await;
     env.requests()
         .delete("stuck", &Default::default())
         .await
