@@ -1129,3 +1129,44 @@ async fn deleting_a_request_in_flight_frees_the_guard() {
     assert_succeeded(&env.finished("next").await);
     assert_eq!(env.data("ff").await["a"], "false");
 }
+
+#[tokio::test]
+async fn a_flags_write_the_api_server_refuses_fails_the_request_instead_of_retrying_forever() {
+    let Some(env) = setup("write_refused").await else {
+        return;
+    };
+    // An immutable ConfigMap: every write is refused (422), however often it is tried.
+    env.cluster.apply(&format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: frozen, namespace: {}}}\nimmutable: true\ndata: {{a: \"true\"}}\n",
+        env.ns
+    ));
+    env.guard("g", "  flags: {configMapRef: {name: frozen}, guarded: [a]}");
+    env.request(
+        "refused",
+        "  guardRef: {name: g}\n  requestedBy: ops\n  mode: immediate",
+    );
+    let r = env.finished("refused").await;
+    let status = r.status.unwrap();
+    assert_eq!(status.phase, Some(RequestPhase::Failed));
+    let message = status.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("writing ConfigMap \"frozen\"") && message.contains("422"),
+        "{message}"
+    );
+    let written = rollguard::conditions::get(&status.conditions, "FlagsDisabled").unwrap();
+    assert_eq!(
+        (written.status.as_str(), written.reason.as_str()),
+        ("False", "WriteRefused")
+    );
+    assert_eq!(status.flags_changed, Some(vec![]), "nothing was changed");
+    assert_eq!(env.data("frozen").await["a"], "true");
+    assert!(
+        env.events_for("refused")
+            .await
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("RollbackFailed"))
+    );
+    // The guard is free again for the next request.
+    env.guard_settles(rollguard::api::guard::GuardPhase::Monitoring)
+        .await;
+}

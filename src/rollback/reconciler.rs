@@ -132,6 +132,23 @@ struct Run {
     flags_seen: Option<ConfigMap>,
 }
 
+/// The API server's answer when it refused a write for good: forbidden, invalid, not
+/// found. Conflicts, throttling, timeouts and authentication (a token being rotated) are
+/// worth another attempt and give None.
+fn refused(e: &kube::Error) -> Option<String> {
+    match e {
+        kube::Error::Api(s)
+            if (400..500).contains(&s.code) && ![401, 408, 409, 429].contains(&s.code) =>
+        {
+            Some(format!(
+                "the API server refused it ({} {}): {}",
+                s.code, s.reason, s.message
+            ))
+        }
+        _ => None,
+    }
+}
+
 fn now() -> jiff::Timestamp {
     jiff::Timestamp::now()
 }
@@ -981,6 +998,19 @@ impl Run {
                     return self.fail("SnapshotConflict", message).await;
                 }
             }
+            Err(e) if refused(&e).is_some() => {
+                let message = format!(
+                    "creating snapshot Secret {secret_name:?}: {}; nothing was changed",
+                    refused(&e).unwrap_or_default()
+                );
+                self.set_condition(
+                    condition::SNAPSHOT_TAKEN,
+                    FALSE,
+                    "SnapshotRefused",
+                    message.clone(),
+                );
+                return self.fail("SnapshotRefused", message).await;
+            }
             Err(e) => return Err(e.into()),
         }
         crate::fault::point("snapshot-created", &name).await;
@@ -1223,6 +1253,24 @@ impl Run {
                     break (plan.changes, plan.conflicts, true, updated);
                 }
                 Err(e) if is_conflict(&e) => continue,
+                // Forbidden (RBAC, an admission policy), invalid, immutable or gone: asking
+                // again changes nothing. Nothing was written.
+                Err(e) if refused(&e).is_some() => {
+                    let message = format!(
+                        "writing ConfigMap {:?}: {}; no flag was changed",
+                        cm.name_any(),
+                        refused(&e).unwrap_or_default()
+                    );
+                    self.status.flags_changed = Some(Vec::new());
+                    self.status.conflicts = Vec::new();
+                    self.set_condition(
+                        condition::FLAGS_DISABLED,
+                        FALSE,
+                        "WriteRefused",
+                        message.clone(),
+                    );
+                    return self.fail("WriteRefused", message).await;
+                }
                 Err(e) => return Err(e.into()),
             }
         };
