@@ -571,6 +571,39 @@ async fn invalid_promql_or_a_missing_config_map_makes_the_guard_invalid_with_the
         phase(g) == Some(GuardPhase::Monitoring)
     })
     .await;
+
+    // A valid guard whose flag disappears from the ConfigMap later (the spec unchanged)
+    // says so at once, rather than when a rollback fails; putting it back heals it.
+    let config_maps = env.config_maps();
+    let remove = serde_json::json!({"data": {"a": null}});
+    config_maps
+        .patch("ff", &PatchParams::default(), &Patch::Merge(&remove))
+        .await
+        .unwrap();
+    let g = env
+        .guard_until("bad-query", "Invalid once flag a is gone", |g| {
+            phase(g) == Some(GuardPhase::Invalid)
+        })
+        .await;
+    let ready = rollguard::conditions::get(&g.status.unwrap().conditions, "Ready")
+        .unwrap()
+        .clone();
+    assert!(
+        ready
+            .message
+            .contains("flag \"a\" is not in ConfigMap \"ff\""),
+        "{}",
+        ready.message
+    );
+    let restore = serde_json::json!({"data": {"a": "true"}});
+    config_maps
+        .patch("ff", &PatchParams::default(), &Patch::Merge(&restore))
+        .await
+        .unwrap();
+    env.guard_until("bad-query", "Monitoring again", |g| {
+        phase(g) == Some(GuardPhase::Monitoring)
+    })
+    .await;
 }
 
 #[tokio::test]

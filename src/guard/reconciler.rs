@@ -398,10 +398,9 @@ async fn problems(
         && previous.and_then(|s| s.phase) != Some(crate::api::guard::GuardPhase::Invalid)
         && !still_invalid
         && previous.is_some_and(|s| s.phase.is_some());
-    if judged {
-        return Ok(None);
-    }
-    for trigger in &guard.spec.triggers {
+    // The queries only change with the spec; the flags ConfigMap can change (or go) at any
+    // time, and a guard that can no longer roll back must say so before it has to.
+    for trigger in guard.spec.triggers.iter().filter(|_| !judged) {
         if let Err(e) = promql_parser::parser::parse(&trigger.query) {
             return Ok(Some(format!(
                 "spec.triggers[{}].query does not parse as PromQL: {}",
