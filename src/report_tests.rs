@@ -382,6 +382,7 @@ fn guard_after_rollback() -> RolloutGuard {
             "2026-11-27T10:16:02Z".parse().unwrap(),
         )),
         outcome: Some("Succeeded".into()),
+        flags_disabled: None,
     });
     let stable = status
         .conditions

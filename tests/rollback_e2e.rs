@@ -655,6 +655,40 @@ async fn dry_run_records_the_change_and_touches_nothing() {
         before
     );
     assert!(env.secrets().get_opt("g-snap-dry").await.unwrap().is_none());
+
+    // A dry run leaves the guard's rollback state alone: rolled back stays rolled back.
+    env.request(
+        "real",
+        "  guardRef: {name: g}\n  requestedBy: ops\n  mode: immediate",
+    );
+    assert_succeeded(&env.finished("real").await);
+    env.guard_settles(rollguard::api::guard::GuardPhase::RolledBack)
+        .await;
+    env.request(
+        "dry-restore",
+        "  guardRef: {name: g}\n  requestedBy: ops\n  action: restore\n  dryRun: true",
+    );
+    assert_succeeded(&env.finished("dry-restore").await);
+    let guards: Api<RolloutGuard> = env.api();
+    wait_until(
+        Duration::from_secs(10),
+        "the dry run to release the guard",
+        || {
+            let guards = guards.clone();
+            async move {
+                let status = guards.get("g").await.ok()?.status?;
+                status.active_rollback.is_none().then_some(())
+            }
+        },
+    )
+    .await;
+    let status = guards.get("g").await.unwrap().status.unwrap();
+    assert_eq!(
+        status.phase,
+        Some(rollguard::api::guard::GuardPhase::RolledBack),
+        "a dry-run restore set the guard's phase"
+    );
+    assert_eq!(env.data("ff").await["a"], "false");
 }
 
 #[tokio::test]
@@ -796,7 +830,7 @@ async fn verification_waits_for_workloads_and_fails_after_the_health_timeout() {
         "g",
         &format!("  flags: {{configMapRef: {{name: ff}}, guarded: [a]}}\n  health: {{timeout: 30s, workloads: [{{kind: Deployment, name: api}}], http: [{{url: \"{healthz}\"}}]}}"),
     );
-    env.guard("h", "  flags: {configMapRef: {name: ff}, guarded: [a]}\n  health: {timeout: 2s, workloads: [{kind: Deployment, name: stuck}]}");
+    env.guard("h", "  interval: 1s\n  flags: {configMapRef: {name: ff}, guarded: [a]}\n  health: {timeout: 2s, workloads: [{kind: Deployment, name: stuck}]}");
 
     env.request(
         "waits",
@@ -891,6 +925,30 @@ async fn verification_waits_for_workloads_and_fails_after_the_health_timeout() {
         env.data("ff").await["a"],
         "false",
         "a failed verification leaves the flags off"
+    );
+    // ... and the guard says so: rolled back, unverified (drift is watched, no automatic
+    // rollback fires again over flags that are off).
+    let guards: Api<RolloutGuard> = env.api();
+    let rolled_back = wait_until(
+        Duration::from_secs(10),
+        "guard h to say its flags are off, unverified",
+        || {
+            let guards = guards.clone();
+            async move {
+                let status = guards.get("h").await.ok()?.status?;
+                let c = rollguard::conditions::get(&status.conditions, "RolledBack")?.clone();
+                (status.phase == Some(rollguard::api::guard::GuardPhase::RolledBack)
+                    && c.status == "True")
+                    .then_some(c)
+            }
+        },
+    )
+    .await;
+    assert_eq!(rolled_back.reason, "VerificationFailed");
+    assert!(
+        rolled_back.message.contains("times-out"),
+        "{}",
+        rolled_back.message
     );
 }
 

@@ -701,4 +701,8 @@ pub struct LastRollback {
     /// Outcome of the request: Succeeded or Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
+    /// Rollbacks: whether it turned the guarded flags off, also when it then Failed its
+    /// health verification (the flags stay off then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flags_disabled: Option<bool>,
 }

@@ -128,11 +128,13 @@ pub struct Assessment {
     pub rollback: Option<AutoRollback>,
 }
 
+/// Whether the guarded flags are off by a rollback: its last rollback succeeded, or turned
+/// the flags off and then failed its health verification; and no restore since.
 pub fn rolled_back(status: &RolloutGuardStatus) -> bool {
     let Some(rollback) = status
         .last_rollback
         .as_ref()
-        .filter(|r| r.outcome.as_deref() == Some("Succeeded"))
+        .filter(|r| r.outcome.as_deref() == Some("Succeeded") || r.flags_disabled == Some(true))
     else {
         return false;
     };
@@ -350,13 +352,26 @@ pub fn assess(ctx: &Context<'_>, outcomes: &[Outcome]) -> Assessment {
             .last_rollback
             .clone()
             .expect("rolled back has a last rollback");
-        set(
-            &mut status,
-            condition::ROLLED_BACK,
-            TRUE,
-            "RollbackSucceeded",
-            format!("rolled back by {}", rollback.name),
-        );
+        if rollback.outcome.as_deref() == Some("Succeeded") {
+            set(
+                &mut status,
+                condition::ROLLED_BACK,
+                TRUE,
+                "RollbackSucceeded",
+                format!("rolled back by {}", rollback.name),
+            );
+        } else {
+            set(
+                &mut status,
+                condition::ROLLED_BACK,
+                TRUE,
+                "VerificationFailed",
+                format!(
+                    "the guarded flags were turned off by {}, but its health verification failed: the cause may be elsewhere",
+                    rollback.name
+                ),
+            );
+        }
         let window = spec.health.stability_window.to_std().unwrap_or_default();
         let quiet_from = [status.quiet_since.as_ref(), rollback.time.as_ref()]
             .into_iter()

@@ -277,6 +277,7 @@ fn manual_mode_alert_action_cooldown_in_flight_and_rolled_back_prevent_the_autom
             name: "r".into(),
             time: Some(Time(at(1000 - 60))),
             outcome: Some("Failed".into()),
+            flags_disabled: None,
         }),
         ..Default::default()
     };
@@ -289,6 +290,7 @@ fn manual_mode_alert_action_cooldown_in_flight_and_rolled_back_prevent_the_autom
             name: "r".into(),
             time: Some(Time(at(1000 - 3600))),
             outcome: Some("Failed".into()),
+            flags_disabled: None,
         }),
         ..Default::default()
     };
@@ -298,6 +300,7 @@ fn manual_mode_alert_action_cooldown_in_flight_and_rolled_back_prevent_the_autom
             name: "r".into(),
             time: Some(Time(at(1000 - 3600))),
             outcome: Some("Succeeded".into()),
+            flags_disabled: None,
         }),
         ..Default::default()
     };
@@ -314,6 +317,7 @@ fn stable_after_the_stability_window_of_quiet() {
             name: "r".into(),
             time: Some(Time(at(0))),
             outcome: Some("Succeeded".into()),
+            flags_disabled: None,
         }),
         ..Default::default()
     };
@@ -394,6 +398,7 @@ fn drift_after_a_rollback_names_the_manager_once() {
             name: "r".into(),
             time: Some(Time(at(0))),
             outcome: Some("Succeeded".into()),
+            flags_disabled: None,
         }),
         ..Default::default()
     };
@@ -493,12 +498,14 @@ fn a_trigger_still_firing_after_a_restore_rolls_back_again_once_the_cooldown_is_
                 name: "first".into(),
                 time: Some(Time(at(10 - rolled_back_ago))),
                 outcome: Some("Succeeded".into()),
+                flags_disabled: None,
             }),
             // Restored (flags back on) while the metric is still bad.
             last_restore: Some(LastRollback {
                 name: "restore".into(),
                 time: Some(Time(at(5))),
                 outcome: Some("Succeeded".into()),
+                flags_disabled: None,
             }),
             ..firing.clone()
         };
@@ -533,4 +540,46 @@ fn a_trigger_still_firing_after_a_restore_rolls_back_again_once_the_cooldown_is_
             .any(|n| matches!(n, Notice::TriggerFiring { .. })),
         "still the same firing: not announced again"
     );
+}
+
+#[test]
+fn a_rollback_that_turned_the_flags_off_but_failed_verification_still_counts_as_rolled_back() {
+    let failed = |flags_disabled| RolloutGuardStatus {
+        last_rollback: Some(LastRollback {
+            name: "unverified".into(),
+            time: Some(Time(at(0))),
+            outcome: Some("Failed".into()),
+            flags_disabled,
+        }),
+        ..Default::default()
+    };
+    assert!(rolled_back(&failed(Some(true))));
+    assert!(
+        !rolled_back(&failed(Some(false))),
+        "failed before the flags"
+    );
+    assert!(!rolled_back(&failed(None)));
+    let s = spec(serde_json::json!({
+        "triggers": [{"name": "errors", "query": "q", "above": 0.01, "for": "0s"}],
+    }));
+    let outcomes: Vec<Outcome> = s.triggers.iter().map(|t| reading(0.05, t)).collect();
+    let a = assess(
+        &Context {
+            spec: &s,
+            generation: Some(1),
+            previous: &failed(Some(true)),
+            invalid: None,
+            request_in_flight: None,
+            drift: None,
+            now: at(7200),
+        },
+        &outcomes,
+    );
+    assert_eq!(a.status.phase, Some(GuardPhase::RolledBack));
+    let c = conditions::get(&a.status.conditions, condition::ROLLED_BACK).unwrap();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("True", "VerificationFailed")
+    );
+    assert_eq!(a.rollback, None, "the flags are off already");
 }

@@ -358,7 +358,11 @@ impl Run {
     /// Takes the guard's rollback slot; the guard's resourceVersion makes two requests
     /// racing for it see a conflict, and the loser queues.
     async fn claim(&mut self, supersedes: Option<String>) -> Result<Flow, Error> {
-        let status = json!({ "activeRollback": self.name(), "phase": GuardPhase::RollingBack });
+        let mut status = json!({ "activeRollback": self.name() });
+        // A dry run holds the slot for a moment, so nothing runs beside it, but rolls nothing back.
+        if !self.request.spec.dry_run {
+            status["phase"] = serde_json::to_value(GuardPhase::RollingBack).expect("serialises");
+        }
         if !self.patch_guard_status(status).await? {
             return Ok(Flow::Next);
         }
@@ -421,25 +425,34 @@ impl Run {
         let succeeded = self.status.phase == Some(RequestPhase::Succeeded);
         let rollback =
             self.request.spec.action == RequestAction::Rollback && !self.request.spec.dry_run;
-        let phase = if rollback && succeeded {
-            GuardPhase::RolledBack
-        } else {
-            GuardPhase::Monitoring
-        };
-        let mut status = json!({ "activeRollback": null, "phase": phase });
+        let flags_disabled =
+            conditions::is_true(&self.status.conditions, condition::FLAGS_DISABLED);
         let record = LastRollback {
             name: self.name(),
             time: Some(Time(now())),
             outcome: Some(if succeeded { "Succeeded" } else { "Failed" }.into()),
+            flags_disabled: rollback.then_some(flags_disabled),
         };
+        // The guard as this request leaves it; a dry run or a failed restore leaves its
+        // rollback state as it was.
+        let mut after = self.guard().status.clone().unwrap_or_default();
+        let mut status = json!({ "activeRollback": null });
         if rollback {
+            after.last_rollback = Some(record.clone());
             status["lastRollback"] = serde_json::to_value(record).expect("serialises");
         } else if succeeded
             && self.request.spec.action == RequestAction::Restore
             && !self.request.spec.dry_run
         {
+            after.last_restore = Some(record.clone());
             status["lastRestore"] = serde_json::to_value(record).expect("serialises");
         }
+        status["phase"] = serde_json::to_value(if crate::guard::assess::rolled_back(&after) {
+            GuardPhase::RolledBack
+        } else {
+            GuardPhase::Monitoring
+        })
+        .expect("serialises");
         self.patch_guard_status(status).await?;
         Ok(Flow::Next)
     }
