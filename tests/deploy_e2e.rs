@@ -346,7 +346,7 @@ apiVersion: rollguard.dev/v1alpha1
 kind: RolloutGuard
 metadata: {{name: g1, namespace: {app}}}
 spec:
-  flags: {{configMapRef: {{name: ff1}}, guarded: [a]}}
+  flags: {{configMapRef: {{name: ff1}}, guarded: [a], refreshPods: true}}
   notify: [{{name: board, type: inApp}}]
 "#
     ));
@@ -393,6 +393,18 @@ spec:
     assert_eq!(
         config_maps.get("ff1").await.unwrap().data.unwrap()["a"],
         "false"
+    );
+    // refreshPods on a guard, but the chart installed without rbac.refreshPods: the
+    // rollback stands, and the request says why mounted files lag.
+    let refresh = status
+        .timeline
+        .iter()
+        .find(|t| t.step == "PodRefreshFailed")
+        .unwrap_or_else(|| panic!("no PodRefreshFailed in {:#?}", status.timeline));
+    assert!(
+        refresh.message.contains("forbidden") && refresh.message.contains("rbac.refreshPods=true"),
+        "{}",
+        refresh.message
     );
     let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &app);
     let snapshots = secrets

@@ -979,7 +979,15 @@ async fn refresh_pods_annotates_only_pods_that_mount_the_flags_config_map() {
         "refresh",
         "  guardRef: {name: g}\n  requestedBy: ops\n  mode: immediate",
     );
-    assert_succeeded(&env.finished("refresh").await);
+    let refreshed = env.finished("refresh").await;
+    assert_succeeded(&refreshed);
+    let timeline = refreshed.status.unwrap().timeline;
+    assert!(
+        timeline
+            .iter()
+            .any(|t| t.step == "PodsRefreshed" && t.message.starts_with("annotated 1 pod(s)")),
+        "{timeline:#?}"
+    );
     let pods: Api<k8s_openapi::api::core::v1::Pod> =
         Api::namespaced(env.cluster.client.clone(), &env.ns);
     let revision = env

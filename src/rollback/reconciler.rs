@@ -1349,18 +1349,39 @@ impl Run {
             self.event(EventType::Normal, "FlagsDisabled", message);
         }
         if written && self.guard().spec.flags.refresh_pods {
-            self.refresh_pods(&cm).await;
+            // Recorded with the next step's status write; a refresh is best effort and
+            // harmless to repeat.
+            match self.refresh_pods(&cm).await {
+                Ok(refreshed) => self.record(
+                    "PodsRefreshed",
+                    format!(
+                        "annotated {refreshed} pod(s) that mount ConfigMap {:?}",
+                        cm.name_any()
+                    ),
+                ),
+                Err(problem) => {
+                    let message = format!(
+                        "spec.flags.refreshPods: {problem}; pods that mount ConfigMap {:?} see the change only after the kubelet's sync (about a minute). The operator needs list and patch on pods (chart value rbac.refreshPods=true)",
+                        cm.name_any()
+                    );
+                    self.record("PodRefreshFailed", message.clone());
+                    self.event(EventType::Warning, "PodRefreshFailed", message);
+                }
+            }
         }
         Ok(Flow::Next)
     }
 
     /// Annotates pods that mount the flags ConfigMap as a volume, so the kubelet refreshes
     /// the projected file now rather than after its sync period. Best effort.
-    async fn refresh_pods(&self, cm: &ConfigMap) {
+    async fn refresh_pods(&self, cm: &ConfigMap) -> Result<usize, String> {
         let pods: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
-        let Ok(list) = pods.list(&ListParams::default()).await else {
-            return;
-        };
+        let list = pods
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| format!("listing pods: {e}"))?;
+        let mut refreshed = 0;
+        let mut failed = Vec::new();
         let cm_name = cm.name_any();
         let revision = cm.resource_version().unwrap_or_default();
         for pod in list.items {
@@ -1384,8 +1405,16 @@ impl Run {
                     .await
                 {
                     tracing::warn!(pod = %pod.name_any(), error = %e, "could not refresh pod");
+                    failed.push(format!("annotating pod {:?}: {e}", pod.name_any()));
+                } else {
+                    refreshed += 1;
                 }
             }
+        }
+        if failed.is_empty() {
+            Ok(refreshed)
+        } else {
+            Err(failed.join("; "))
         }
     }
 
