@@ -198,6 +198,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         until_synced(&guard_cache).await;
         tracing::info!("caches synced: ready");
         readiness.set_ready();
+        // A deleted guard is never reconciled again: its trigger series go here.
+        let mut sweep = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            sweep.tick().await;
+            readiness.forget_deleted_guards(|namespace, name| {
+                guard_cache
+                    .get(&ObjectRef::new(name).within(namespace))
+                    .is_some()
+            });
+        }
     });
     let guard_controller = Controller::for_stream(guard_changes, reader)
         .watches(

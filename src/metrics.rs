@@ -8,8 +8,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RollbackLabels {
@@ -61,6 +62,9 @@ pub struct Metrics {
     pub leader: Gauge,
     ready: AtomicBool,
     standing_by: AtomicBool,
+    /// The trigger series set, by (namespace, guard): those of removed triggers and
+    /// deleted guards are dropped rather than reporting their last value for ever.
+    trigger_series: Mutex<HashMap<(String, String), BTreeSet<String>>>,
 }
 
 impl Default for Metrics {
@@ -144,6 +148,7 @@ impl Metrics {
             leader,
             ready: AtomicBool::new(false),
             standing_by: AtomicBool::new(false),
+            trigger_series: Mutex::default(),
         }
     }
 
@@ -152,6 +157,73 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+
+    /// A guard's trigger gauges from its status; the series of triggers it no longer has go.
+    pub fn set_triggers(
+        &self,
+        namespace: &str,
+        guard: &str,
+        triggers: &[crate::api::guard::TriggerStatus],
+    ) {
+        let labels = |trigger: &str| TriggerLabels {
+            namespace: namespace.to_string(),
+            guard: guard.to_string(),
+            trigger: trigger.to_string(),
+        };
+        for t in triggers {
+            let labels = labels(&t.name);
+            match t.value {
+                Some(v) => {
+                    self.trigger_value.get_or_create(&labels).set(v);
+                }
+                None => {
+                    self.trigger_value.remove(&labels);
+                }
+            }
+            match t.threshold {
+                Some(v) => {
+                    self.trigger_threshold.get_or_create(&labels).set(v);
+                }
+                None => {
+                    self.trigger_threshold.remove(&labels);
+                }
+            }
+            self.trigger_breaching
+                .get_or_create(&labels)
+                .set(i64::from(t.breaching));
+        }
+        let now: BTreeSet<String> = triggers.iter().map(|t| t.name.clone()).collect();
+        let key = (namespace.to_string(), guard.to_string());
+        let mut series = self.trigger_series.lock().expect("not poisoned");
+        let before = series.insert(key, now.clone()).unwrap_or_default();
+        for gone in before.difference(&now) {
+            self.remove_trigger(&labels(gone));
+        }
+    }
+
+    /// Drops every trigger series of the guards for which `exists` says false.
+    pub fn forget_deleted_guards(&self, exists: impl Fn(&str, &str) -> bool) {
+        let mut series = self.trigger_series.lock().expect("not poisoned");
+        series.retain(|(namespace, guard), triggers| {
+            if exists(namespace, guard) {
+                return true;
+            }
+            for trigger in triggers.iter() {
+                self.remove_trigger(&TriggerLabels {
+                    namespace: namespace.clone(),
+                    guard: guard.clone(),
+                    trigger: trigger.clone(),
+                });
+            }
+            false
+        });
+    }
+
+    fn remove_trigger(&self, labels: &TriggerLabels) {
+        self.trigger_value.remove(labels);
+        self.trigger_threshold.remove(labels);
+        self.trigger_breaching.remove(labels);
     }
 
     pub fn set_ready(&self) {
@@ -249,5 +321,43 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn series_of_removed_triggers_and_deleted_guards_are_dropped() {
+        let metrics = Metrics::new();
+        let trigger = |name: &str, value: f64| crate::api::guard::TriggerStatus {
+            name: name.into(),
+            value: Some(value),
+            threshold: Some(1.0),
+            breaching: value > 1.0,
+            ..Default::default()
+        };
+        metrics.set_triggers(
+            "shop",
+            "g",
+            &[trigger("errors", 2.0), trigger("latency", 0.5)],
+        );
+        metrics.set_triggers("shop", "other", &[trigger("errors", 0.1)]);
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                r#"rollguard_trigger_breaching{namespace="shop",guard="g",trigger="errors"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"trigger="latency""#));
+
+        // "latency" is removed from the guard's spec.
+        metrics.set_triggers("shop", "g", &[trigger("errors", 2.0)]);
+        let text = metrics.encode();
+        assert!(!text.contains(r#"trigger="latency""#), "{text}");
+        assert!(text.contains(r#"guard="g",trigger="errors""#));
+
+        // Guard "g" is deleted.
+        metrics.forget_deleted_guards(|_, guard| guard != "g");
+        let text = metrics.encode();
+        assert!(!text.contains(r#"guard="g""#), "{text}");
+        assert!(text.contains(r#"guard="other",trigger="errors""#));
     }
 }

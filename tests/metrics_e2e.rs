@@ -89,6 +89,44 @@ async fn metrics_are_scraped_by_prometheus_and_move_after_a_rollback() {
         Some(1.0)
     );
     std::fs::remove_file(cluster.prom_sd_dir.join(format!("{id}.json"))).unwrap();
+
+    // Series of a renamed trigger and of a deleted guard go, rather than reporting their
+    // last value (a breach, say) for ever.
+    let series = |trigger: &str| {
+        format!("rollguard_trigger_value{{namespace=\"{ns}\",guard=\"g\",trigger=\"{trigger}\"}}")
+    };
+    let exported = |present: Vec<String>, absent: Vec<String>, what: &'static str| {
+        let url = format!("{base}/metrics");
+        async move {
+            wait_until(Duration::from_secs(20), what, || {
+                let (url, present, absent) = (url.clone(), present.clone(), absent.clone());
+                async move {
+                    let (_, text) = get(&url).await?;
+                    (present.iter().all(|s| text.contains(s.as_str()))
+                        && !absent.iter().any(|s| text.contains(s.as_str())))
+                    .then_some(())
+                }
+            })
+            .await
+        }
+    };
+    cluster.apply(&format!(
+        "apiVersion: rollguard.dev/v1alpha1\nkind: RolloutGuard\nmetadata: {{name: g, namespace: {ns}}}\nspec:\n  interval: 1s\n  flags: {{configMapRef: {{name: ff}}, guarded: [a]}}\n  triggers: [{{name: renamed, query: \"vector(0.25)\", above: 1}}]\n"
+    ));
+    exported(
+        vec![series("renamed")],
+        vec![series("t")],
+        "the renamed trigger's series to replace the old one",
+    )
+    .await;
+    let (ok, _, err) = cluster.kubectl(&["delete", "rolloutguard", "g", "-n", &ns]);
+    assert!(ok, "{err}");
+    exported(
+        vec![],
+        vec![format!("guard=\"g\",trigger=")],
+        "the deleted guard's series to go",
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -109,23 +109,8 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
         &outcomes,
     );
 
-    for t in &status.triggers {
-        let labels = crate::metrics::TriggerLabels {
-            namespace: namespace.clone(),
-            guard: name.clone(),
-            trigger: t.name.clone(),
-        };
-        if let Some(v) = t.value {
-            ctx.metrics.trigger_value.get_or_create(&labels).set(v);
-        }
-        if let Some(v) = t.threshold {
-            ctx.metrics.trigger_threshold.get_or_create(&labels).set(v);
-        }
-        ctx.metrics
-            .trigger_breaching
-            .get_or_create(&labels)
-            .set(i64::from(t.breaching));
-    }
+    ctx.metrics
+        .set_triggers(&namespace, &name, &status.triggers);
     let recorder = &ctx.recorder;
     let reference = guard.object_ref(&());
     let to_notify = notices_to_send(&guard, &status, &notices, now);
