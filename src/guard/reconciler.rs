@@ -220,7 +220,7 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
             for (notifier, notice) in to_notify {
                 ctx.outbox.send_for_guard(&guard, notifier, notice);
             }
-            Ok(Action::requeue(interval))
+            Ok(Action::requeue(until_next_evaluation(interval, std::time::SystemTime::now())))
         }
         Err(e) if crate::is_conflict(&e) => Ok(Action::requeue(Duration::from_millis(200))),
         Err(e) => Err(e.into()),
@@ -479,4 +479,43 @@ async fn in_flight_now(
             r.spec.guard_ref.name == guard && !is_terminal(r.status.as_ref().and_then(|s| s.phase))
         })
         .map(|r| r.name_any()))
+}
+
+/// Guards evaluate at the start of each wall-clock `interval` (the buckets in which
+/// [`SharedQueries`] shares identical queries), so the first guard of a bucket asks
+/// Prometheus and the others reuse that fresh answer. Evaluating at random points of the
+/// bucket instead could judge a result almost an interval old, doubling the time to detect
+/// a breach.
+fn until_next_evaluation(interval: Duration, now: std::time::SystemTime) -> Duration {
+    let interval_ms = interval.as_millis().max(1);
+    let since_epoch = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    let left = interval_ms - since_epoch % interval_ms;
+    // A little past the boundary, so the clock has surely moved into the next bucket.
+    Duration::from_millis(u64::try_from(left).unwrap_or(u64::MAX)) + Duration::from_millis(5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guards_evaluate_just_past_each_interval_boundary() {
+        let at = |ms: u64| std::time::UNIX_EPOCH + Duration::from_millis(ms);
+        let fifteen = Duration::from_secs(15);
+        assert_eq!(
+            until_next_evaluation(fifteen, at(1_800_000_000_000)),
+            Duration::from_millis(15_005)
+        );
+        assert_eq!(
+            until_next_evaluation(fifteen, at(1_800_000_000_000 + 14_000)),
+            Duration::from_millis(1_005)
+        );
+        assert_eq!(
+            until_next_evaluation(Duration::from_secs(1), at(1_800_000_000_999)),
+            Duration::from_millis(6)
+        );
+    }
 }
