@@ -57,7 +57,17 @@ impl Target {
             .unwrap_or(Duration::from_secs(5));
         let auth = match spec.and_then(|p| p.auth_secret_ref.as_ref()) {
             Some(secret_ref) => match secrets.get_opt(&secret_ref.name).await? {
-                Some(secret) => Auth::from_secret(&secret),
+                Some(secret) => match Auth::from_secret(&secret) {
+                    Some(auth) => Some(auth),
+                    // Querying without the credentials someone asked for would only fail
+                    // later with a less helpful 401.
+                    None => {
+                        return Ok(Err(format!(
+                            "spec.prometheus.authSecretRef.name: Secret {:?} has neither a key \"token\" nor both \"username\" and \"password\"",
+                            secret_ref.name
+                        )));
+                    }
+                },
                 None => {
                     return Ok(Err(format!(
                         "spec.prometheus.authSecretRef.name: Secret {:?} does not exist",

@@ -888,7 +888,8 @@ async fn prometheus_credentials_come_from_the_auth_secret() {
     let address = format!("http://{}", common::serve(app).await);
     env.cluster.apply(&format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: bearer, namespace: {ns}}}\nstringData: {{token: s3cret}}\n---\n\
-         apiVersion: v1\nkind: Secret\nmetadata: {{name: basic, namespace: {ns}}}\nstringData: {{username: grafana, password: pa55}}\n",
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: basic, namespace: {ns}}}\nstringData: {{username: grafana, password: pa55}}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: half, namespace: {ns}}}\nstringData: {{username: grafana}}\n",
         ns = env.ns
     ));
     let trigger = "  triggers: [{name: t, query: \"up\", above: 1}]";
@@ -904,12 +905,31 @@ async fn prometheus_credentials_come_from_the_auth_secret() {
             "{trigger}\n  prometheus: {{address: \"{address}/\", authSecretRef: {{name: basic}}}}"
         ),
     );
+    // A Secret without usable credentials: said, not queried without them.
+    env.guard(
+        "d",
+        &format!(
+            "{trigger}\n  prometheus: {{address: \"{address}\", authSecretRef: {{name: half}}}}"
+        ),
+    );
     for name in ["b", "c"] {
         env.guard_until(name, "Monitoring", |g| {
             phase(g) == Some(GuardPhase::Monitoring)
         })
         .await;
     }
+    let d = env
+        .guard_until("d", "Degraded", |g| phase(g) == Some(GuardPhase::Degraded))
+        .await;
+    let reachable =
+        rollguard::conditions::get(&d.status.unwrap().conditions, "PrometheusReachable")
+            .unwrap()
+            .clone();
+    assert!(
+        reachable.message.contains("spec.prometheus.authSecretRef.name: Secret \"half\" has neither a key \"token\" nor both \"username\" and \"password\""),
+        "{}",
+        reachable.message
+    );
     let seen = seen.lock().unwrap().clone();
     assert!(seen.contains(&"Bearer s3cret".to_string()), "{seen:?}");
     use base64::Engine as _;

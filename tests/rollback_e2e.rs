@@ -1236,3 +1236,48 @@ async fn a_flags_write_the_api_server_refuses_fails_the_request_instead_of_retry
     env.guard_settles(rollguard::api::guard::GuardPhase::Monitoring)
         .await;
 }
+
+#[tokio::test]
+async fn a_guard_deleted_and_created_again_restores_from_its_snapshot_even_without_the_request() {
+    let Some(env) = setup("recreated_guard").await else {
+        return;
+    };
+    env.plain_flags("ff", &[("a", "true"), ("b", "true"), ("c", "true")]);
+    let spec = "  flags: {configMapRef: {name: ff}, guarded: [a, b]}";
+    env.guard("g", spec);
+    env.request(
+        "rb",
+        "  guardRef: {name: g}\n  requestedBy: ops\n  mode: immediate",
+    );
+    assert_succeeded(&env.finished("rb").await);
+    // No owner: the garbage collector would not delete the snapshot with the guard.
+    let snapshot = env.secrets().get("g-snap-rb").await.unwrap();
+    assert_eq!(snapshot.metadata.owner_references, None);
+
+    // GitOps replaces the guard; the request that took the snapshot is gone too (as an
+    // automatic one is, with its guard).
+    let (ok, _, err) = env
+        .cluster
+        .kubectl(&["delete", "rolloutguard", "g", "-n", &env.ns]);
+    assert!(ok, "{err}");
+    env.requests()
+        .delete("rb", &Default::default())
+        .await
+        .unwrap();
+    env.guard("g", spec);
+    env.plain_flags("ff", &[("a", "false"), ("b", "false"), ("c", "false")]);
+
+    env.request(
+        "rs",
+        "  guardRef: {name: g}\n  requestedBy: ops\n  action: restore",
+    );
+    let r = env.finished("rs").await;
+    assert_succeeded(&r);
+    assert_eq!(r.status.unwrap().restored_from.unwrap().name, "g-snap-rb");
+    let data = env.data("ff").await;
+    assert_eq!(
+        (data["a"].as_str(), data["b"].as_str(), data["c"].as_str()),
+        ("true", "true", "false"),
+        "the guarded flags come back; c, never guarded, is left alone"
+    );
+}

@@ -220,7 +220,10 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
             for (notifier, notice) in to_notify {
                 ctx.outbox.send_for_guard(&guard, notifier, notice);
             }
-            Ok(Action::requeue(until_next_evaluation(interval, std::time::SystemTime::now())))
+            Ok(Action::requeue(until_next_evaluation(
+                interval,
+                std::time::SystemTime::now(),
+            )))
         }
         Err(e) if crate::is_conflict(&e) => Ok(Action::requeue(Duration::from_millis(200))),
         Err(e) => Err(e.into()),

@@ -901,16 +901,7 @@ impl Run {
                 // The newest rollback that changed a flag: one that found the flags off
                 // already (after an earlier rollback) has nothing to give back.
                 for secret in snapshots.into_iter().rev() {
-                    let Some(taken_by) = secret.annotations().get(crate::api::REQUEST_LABEL) else {
-                        continue;
-                    };
-                    let Some(rollback) = self.requests.get_opt(taken_by).await? else {
-                        continue;
-                    };
-                    let changes = rollback
-                        .status
-                        .and_then(|s| s.flags_changed)
-                        .unwrap_or_default();
+                    let changes = self.changes_of(&secret).await?;
                     if !changes.is_empty() {
                         return Ok(Ok((secret, changes)));
                     }
@@ -920,22 +911,37 @@ impl Run {
                 )));
             }
         };
-        let snapshot_name = secret.name_any();
-        let Some(taken_by) = secret.annotations().get(crate::api::REQUEST_LABEL).cloned() else {
-            return Ok(Err(format!(
-                "snapshot {snapshot_name:?} does not name the request that took it"
-            )));
-        };
-        let Some(rollback) = self.requests.get_opt(&taken_by).await? else {
-            return Ok(Err(format!(
-                "snapshot {snapshot_name:?}: RollbackRequest {taken_by:?} that took it no longer exists, so what it changed is unknown"
-            )));
-        };
-        let changes = rollback
-            .status
-            .and_then(|s| s.flags_changed)
-            .unwrap_or_default();
+        let changes = self.changes_of(&secret).await?;
         Ok(Ok((secret, changes)))
+    }
+
+    /// What the rollback that took `snapshot` changed: as its request recorded it, or, when
+    /// that request is gone (an automatic one is deleted with its guard), what turning every
+    /// guarded flag off would have changed in the snapshot. The restore still gives back
+    /// only keys whose current value is the one a rollback writes.
+    async fn changes_of(&self, snapshot: &Secret) -> Result<Vec<FlagChange>, Error> {
+        let taken_by = snapshot.annotations().get(crate::api::REQUEST_LABEL);
+        let request = match taken_by {
+            Some(name) => self.requests.get_opt(name).await?,
+            None => None,
+        };
+        if let Some(request) = request {
+            return Ok(request
+                .status
+                .and_then(|s| s.flags_changed)
+                .unwrap_or_default());
+        }
+        let data = snapshot::flags_data(snapshot).unwrap_or_default();
+        let every_guarded = Selection {
+            flags: Vec::new(),
+            force_disable_all: false,
+        };
+        let flags = &self.guard().spec.flags;
+        Ok(
+            flags::plan_disable(flags, &flags.config_map_ref.name, &data, &every_guarded)
+                .map(|plan| plan.changes)
+                .unwrap_or_default(),
+        )
     }
 
     async fn snapshot(&mut self) -> Result<Flow, Error> {
@@ -996,7 +1002,6 @@ impl Run {
             action: action_word(self.request.spec.action),
             flags: &cm,
             included: &included,
-            owner: self.guard().controller_owner_ref(&()),
         });
         let secret_name = secret.name_any();
         match self.secrets.create(&PostParams::default(), &secret).await {

@@ -4,7 +4,7 @@
 use crate::api::{GUARD_LABEL, REQUEST_LABEL, SNAPSHOT_SECRET_TYPE};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::BTreeMap;
 
 /// Label on snapshot Secrets: `rollback` or `restore`, the action that took them.
@@ -72,7 +72,6 @@ pub struct SnapshotInput<'a> {
     pub action: &'a str,
     pub flags: &'a ConfigMap,
     pub included: &'a [Included],
-    pub owner: Option<OwnerReference>,
 }
 
 /// The snapshot Secret to create.
@@ -114,7 +113,8 @@ pub fn build(input: &SnapshotInput<'_>) -> Secret {
                 (GUARD_LABEL.to_string(), input.guard.to_string()),
                 (REQUEST_LABEL.to_string(), input.request.to_string()),
             ])),
-            owner_references: input.owner.clone().map(|o| vec![o]),
+            // No owner: a snapshot outlives its guard, so a guard deleted and created again
+            // (a GitOps replace, a mistake) can still restore from it.
             ..Default::default()
         },
         type_: Some(SNAPSHOT_SECRET_TYPE.to_string()),
@@ -179,7 +179,6 @@ mod tests {
             action: "rollback",
             flags: &cm,
             included: &[],
-            owner: None,
         });
         assert_eq!(secret.type_.as_deref(), Some("rollguard.dev/snapshot"));
         assert_eq!(
