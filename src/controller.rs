@@ -39,6 +39,10 @@ pub struct RunArgs {
     /// Bound of one notification attempt (Go duration).
     #[arg(long, env = "ROLLGUARD_NOTIFY_ATTEMPT_TIMEOUT", default_value = "5s", value_parser = go_duration)]
     pub notify_attempt_timeout: std::time::Duration,
+    /// Guards evaluated at once at most. Guards evaluate at each interval boundary; the bound
+    /// keeps a thousand of them from all holding their answers in memory together.
+    #[arg(long, env = "ROLLGUARD_GUARD_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub guard_concurrency: u16,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "ROLLGUARD_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: std::net::SocketAddr,
@@ -210,6 +214,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     });
     let guard_controller = Controller::for_stream(guard_changes, reader)
+        .with_config(
+            kube::runtime::controller::Config::default().concurrency(args.guard_concurrency),
+        )
         .watches(
             config_maps,
             watcher::Config::default(),

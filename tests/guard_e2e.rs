@@ -174,10 +174,18 @@ async fn a_short_breach_does_not_fire_and_a_sustained_one_fires_exactly_one_roll
 
     // A two-second breach: Breaching, then back, and no rollback.
     m.set("errors", 0.5);
-    env.guard_until("g", "Breaching", |g| {
-        phase(g) == Some(GuardPhase::Breaching)
-    })
-    .await;
+    let breaching = env
+        .guard_until("g", "Breaching", |g| {
+            phase(g) == Some(GuardPhase::Breaching)
+        })
+        .await;
+    let conditions = breaching.status.unwrap().conditions;
+    let status_of = |t: &str| rollguard::conditions::get(&conditions, t).map(|c| c.status.clone());
+    assert_eq!(
+        (status_of("TriggersBreaching"), status_of("Healthy")),
+        (Some("True".into()), Some("False".into()))
+    );
+    assert_eq!(env.events("g", "TriggerBreaching").await.len(), 1);
     tokio::time::sleep(Duration::from_secs(2)).await;
     m.set("errors", 0.001);
     env.guard_until("g", "Monitoring again", |g| {

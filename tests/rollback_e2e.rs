@@ -612,6 +612,12 @@ async fn restore_puts_back_what_the_rollback_changed_except_keys_edited_since() 
     assert_eq!(status.restored_from.unwrap().name, "g-snap-rb");
     env.guard_settles(rollguard::api::guard::GuardPhase::Monitoring)
         .await;
+    assert!(
+        env.events_for("rs")
+            .await
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("RestoreSucceeded"))
+    );
 }
 
 #[tokio::test]
