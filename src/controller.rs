@@ -41,7 +41,7 @@ pub struct RunArgs {
     pub notify_attempt_timeout: std::time::Duration,
     /// Guards evaluated at once at most. Guards evaluate at each interval boundary; the bound
     /// keeps a thousand of them from all holding their answers in memory together.
-    #[arg(long, env = "ROLLGUARD_GUARD_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "ROLLGUARD_GUARD_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
     pub guard_concurrency: u16,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "ROLLGUARD_METRICS_ADDR", default_value = "0.0.0.0:8080")]
