@@ -112,6 +112,14 @@ impl Env {
         assert!(ok, "kubectl wait --for={wait_for} {object}: {out}{err}");
     }
 
+    /// Whether an Event with `reason` regards object `name`.
+    async fn has_event(&self, name: &str, reason: &str) -> bool {
+        self.events_for(name)
+            .await
+            .iter()
+            .any(|e| e.reason.as_deref() == Some(reason))
+    }
+
     async fn events_for(&self, name: &str) -> Vec<Event> {
         self.events_where(|e| e.involved_object.name.as_deref() == Some(name))
             .await
@@ -527,12 +535,7 @@ async fn hooks_graceful_calls_them_immediate_skips_them_and_a_failing_hook_does_
         "{}",
         hooks[0].message
     );
-    assert!(
-        env.events_for("graceful")
-            .await
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("HookFailed"))
-    );
+    assert!(env.has_event("graceful", "HookFailed").await);
     assert_eq!(
         (
             bad_calls.lock().unwrap().len(),
@@ -612,12 +615,7 @@ async fn restore_puts_back_what_the_rollback_changed_except_keys_edited_since() 
     assert_eq!(status.restored_from.unwrap().name, "g-snap-rb");
     env.guard_settles(rollguard::api::guard::GuardPhase::Monitoring)
         .await;
-    assert!(
-        env.events_for("rs")
-            .await
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("RestoreSucceeded"))
-    );
+    assert!(env.has_event("rs", "RestoreSucceeded").await);
 }
 
 #[tokio::test]
@@ -921,12 +919,7 @@ async fn verification_waits_for_workloads_and_fails_after_the_health_timeout() {
         "{}",
         verified.message
     );
-    assert!(
-        env.events_for("times-out")
-            .await
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("HealthCheckFailed"))
-    );
+    assert!(env.has_event("times-out", "HealthCheckFailed").await);
     assert_eq!(
         env.data("ff").await["a"],
         "false",
@@ -1152,12 +1145,7 @@ async fn an_emergency_takes_over_from_a_graceful_rollback_stuck_in_its_drain() {
         &status.conditions,
         "Complete"
     ));
-    assert!(
-        env.events_for("graceful")
-            .await
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("RollbackSuperseded"))
-    );
+    assert!(env.has_event("graceful", "RollbackSuperseded").await);
     assert!(
         next_calls.lock().unwrap().is_empty(),
         "no hook after being superseded"
@@ -1232,12 +1220,7 @@ async fn a_flags_write_the_api_server_refuses_fails_the_request_instead_of_retry
     );
     assert_eq!(status.flags_changed, Some(vec![]), "nothing was changed");
     assert_eq!(env.data("frozen").await["a"], "true");
-    assert!(
-        env.events_for("refused")
-            .await
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("RollbackFailed"))
-    );
+    assert!(env.has_event("refused", "RollbackFailed").await);
     // The guard is free again for the next request.
     env.guard_settles(rollguard::api::guard::GuardPhase::Monitoring)
         .await;

@@ -38,22 +38,42 @@ fn run(spec: &RolloutGuardSpec, points: &[(i64, Result<f64, &str>)]) -> Vec<Asse
                 Err(e) => Err(e.to_string()),
             })
             .collect();
-        let a = assess(
-            &Context {
-                spec,
-                generation: Some(1),
-                previous: &status,
-                invalid: None,
-                request_in_flight: None,
-                drift: None,
-                now: at(*secs),
-            },
-            &outcomes,
-        );
+        let a = assess_quietly(spec, &status, &outcomes, at(*secs));
         status = a.status.clone();
         out.push(a);
     }
     out
+}
+
+/// One assessment of a valid spec, without drift.
+fn assess_quietly(
+    spec: &RolloutGuardSpec,
+    previous: &RolloutGuardStatus,
+    outcomes: &[Outcome],
+    now: Timestamp,
+) -> Assessment {
+    assess_with_in_flight(spec, previous, None, outcomes, now)
+}
+
+fn assess_with_in_flight(
+    spec: &RolloutGuardSpec,
+    previous: &RolloutGuardStatus,
+    request_in_flight: Option<String>,
+    outcomes: &[Outcome],
+    now: Timestamp,
+) -> Assessment {
+    assess(
+        &Context {
+            spec,
+            generation: Some(1),
+            previous,
+            invalid: None,
+            request_in_flight,
+            drift: None,
+            now,
+        },
+        outcomes,
+    )
 }
 
 #[test]
@@ -221,18 +241,7 @@ fn manual_mode_alert_action_cooldown_in_flight_and_rolled_back_prevent_the_autom
     let now_firing =
         |spec: &RolloutGuardSpec, previous: &RolloutGuardStatus, in_flight: Option<String>| {
             let outcomes: Vec<Outcome> = spec.triggers.iter().map(|t| reading(0.05, t)).collect();
-            assess(
-                &Context {
-                    spec,
-                    generation: Some(1),
-                    previous,
-                    invalid: None,
-                    request_in_flight: in_flight,
-                    drift: None,
-                    now: at(1000),
-                },
-                &outcomes,
-            )
+            assess_with_in_flight(spec, previous, in_flight, &outcomes, at(1000))
         };
     let zero = serde_json::json!([{"name": "errors", "query": "q", "above": 0.01, "for": "0s"}]);
     let base = spec(serde_json::json!({"triggers": zero}));
@@ -324,18 +333,7 @@ fn stable_after_the_stability_window_of_quiet() {
     let mut stable = Vec::new();
     for (secs, value) in [(10, 0.05), (100, 0.001), (650, 0.001), (700, 0.001)] {
         let outcomes = vec![reading(value, &s.triggers[0])];
-        let a = assess(
-            &Context {
-                spec: &s,
-                generation: Some(1),
-                previous: &status,
-                invalid: None,
-                request_in_flight: None,
-                drift: None,
-                now: at(secs),
-            },
-            &outcomes,
-        );
+        let a = assess_quietly(&s, &status, &outcomes, at(secs));
         stable.push(conditions::is_true(&a.status.conditions, condition::STABLE));
         assert_eq!(a.status.phase, Some(GuardPhase::RolledBack));
         status = a.status;
@@ -510,18 +508,7 @@ fn a_trigger_still_firing_after_a_restore_rolls_back_again_once_the_cooldown_is_
             ..firing.clone()
         };
         let outcomes: Vec<Outcome> = s.triggers.iter().map(|t| reading(0.05, t)).collect();
-        assess(
-            &Context {
-                spec: &s,
-                generation: Some(1),
-                previous: &previous,
-                invalid: None,
-                request_in_flight: None,
-                drift: None,
-                now: at(10),
-            },
-            &outcomes,
-        )
+        assess_quietly(&s, &previous, &outcomes, at(10))
     };
     let within_cooldown = again(600);
     assert_eq!(within_cooldown.rollback, None, "cooldown (30m default)");
@@ -563,18 +550,7 @@ fn a_rollback_that_turned_the_flags_off_but_failed_verification_still_counts_as_
         "triggers": [{"name": "errors", "query": "q", "above": 0.01, "for": "0s"}],
     }));
     let outcomes: Vec<Outcome> = s.triggers.iter().map(|t| reading(0.05, t)).collect();
-    let a = assess(
-        &Context {
-            spec: &s,
-            generation: Some(1),
-            previous: &failed(Some(true)),
-            invalid: None,
-            request_in_flight: None,
-            drift: None,
-            now: at(7200),
-        },
-        &outcomes,
-    );
+    let a = assess_quietly(&s, &failed(Some(true)), &outcomes, at(7200));
     assert_eq!(a.status.phase, Some(GuardPhase::RolledBack));
     let c = conditions::get(&a.status.conditions, condition::ROLLED_BACK).unwrap();
     assert_eq!(
