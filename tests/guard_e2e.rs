@@ -217,6 +217,13 @@ async fn a_short_breach_does_not_fire_and_a_sustained_one_fires_exactly_one_roll
     );
     assert_eq!(request.spec.requested_by, "system:rollguard");
     assert_eq!(
+        kube::ResourceExt::annotations(request)
+            .get("rollguard.dev/triggered-by")
+            .map(String::as_str),
+        Some(r#"{"trigger":"error-rate","value":0.5}"#),
+        "triggeredBy travels with the request itself"
+    );
+    assert_eq!(
         request.metadata.owner_references.as_ref().unwrap()[0].name,
         "g"
     );

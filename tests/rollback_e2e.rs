@@ -1270,3 +1270,33 @@ async fn a_guard_deleted_and_created_again_restores_from_its_snapshot_even_witho
         "the guarded flags come back; c, never guarded, is left alone"
     );
 }
+
+#[tokio::test]
+async fn triggered_by_is_recorded_from_the_annotation_when_its_status_write_was_lost() {
+    let Some(env) = setup("triggered_by_annotation").await else {
+        return;
+    };
+    env.plain_flags("ff", &[("a", "true")]);
+    env.guard("g", "  flags: {configMapRef: {name: ff}, guarded: [a]}");
+    // As the guard creates an automatic request, as if it stopped before its status write.
+    let annotated = |name: &str, requested_by: &str| {
+        format!(
+            "apiVersion: rollguard.dev/v1alpha1\nkind: RollbackRequest\nmetadata:\n  name: {name}\n  namespace: {}\n  annotations: {{rollguard.dev/triggered-by: '{{\"trigger\":\"error-rate\",\"value\":0.5}}'}}\nspec: {{guardRef: {{name: g}}, requestedBy: \"{requested_by}\", mode: immediate}}\n",
+            env.ns
+        )
+    };
+    env.cluster
+        .apply(&annotated("g-auto-20261128-000000", "system:rollguard"));
+    let r = env.finished("g-auto-20261128-000000").await;
+    assert_succeeded(&r);
+    let triggered = r.status.unwrap().triggered_by.unwrap();
+    assert_eq!(
+        (triggered.trigger.as_str(), triggered.value),
+        ("error-rate", Some(0.5))
+    );
+    // Anyone else's request is not made to look automatic by the annotation.
+    env.cluster.apply(&annotated("manual", "ops"));
+    let r = env.finished("manual").await;
+    assert_succeeded(&r);
+    assert_eq!(r.status.unwrap().triggered_by, None);
+}

@@ -20,6 +20,9 @@ pub const REQUEST_LABEL: &str = "rollguard.dev/request";
 pub const SNAPSHOT_SECRET_TYPE: &str = "rollguard.dev/snapshot";
 /// `requestedBy` of requests the operator creates itself.
 pub const SYSTEM_REQUESTER: &str = "system:rollguard";
+/// Annotation on an automatic RollbackRequest: its `triggeredBy` as JSON, written with the
+/// request itself, so the record survives a crash before the status write that follows.
+pub const TRIGGERED_BY_ANNOTATION: &str = "rollguard.dev/triggered-by";
 
 /// A reference to an object in the same namespace.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

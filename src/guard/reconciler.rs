@@ -139,6 +139,10 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
     };
     if let Some(auto) = rollback {
         let request_name = format!("{name}-auto-{}", now.strftime("%Y%m%d-%H%M%S"));
+        let triggered_by = TriggeredBy {
+            trigger: auto.trigger.clone(),
+            value: auto.value,
+        };
         let request = RollbackRequest {
             metadata: ObjectMeta {
                 name: Some(request_name.clone()),
@@ -148,6 +152,10 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
                     crate::rollback::snapshot::label_value(&name),
                 )])),
                 owner_references: guard.controller_owner_ref(&()).map(|o| vec![o]),
+                annotations: Some(BTreeMap::from([(
+                    crate::api::TRIGGERED_BY_ANNOTATION.to_string(),
+                    serde_json::to_string(&triggered_by)?,
+                )])),
                 ..Default::default()
             },
             spec: RollbackRequestSpec {
@@ -173,7 +181,9 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
             Err(e) if crate::is_conflict(&e) => {}
             Err(e) => return Err(e.into()),
         }
-        let triggered = json!({"status": {"triggeredBy": TriggeredBy { trigger: auto.trigger.clone(), value: auto.value }}});
+        // Shown at once; should this write be lost, the request's reconciler takes it from
+        // the annotation when it accepts the request.
+        let triggered = json!({"status": {"triggeredBy": triggered_by}});
         requests
             .patch_status(
                 &request_name,
