@@ -53,7 +53,12 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
     let mut previous = guard.status.clone().unwrap_or_default();
     let requests: Api<RollbackRequest> = Api::namespaced(ctx.client.clone(), &namespace);
 
-    let invalid = problems(&guard, &ctx.client, &namespace).await?;
+    // Read once per evaluation: judged for validity, and for drift.
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
+    let flags_config_map = config_maps
+        .get_opt(&guard.spec.flags.config_map_ref.name)
+        .await?;
+    let invalid = problems(&guard, flags_config_map.as_ref());
     let evaluate = invalid.is_none() && !guard.spec.suspend;
     let outcomes = if evaluate {
         evaluate_triggers(&guard, &ctx, &namespace, interval).await?
@@ -87,7 +92,13 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
     }
     // A request in flight (a restore, or another rollback) is changing the flags itself.
     let drift = if assess::rolled_back(&previous) && in_flight.is_none() {
-        drift(&guard, &ctx, &namespace, &previous).await?
+        drift(
+            &guard,
+            &ctx,
+            &namespace,
+            &previous,
+            flags_config_map.as_ref(),
+        )
     } else {
         None
     };
@@ -301,30 +312,23 @@ fn notices_to_send(
 }
 
 /// While rolled back: which flags the last rollback turned off are on again, and who did it.
-async fn drift(
+fn drift(
     guard: &RolloutGuard,
     ctx: &Context,
     namespace: &str,
     status: &crate::api::RolloutGuardStatus,
-) -> Result<Option<assess::Drift>, Error> {
-    let Some(last) = &status.last_rollback else {
-        return Ok(None);
-    };
+    flags_config_map: Option<&ConfigMap>,
+) -> Option<assess::Drift> {
+    let last = status.last_rollback.as_ref()?;
     // From the controller's cache of requests: no API call per evaluation.
     let key = ObjectRef::<RollbackRequest>::new(&last.name).within(namespace);
-    let Some(changes) = ctx
+    let changes = ctx
         .requests
         .get(&key)
         .and_then(|r| r.status.clone())
-        .and_then(|s| s.flags_changed)
-    else {
-        return Ok(None);
-    };
+        .and_then(|s| s.flags_changed)?;
     let flags = &guard.spec.flags;
-    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
-    let Some(cm) = config_maps.get_opt(&flags.config_map_ref.name).await? else {
-        return Ok(None);
-    };
+    let cm = flags_config_map?;
     // Written last by a restore of this guard that has finished but not yet been recorded
     // on the guard: not drift.
     let last_change = cm
@@ -338,25 +342,25 @@ async fn drift(
         })
     });
     if by_restore {
-        return Ok(None);
+        return None;
     }
     let data = cm.data.clone().unwrap_or_default();
     let drifted = crate::flags::drifted(flags, &flags.config_map_ref.name, &data, &changes);
     if drifted.is_empty() {
-        return Ok(Some(assess::Drift {
+        return Some(assess::Drift {
             flags: drifted,
             manager: None,
-        }));
+        });
     }
     let key = match flags.format {
         crate::api::guard::FlagFormat::Plain => drifted[0].clone(),
         crate::api::guard::FlagFormat::Flagd => flags.key.clone().unwrap_or_default(),
     };
-    let manager = crate::flags::last_writer(&cm, &key, crate::rollback::reconciler::FIELD_MANAGER);
-    Ok(Some(assess::Drift {
+    let manager = crate::flags::last_writer(cm, &key, crate::rollback::reconciler::FIELD_MANAGER);
+    Some(assess::Drift {
         flags: drifted,
         manager,
-    }))
+    })
 }
 
 async fn publish(
@@ -378,13 +382,9 @@ async fn publish(
     }
 }
 
-/// What makes the guard Invalid, judged when its spec changed (or while it is Invalid):
-/// PromQL that does not parse, a missing flags ConfigMap, a guarded flag absent from it.
-async fn problems(
-    guard: &RolloutGuard,
-    client: &Client,
-    namespace: &str,
-) -> Result<Option<String>, Error> {
+/// What makes the guard Invalid: PromQL that does not parse (judged when its spec changed,
+/// or while it is Invalid), a missing flags ConfigMap, a guarded flag absent from it.
+fn problems(guard: &RolloutGuard, flags_config_map: Option<&ConfigMap>) -> Option<String> {
     let previous = guard.status.as_ref();
     // Judged again while Invalid, also when a finished rollback has since set the phase
     // back (its Ready condition still says InvalidSpec).
@@ -400,36 +400,33 @@ async fn problems(
     // time, and a guard that can no longer roll back must say so before it has to.
     for trigger in guard.spec.triggers.iter().filter(|_| !judged) {
         if let Err(e) = promql_parser::parser::parse(&trigger.query) {
-            return Ok(Some(format!(
+            return Some(format!(
                 "spec.triggers[{}].query does not parse as PromQL: {}",
                 trigger.name,
                 e.trim()
-            )));
+            ));
         }
         if let Some(baseline) = &trigger.baseline
             && let Err(e) = promql_parser::parser::parse(&baseline.query)
         {
-            return Ok(Some(format!(
+            return Some(format!(
                 "spec.triggers[{}].baseline.query does not parse as PromQL: {}",
                 trigger.name,
                 e.trim()
-            )));
+            ));
         }
     }
     let flags = &guard.spec.flags;
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    let Some(cm) = config_maps.get_opt(&flags.config_map_ref.name).await? else {
-        return Ok(Some(format!(
+    let Some(cm) = flags_config_map else {
+        return Some(format!(
             "spec.flags.configMapRef.name: ConfigMap {:?} does not exist",
             flags.config_map_ref.name
-        )));
+        ));
     };
-    let data = cm.data.unwrap_or_default();
-    Ok(
-        crate::flags::validate(flags, &flags.config_map_ref.name, &data)
-            .err()
-            .map(|e| e.to_string()),
-    )
+    let data = cm.data.clone().unwrap_or_default();
+    crate::flags::validate(flags, &flags.config_map_ref.name, &data)
+        .err()
+        .map(|e| e.to_string())
 }
 
 async fn evaluate_triggers(
