@@ -1026,10 +1026,12 @@ impl Run {
                     return self.fail("SnapshotConflict", message).await;
                 }
             }
-            Err(e) if refused(&e).is_some() => {
+            Err(e) => {
+                let Some(answer) = refused(&e) else {
+                    return Err(e.into());
+                };
                 let message = format!(
-                    "creating snapshot Secret {secret_name:?}: {}; nothing was changed",
-                    refused(&e).unwrap_or_default()
+                    "creating snapshot Secret {secret_name:?}: {answer}; nothing was changed"
                 );
                 self.set_condition(
                     condition::SNAPSHOT_TAKEN,
@@ -1039,7 +1041,6 @@ impl Run {
                 );
                 return self.fail("SnapshotRefused", message).await;
             }
-            Err(e) => return Err(e.into()),
         }
         crate::fault::point("snapshot-created", &name).await;
 
@@ -1283,11 +1284,13 @@ impl Run {
                 Err(e) if is_conflict(&e) => continue,
                 // Forbidden (RBAC, an admission policy), invalid, immutable or gone: asking
                 // again changes nothing. Nothing was written.
-                Err(e) if refused(&e).is_some() => {
+                Err(e) => {
+                    let Some(answer) = refused(&e) else {
+                        return Err(e.into());
+                    };
                     let message = format!(
-                        "writing ConfigMap {:?}: {}; no flag was changed",
-                        cm.name_any(),
-                        refused(&e).unwrap_or_default()
+                        "writing ConfigMap {:?}: {answer}; no flag was changed",
+                        cm.name_any()
                     );
                     self.status.flags_changed = Some(Vec::new());
                     self.status.conflicts = Vec::new();
@@ -1299,7 +1302,6 @@ impl Run {
                     );
                     return self.fail("WriteRefused", message).await;
                 }
-                Err(e) => return Err(e.into()),
             }
         };
 
