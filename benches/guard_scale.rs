@@ -82,7 +82,7 @@ async fn detection(cluster: &common::Cluster, samples: usize) {
     let data: BTreeMap<String, String> = (0..samples)
         .map(|i| (format!("f{i}"), "true".to_string()))
         .collect();
-    cluster.apply(&serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ff", "namespace": ns}, "data": data}).to_string());
+    cluster.apply(&serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ff", "namespace": ns, "labels": {"rollguard.dev/flags": "true"}}, "data": data}).to_string());
     let _operator = cluster.start_operator(&ns, &[("RUST_LOG", "warn")]);
     let guards: Api<RolloutGuard> = Api::namespaced(cluster.client.clone(), &ns);
     let requests: Api<RollbackRequest> = Api::namespaced(cluster.client.clone(), &ns);
@@ -152,7 +152,7 @@ async fn detection(cluster: &common::Cluster, samples: usize) {
 
 async fn scale(cluster: &common::Cluster, guards_n: usize, minutes: u64) {
     let ns = cluster.namespace(&format!("bench-scale-{guards_n}")).await;
-    cluster.apply(&format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ff, namespace: {ns}}}\ndata: {{a: \"true\"}}\n"));
+    cluster.apply(&format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ff, namespace: {ns}, labels: {{rollguard.dev/flags: \"true\"}}}}\ndata: {{a: \"true\"}}\n"));
     let operator = cluster.start_operator(&ns, &[("RUST_LOG", "warn")]);
     let pid = operator.pid();
     let guards: Api<RolloutGuard> = Api::namespaced(cluster.client.clone(), &ns);

@@ -118,7 +118,10 @@ signing_key=$(openssl rand -hex 24)
 kubectl apply -f - >/dev/null <<YAML
 apiVersion: v1
 kind: ConfigMap
-metadata: {name: feature-flags, namespace: $NS}
+metadata:
+  name: feature-flags
+  namespace: $NS
+  labels: {rollguard.dev/flags: "true"}   # its owner lets rollguard write it
 data:                              # the Phase 4 features of the original requirements
   completion_validation_system: "true"
   completion_validation_ui: "true"
@@ -148,7 +151,10 @@ guard_manifest=$demo_dir/guard.yaml
 cat >"$guard_manifest" <<YAML
 apiVersion: v1
 kind: Secret
-metadata: {name: shop-webhook, namespace: $NS}
+metadata:
+  name: shop-webhook
+  namespace: $NS
+  labels: {rollguard.dev/credentials: "true"}   # its owner lets rollguard read it
 stringData:                        # the webhook receiver's address and the HMAC key
   url: http://$HOOK_ADDR/hook
   signingKey: $signing_key

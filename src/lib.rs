@@ -18,6 +18,7 @@ pub mod prometheus;
 pub mod report;
 pub mod rollback;
 pub mod triggers;
+pub mod trust;
 
 /// Errors of the operator and its tools; each names the field or object and the value.
 #[derive(Debug, thiserror::Error)]

@@ -59,7 +59,7 @@ mod crash {
             r#"
 apiVersion: v1
 kind: ConfigMap
-metadata: {{name: ff, namespace: {ns}}}
+metadata: {{name: ff, namespace: {ns}, labels: {{rollguard.dev/flags: "true"}}}}
 data: {{a: "true", b: "true", keep: "me"}}
 ---
 apiVersion: rollguard.dev/v1alpha1

@@ -90,7 +90,7 @@ impl Metrics {
 async fn setup(test: &str) -> Option<Env> {
     let env = Env::start(test, &[]).await?;
     env.cluster.apply(&format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ff, namespace: {}}}\ndata: {{a: \"true\", b: \"true\"}}\n",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ff, namespace: {}, labels: {{rollguard.dev/flags: \"true\"}}}}\ndata: {{a: \"true\", b: \"true\"}}\n",
         env.ns
     ));
     Some(env)
@@ -902,9 +902,9 @@ async fn prometheus_credentials_come_from_the_auth_secret() {
     });
     let address = format!("http://{}", common::serve(app).await);
     env.cluster.apply(&format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: bearer, namespace: {ns}}}\nstringData: {{token: s3cret}}\n---\n\
-         apiVersion: v1\nkind: Secret\nmetadata: {{name: basic, namespace: {ns}}}\nstringData: {{username: grafana, password: pa55}}\n---\n\
-         apiVersion: v1\nkind: Secret\nmetadata: {{name: half, namespace: {ns}}}\nstringData: {{username: grafana}}\n",
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: bearer, namespace: {ns}, labels: {{rollguard.dev/credentials: \"true\"}}}}\nstringData: {{token: s3cret}}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: basic, namespace: {ns}, labels: {{rollguard.dev/credentials: \"true\"}}}}\nstringData: {{username: grafana, password: pa55}}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: half, namespace: {ns}, labels: {{rollguard.dev/credentials: \"true\"}}}}\nstringData: {{username: grafana}}\n",
         ns = env.ns
     ));
     let trigger = "  triggers: [{name: t, query: \"up\", above: 1}]";

@@ -111,7 +111,7 @@ async fn only_the_leader_acts_and_a_standby_finishes_the_rollback_of_a_killed_le
         r#"
 apiVersion: v1
 kind: ConfigMap
-metadata: {{name: ff, namespace: {ns}}}
+metadata: {{name: ff, namespace: {ns}, labels: {{rollguard.dev/flags: "true"}}}}
 data: {{a: "true", b: "true", keep: "me"}}
 ---
 apiVersion: rollguard.dev/v1alpha1

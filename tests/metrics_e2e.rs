@@ -23,7 +23,7 @@ async fn metrics_are_scraped_by_prometheus_and_move_after_a_rollback() {
     cluster.install_crds().await;
     let ns = cluster.namespace("metrics").await;
     cluster.apply(&format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ff, namespace: {ns}}}\ndata: {{a: \"true\"}}\n---\n\
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ff, namespace: {ns}, labels: {{rollguard.dev/flags: \"true\"}}}}\ndata: {{a: \"true\"}}\n---\n\
          apiVersion: rollguard.dev/v1alpha1\nkind: RolloutGuard\nmetadata: {{name: g, namespace: {ns}}}\nspec:\n  interval: 1s\n  flags: {{configMapRef: {{name: ff}}, guarded: [a]}}\n  triggers: [{{name: t, query: \"vector(0.25)\", above: 1}}]\n"
     ));
     let operator = cluster.start_operator(&ns, &[]);

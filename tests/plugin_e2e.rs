@@ -37,7 +37,7 @@ async fn guarded_namespace(cluster: &Cluster) -> String {
         r#"
 apiVersion: v1
 kind: ConfigMap
-metadata: {{name: ff, namespace: {ns}}}
+metadata: {{name: ff, namespace: {ns}, labels: {{rollguard.dev/flags: "true"}}}}
 data: {{a: "true", b: "true"}}
 ---
 apiVersion: rollguard.dev/v1alpha1

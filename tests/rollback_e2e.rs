@@ -42,7 +42,7 @@ impl Env {
     fn plain_flags(&self, name: &str, data: &[(&str, &str)]) {
         let data: BTreeMap<_, _> = data.iter().cloned().collect();
         self.cluster.apply(&format!(
-            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: {}}}\ndata: {}\n",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: {}, labels: {{rollguard.dev/flags: \"true\"}}}}\ndata: {}\n",
             self.ns,
             serde_json::to_string(&data).unwrap()
         ));
@@ -267,7 +267,7 @@ async fn flagd_rollback_switches_variants_and_keeps_the_rest_of_the_document() {
         return;
     };
     let cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "flagd", "namespace": env.ns}, "data": {"flags.flagd.json": FLAGD_DOC, "other": "x"}});
+        "metadata": {"name": "flagd", "namespace": env.ns, "labels": {"rollguard.dev/flags": "true"}}, "data": {"flags.flagd.json": FLAGD_DOC, "other": "x"}});
     env.cluster.apply(&cm.to_string());
     env.guard(
         "g",
@@ -306,7 +306,7 @@ async fn a_concurrent_writer_loses_none_of_its_writes_during_twenty_rollbacks() 
     flags.insert("counter".into(), serde_json::json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on", "metadata": {"n": 0}}));
     let doc = serde_json::to_string_pretty(&serde_json::json!({"flags": flags})).unwrap();
     let cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "flagd", "namespace": env.ns}, "data": {"flags.json": doc}});
+        "metadata": {"name": "flagd", "namespace": env.ns, "labels": {"rollguard.dev/flags": "true"}}, "data": {"flags.json": doc}});
     env.cluster.apply(&cm.to_string());
     let guarded: Vec<String> = (0..20).map(|i| format!("f{i}")).collect();
     env.guard("g", &format!("  flags: {{configMapRef: {{name: flagd}}, format: flagd, key: flags.json, guarded: [{}]}}", guarded.join(", ")));
@@ -702,7 +702,7 @@ async fn bad_input_fails_with_a_message_naming_the_field_and_changes_nothing() {
     };
     env.plain_flags("ff", &[("a", "true"), ("b", "true")]);
     let broken = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "broken", "namespace": env.ns}, "data": {"flags.json": "{\"flags\": {\"x\": "}});
+        "metadata": {"name": "broken", "namespace": env.ns, "labels": {"rollguard.dev/flags": "true"}}, "data": {"flags.json": "{\"flags\": {\"x\": "}});
     env.cluster.apply(&broken.to_string());
     env.guard(
         "plain",
@@ -1197,7 +1197,7 @@ async fn a_flags_write_the_api_server_refuses_fails_the_request_instead_of_retry
     };
     // An immutable ConfigMap: every write is refused (422), however often it is tried.
     env.cluster.apply(&format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: frozen, namespace: {}}}\nimmutable: true\ndata: {{a: \"true\"}}\n",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: frozen, namespace: {}, labels: {{rollguard.dev/flags: \"true\"}}}}\nimmutable: true\ndata: {{a: \"true\"}}\n",
         env.ns
     ));
     env.guard("g", "  flags: {configMapRef: {name: frozen}, guarded: [a]}");

@@ -16,6 +16,13 @@ pub const GROUP: &str = "rollguard.dev";
 pub const GUARD_LABEL: &str = "rollguard.dev/guard";
 /// Label on snapshot Secrets: the request that took them.
 pub const REQUEST_LABEL: &str = "rollguard.dev/request";
+/// Label by which a ConfigMap's owner allows rollguard to write it (SPEC §5). The operator
+/// writes no other ConfigMap and watches only these.
+pub const FLAGS_LABEL: &str = "rollguard.dev/flags";
+/// Label by which a Secret's owner allows rollguard to read it for a guard (SPEC §5).
+pub const CREDENTIALS_LABEL: &str = "rollguard.dev/credentials";
+/// The one value of [`FLAGS_LABEL`] and [`CREDENTIALS_LABEL`] that opts in.
+pub const OPT_IN: &str = "true";
 /// Type of snapshot Secrets.
 pub const SNAPSHOT_SECRET_TYPE: &str = "rollguard.dev/snapshot";
 /// `requestedBy` of requests the operator creates itself.

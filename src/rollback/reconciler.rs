@@ -801,14 +801,28 @@ impl Run {
         self.guard().spec.flags.config_map_ref.name.clone()
     }
 
-    async fn get_flags(&self) -> Result<Result<ConfigMap, String>, Error> {
+    /// The flags ConfigMap, or why it may not be written: gone, or its owner has not
+    /// allowed rollguard to write it (SPEC §5), judged at every read before a write.
+    /// Err carries the failure's reason and message.
+    async fn get_flags(&self) -> Result<Result<ConfigMap, (&'static str, String)>, Error> {
         let name = self.flags_config_map();
-        Ok(self.config_maps.get_opt(&name).await?.ok_or_else(|| {
-            format!(
-                "RolloutGuard {:?}: spec.flags.configMapRef.name: ConfigMap {name:?} does not exist",
-                self.guard().name_any()
-            )
-        }))
+        let guard = self.guard().name_any();
+        Ok(match self.config_maps.get_opt(&name).await? {
+            None => Err((
+                "ConfigMapNotFound",
+                format!(
+                    "RolloutGuard {guard:?}: spec.flags.configMapRef.name: ConfigMap {name:?} does not exist"
+                ),
+            )),
+            Some(cm) => crate::trust::writable_flags(&cm, "spec.flags.configMapRef.name")
+                .map(|()| cm)
+                .map_err(|message| {
+                    (
+                        "ConfigMapNotAllowed",
+                        format!("RolloutGuard {guard:?}: {message}; nothing was changed"),
+                    )
+                }),
+        })
     }
 
     fn selection(&self) -> Selection {
@@ -958,7 +972,7 @@ impl Run {
         self.accept();
         let cm = match self.get_flags().await? {
             Ok(cm) => cm,
-            Err(message) => return self.fail("ConfigMapNotFound", message).await,
+            Err((reason, message)) => return self.fail(reason, message).await,
         };
         // Judge the input before anything is written.
         match self.request.spec.action {
@@ -984,11 +998,25 @@ impl Run {
                     .get_opt(&item.name)
                     .await?
                     .map(Included::ConfigMap),
-                SnapshotKind::Secret => self
-                    .secrets
-                    .get_opt(&item.name)
+                SnapshotKind::Secret => {
+                    match crate::trust::read_credentials(
+                        &self.secrets,
+                        &item.name,
+                        "spec.rollback.snapshot.include",
+                    )
                     .await?
-                    .map(Included::Secret),
+                    {
+                        Some(Ok(secret)) => Some(Included::Secret(secret)),
+                        Some(Err(message)) => {
+                            let message = format!(
+                                "RolloutGuard {:?}: {message}; nothing was changed",
+                                self.guard().name_any()
+                            );
+                            return self.fail("SnapshotIncludeRefused", message).await;
+                        }
+                        None => None,
+                    }
+                }
             };
             match found {
                 Some(object) => included.push(object),
@@ -1197,7 +1225,7 @@ impl Run {
         self.accept();
         let cm = match self.get_flags().await? {
             Ok(cm) => cm,
-            Err(message) => return self.fail("ConfigMapNotFound", message).await,
+            Err((reason, message)) => return self.fail(reason, message).await,
         };
         let plan = match self.plan(&cm).await? {
             Ok(plan) => plan,
@@ -1233,7 +1261,7 @@ impl Run {
                 Some(cm) => cm,
                 None => match self.get_flags().await? {
                     Ok(cm) => cm,
-                    Err(message) => return self.fail("ConfigMapNotFound", message).await,
+                    Err((reason, message)) => return self.fail(reason, message).await,
                 },
             };
             let writing = conditions::status_of(&self.status.conditions, condition::FLAGS_DISABLED)
