@@ -43,6 +43,10 @@ pub struct RunArgs {
     /// keeps a thousand of them from all holding their answers in memory together.
     #[arg(long, env = "ROLLGUARD_GUARD_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
     pub guard_concurrency: u16,
+    /// Of those, at most this many for one source (a namespace's guards that query one
+    /// Prometheus address), so a slow or hostile endpoint never holds every slot.
+    #[arg(long, env = "ROLLGUARD_GUARD_CONCURRENCY_PER_SOURCE", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub guard_concurrency_per_source: u16,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "ROLLGUARD_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: std::net::SocketAddr,
@@ -181,6 +185,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         requests: store.clone(),
         metrics: metrics.clone(),
         outbox,
+        fairness: Arc::new(guard::fairness::Fairness::new(
+            args.guard_concurrency.into(),
+            args.guard_concurrency_per_source.into(),
+        )),
     });
     let (reader, writer) = reflector::store();
     let guard_changes = watcher(guards, watcher::Config::default())
@@ -214,12 +222,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     });
     let guard_controller = Controller::for_stream(guard_changes, reader)
-        .with_config(
-            kube::runtime::controller::Config::default().concurrency(args.guard_concurrency),
-        )
+        // Unbounded here: the bound is `fairness`, inside each evaluation, so a guard
+        // waiting for its source's share holds none of the shared slots.
+        .with_config(kube::runtime::controller::Config::default().concurrency(0))
         .watches(
             config_maps,
-            watcher::Config::default(),
+            // Only ConfigMaps whose owners let rollguard write them (SPEC §5): the cache
+            // never holds the cluster's other ConfigMaps.
+            watcher::Config::default().labels(&format!(
+                "{}={}",
+                crate::api::FLAGS_LABEL,
+                crate::api::OPT_IN
+            )),
             move |cm: ConfigMap| {
                 let (ns, name) = (cm.namespace(), cm.name_any());
                 guards_by_config_map

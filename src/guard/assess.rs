@@ -20,6 +20,9 @@ pub mod condition {
     pub const FLAGS_DRIFTED: &str = "FlagsDrifted";
     pub const PROMETHEUS_REACHABLE: &str = "PrometheusReachable";
     pub const STABLE: &str = "Stable";
+    /// Beyond SPEC §1: False while evaluations start later than their interval allows
+    /// (the operator's evaluation slots were taken); absent until the first late one.
+    pub const ON_SCHEDULE: &str = "OnSchedule";
 }
 
 /// One trigger's evaluation: a reading, or why there is none (an error is never a breach).
@@ -82,6 +85,9 @@ pub struct Context<'a> {
     /// While rolled back: guarded flags turned back on since, and who did it. None: not
     /// judged in this evaluation (the `FlagsDrifted` condition is left as it was).
     pub drift: Option<Drift>,
+    /// How much later than its interval allows this evaluation started (see
+    /// [`super::fairness::lateness`]); None when on time.
+    pub late: Option<std::time::Duration>,
     pub now: Timestamp,
 }
 
@@ -94,6 +100,10 @@ pub struct Drift {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Notice {
+    /// Warning Event `EvaluationLate`, once per transition to late.
+    EvaluationLate {
+        message: String,
+    },
     /// Warning Event, once per transition.
     TriggerBreaching {
         trigger: String,
@@ -185,6 +195,36 @@ pub fn assess(ctx: &Context<'_>, outcomes: &[Outcome]) -> Assessment {
         );
     };
     let was = |type_: &str| conditions::status_of(&prev.conditions, type_);
+
+    match ctx.late {
+        Some(late) => {
+            let message = format!(
+                "this evaluation waited {}s, longer than its interval ({}), for one of the operator's evaluation slots (--guard-concurrency, --guard-concurrency-per-source)",
+                late.as_secs(),
+                spec.interval
+            );
+            if was(condition::ON_SCHEDULE) != Some(FALSE) {
+                notices.push(Notice::EvaluationLate {
+                    message: message.clone(),
+                });
+            }
+            set(
+                &mut status,
+                condition::ON_SCHEDULE,
+                FALSE,
+                "EvaluationLate",
+                message,
+            );
+        }
+        None if was(condition::ON_SCHEDULE).is_some() => set(
+            &mut status,
+            condition::ON_SCHEDULE,
+            TRUE,
+            "OnTime",
+            "evaluations start within their interval".into(),
+        ),
+        None => {}
+    }
 
     if let Some(problem) = &ctx.invalid {
         status.phase = Some(GuardPhase::Invalid);

@@ -2,4 +2,5 @@
 //! applies the decision and writes the guard's status once per evaluation.
 
 pub mod assess;
+pub mod fairness;
 pub mod reconciler;

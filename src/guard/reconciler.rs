@@ -32,6 +32,8 @@ pub struct Context {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Receivers of `triggerFiring` and `drift` are told through it.
     pub outbox: Arc<crate::notify::outbox::Outbox>,
+    /// Who may evaluate now: a bounded number of guards, a bounded share per source.
+    pub fairness: Arc<super::fairness::Fairness>,
 }
 
 pub fn error_policy(guard: Arc<RolloutGuard>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -50,6 +52,18 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
         .interval
         .to_std()
         .unwrap_or(Duration::from_secs(15));
+    let address = guard
+        .spec
+        .prometheus
+        .as_ref()
+        .and_then(|p| p.address.as_deref())
+        .or(ctx.default_prometheus_url.as_deref());
+    let waiting = std::time::Instant::now();
+    let _admission = ctx
+        .fairness
+        .admit(&super::fairness::source(&namespace, address))
+        .await;
+    let late = super::fairness::lateness(waiting.elapsed(), interval);
     let mut previous = guard.status.clone().unwrap_or_default();
     let requests: Api<RollbackRequest> = Api::namespaced(ctx.client.clone(), &namespace);
 
@@ -58,7 +72,13 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
     let flags_config_map = config_maps
         .get_opt(&guard.spec.flags.config_map_ref.name)
         .await?;
-    let invalid = problems(&guard, flags_config_map.as_ref());
+    let invalid = match problems(&guard, flags_config_map.as_ref()) {
+        Some(problem) => Some(problem),
+        None if !spec_judged(&guard) => {
+            credential_problems(&guard, &ctx.client, &namespace).await?
+        }
+        None => None,
+    };
     let evaluate = invalid.is_none() && !guard.spec.suspend;
     let outcomes = if evaluate {
         evaluate_triggers(&guard, &ctx, &namespace, interval).await?
@@ -115,6 +135,7 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
             invalid,
             request_in_flight: in_flight,
             drift,
+            late,
             now,
         },
         &outcomes,
@@ -127,6 +148,7 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
     let to_notify = notices_to_send(&guard, &status, &notices, now);
     for notice in notices {
         let (reason, note) = match notice {
+            Notice::EvaluationLate { message } => ("EvaluationLate", message),
             Notice::TriggerBreaching { message, .. } => ("TriggerBreaching", message),
             Notice::TriggerFiring { message, .. } => ("TriggerFiring", message),
             Notice::PrometheusUnreachable { message } => ("PrometheusUnreachable", message),
@@ -385,17 +407,7 @@ async fn publish(
 /// What makes the guard Invalid: PromQL that does not parse (judged when its spec changed,
 /// or while it is Invalid), a missing flags ConfigMap, a guarded flag absent from it.
 fn problems(guard: &RolloutGuard, flags_config_map: Option<&ConfigMap>) -> Option<String> {
-    let previous = guard.status.as_ref();
-    // Judged again while Invalid, also when a finished rollback has since set the phase
-    // back (its Ready condition still says InvalidSpec).
-    let still_invalid = previous.is_some_and(|s| {
-        crate::conditions::get(&s.conditions, "Ready")
-            .is_some_and(|c| c.status == crate::conditions::FALSE && c.reason == "InvalidSpec")
-    });
-    let judged = previous.and_then(|s| s.observed_generation) == guard.metadata.generation
-        && previous.and_then(|s| s.phase) != Some(crate::api::guard::GuardPhase::Invalid)
-        && !still_invalid
-        && previous.is_some_and(|s| s.phase.is_some());
+    let judged = spec_judged(guard);
     // The queries only change with the spec; the flags ConfigMap can change (or go) at any
     // time, and a guard that can no longer roll back must say so before it has to.
     for trigger in guard.spec.triggers.iter().filter(|_| !judged) {
@@ -423,10 +435,45 @@ fn problems(guard: &RolloutGuard, flags_config_map: Option<&ConfigMap>) -> Optio
             flags.config_map_ref.name
         ));
     };
+    if let Err(message) = crate::trust::writable_flags(cm, "spec.flags.configMapRef.name") {
+        return Some(message);
+    }
     let data = cm.data.clone().unwrap_or_default();
     crate::flags::validate(flags, &flags.config_map_ref.name, &data)
         .err()
         .map(|e| e.to_string())
+}
+
+/// Whether the current spec was judged valid already: its generation observed, and the
+/// guard not Invalid since. Judged again while Invalid, also when a finished rollback has
+/// since set the phase back (its Ready condition still says InvalidSpec).
+fn spec_judged(guard: &RolloutGuard) -> bool {
+    let previous = guard.status.as_ref();
+    let still_invalid = previous.is_some_and(|s| {
+        crate::conditions::get(&s.conditions, "Ready")
+            .is_some_and(|c| c.status == crate::conditions::FALSE && c.reason == "InvalidSpec")
+    });
+    previous.and_then(|s| s.observed_generation) == guard.metadata.generation
+        && previous.and_then(|s| s.phase) != Some(crate::api::guard::GuardPhase::Invalid)
+        && !still_invalid
+        && previous.is_some_and(|s| s.phase.is_some())
+}
+
+/// The Secrets a guard names whose owners have not allowed rollguard to read them (SPEC
+/// §5), judged when the spec changes (or while Invalid). A Secret that does not exist yet
+/// is not a spec problem: its reader says so when it needs it.
+async fn credential_problems(
+    guard: &RolloutGuard,
+    client: &Client,
+    namespace: &str,
+) -> Result<Option<String>, Error> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    for (field, name) in crate::trust::referenced_secrets(&guard.spec) {
+        if let Some(Err(message)) = crate::trust::read_credentials(&secrets, &name, &field).await? {
+            return Ok(Some(message));
+        }
+    }
+    Ok(None)
 }
 
 async fn evaluate_triggers(
