@@ -24,7 +24,7 @@ deploy: ## Re-render deploy/rollguard.yaml from charts/rollguard (default values
 	tests/cluster/build-tools.sh helm
 	deploy/render.sh > deploy/rollguard.yaml.tmp && mv deploy/rollguard.yaml.tmp deploy/rollguard.yaml
 
-tools: ## Build the local control plane's tools and helm once per machine (~/.cache/rollguard)
+tools: ## Build the local control plane's tools, helm and the python-tools venv once per machine (~/.cache/rollguard)
 	tests/cluster/build-tools.sh all
 
 readme-reference: ## Regenerate README.md's CRD field reference from the schema

@@ -65,11 +65,10 @@ async fn main() {
         ""
     };
     let receiver =
-        common::receivers::HttpReceiver::start(common::receivers::Behaviour::Accept, Some("k"))
-            .await;
+        common::receivers::HttpReceiver::start(common::receivers::Behaviour::Accept).await;
     cluster.apply(&format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ff, namespace: {ns}}}\ndata: {{f: \"false\", other: x}}\n---\n\
-         apiVersion: v1\nkind: Secret\nmetadata: {{name: hook, namespace: {ns}}}\nstringData: {{url: \"{url}\", signingKey: k}}\n---\n\
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ff, namespace: {ns}, labels: {{rollguard.dev/flags: \"true\"}}}}\ndata: {{f: \"false\", other: x}}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: hook, namespace: {ns}, labels: {{rollguard.dev/credentials: \"true\"}}}}\nstringData: {{url: \"{url}\", signingKey: rollguard-bench-signing-key-0123456789}}\n---\n\
          apiVersion: rollguard.dev/v1alpha1\nkind: RolloutGuard\nmetadata: {{name: g, namespace: {ns}}}\nspec:\n  flags: {{configMapRef: {{name: ff}}, guarded: [f]}}\n{notify}",
         url = receiver.url
     ));

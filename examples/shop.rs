@@ -20,10 +20,11 @@
 //! on. With the flag off (a rollback), requests take the old path and the errors stop.
 //! `POST /drain` and `/resume` are the rollback hooks; `GET /healthz` the health check.
 //!
-//! The receiver (`POST /hook` on the second port) checks each notification's signature
-//! (HMAC-SHA256 over `<timestamp>.<body>` with the Secret's `signingKey`, timestamps
+//! The receiver (`POST /hook` on the second port) checks each notification's Standard
+//! Webhooks signature (`webhook-signature`: `v1,<base64 HMAC-SHA256>` over
+//! `<webhook-id>.<webhook-timestamp>.<body>` with the Secret's `signingKey`, timestamps
 //! within five minutes), answers 401 to a bad one, and prints each one it receives;
-//! `GET /hook` lists them as JSON.
+//! `GET /hook` lists them as JSON. A real receiver would use a `standardwebhooks` library.
 //!
 //! Configuration (environment): `SHOP_ADDR` (127.0.0.1:18081), `HOOK_ADDR`
 //! (127.0.0.1:18082), `HOOK_SIGNING_KEY`, `SHOP_NAMESPACE` (shop), `SHOP_FLAGS`
@@ -34,6 +35,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use base64::Engine;
 use futures::{StreamExt, TryStreamExt};
 use hmac::{KeyInit, Mac};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -207,7 +209,13 @@ async fn main() -> anyhow::Result<()> {
         .route("/resume", post(|| hook_called("resume")))
         .with_state(shop);
     let receiver = Receiver {
-        key: key.into_bytes(),
+        // As rollguard reads `signingKey`: `whsec_<base64>`, or a raw key used as its bytes.
+        key: match key.trim().strip_prefix("whsec_") {
+            Some(encoded) => base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .map_err(|_| anyhow::anyhow!("HOOK_SIGNING_KEY: whsec_ without base64"))?,
+            None => key.trim().as_bytes().to_vec(),
+        },
         received: Arc::default(),
     };
     let hooks = Router::new()
@@ -309,8 +317,9 @@ async fn hook_called(which: &str) -> &'static str {
     "ok\n"
 }
 
-/// Checks a delivery as a receiver should: timestamp within five minutes, then the
-/// HMAC over `<timestamp>.<raw body>`, compared in constant time.
+/// Checks a delivery as a Standard Webhooks receiver should: timestamp within five minutes,
+/// then the HMAC over `<id>.<timestamp>.<raw body>`, compared in constant time with each
+/// `v1,` signature of the header (one per key the sender holds).
 fn verify(key: &[u8], headers: &HeaderMap, body: &[u8]) -> Result<(), String> {
     let header = |name: &str| {
         headers
@@ -318,21 +327,28 @@ fn verify(key: &[u8], headers: &HeaderMap, body: &[u8]) -> Result<(), String> {
             .and_then(|v| v.to_str().ok())
             .ok_or(format!("no {name} header"))
     };
-    let timestamp = header("X-Rollguard-Timestamp")?;
+    let id = header("webhook-id")?;
+    let timestamp = header("webhook-timestamp")?;
     let seconds: i64 = timestamp.parse().map_err(|_| "bad timestamp")?;
     if (jiff::Timestamp::now().as_second() - seconds).abs() > 300 {
         return Err("timestamp more than five minutes off: a replay?".into());
     }
-    let signature = header("X-Rollguard-Signature")?
-        .strip_prefix("sha256=")
-        .ok_or("signature without sha256=")?;
-    let digest = hex::decode(signature).map_err(|_| "signature is not hex")?;
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).map_err(|e| e.to_string())?;
+    mac.update(id.as_bytes());
+    mac.update(b".");
     mac.update(timestamp.as_bytes());
     mac.update(b".");
     mac.update(body);
-    mac.verify_slice(&digest)
-        .map_err(|_| "signature does not match".to_string())
+    let matches = header("webhook-signature")?
+        .split(' ')
+        .filter_map(|s| s.strip_prefix("v1,"))
+        .filter_map(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+        .any(|digest| mac.clone().verify_slice(&digest).is_ok());
+    if matches {
+        Ok(())
+    } else {
+        Err("no signature matches".into())
+    }
 }
 
 async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {

@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::receivers::{Behaviour, HttpReceiver, smtp_server};
+use common::receivers::{
+    Behaviour, Form, HttpReceiver, LibraryReceiver, Received, library_verify, smtp_server,
+};
 use common::{Env, wait_until};
 use k8s_openapi::api::core::v1::{ConfigMap, Event};
 use kube::api::{Api, ListParams};
@@ -11,6 +13,24 @@ use rollguard::api::RollbackRequest;
 use rollguard::api::guard::NotifyEvent;
 use rollguard::api::request::{DeliveryState, NotificationRecord, RequestPhase};
 use std::time::Duration;
+
+/// A raw signing key (its 36 UTF-8 bytes are the HMAC key); the library takes it as bytes.
+const RAW_KEY: &str = "rollguard-e2e-raw-signing-key-012345";
+/// A Standard Webhooks key: `whsec_` and the base64 of 32 bytes (sha256 of "rollguard e2e key 1").
+const WHSEC_KEY: &str = "whsec_kUnq167pPQtnkQdOP557DIR/FBAWiJHiiV6nXhmyUqk=";
+
+/// The Standard Webhooks reference library accepts the delivery with `key` (skipped, with a
+/// message, when its venv is missing outside CI).
+fn library_accepts(key: &str, form: Form, delivery: &Received) {
+    if let Some(verdict) = library_verify(key, form, &delivery.headers, &delivery.body) {
+        verdict.unwrap_or_else(|why| {
+            panic!(
+                "standardwebhooks refused a delivery: {why}\n{:?}",
+                delivery.headers
+            )
+        });
+    }
+}
 
 /// Short retries so failures show within seconds.
 const FAST_RETRIES: &[(&str, &str)] = &[
@@ -21,7 +41,7 @@ const FAST_RETRIES: &[(&str, &str)] = &[
 async fn setup(test: &str) -> Option<Env> {
     let env = Env::start(test, FAST_RETRIES).await?;
     env.cluster.apply(&format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ff, namespace: {}}}\ndata: {{a: \"true\", b: \"true\"}}\n",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ff, namespace: {}, labels: {{rollguard.dev/flags: \"true\"}}}}\ndata: {{a: \"true\", b: \"true\"}}\n",
         env.ns
     ));
     Some(env)
@@ -33,7 +53,7 @@ impl Env {
             .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
             .collect();
         self.cluster.apply(&format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {}}}\nstringData: {}\n",
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {}, labels: {{rollguard.dev/credentials: \"true\"}}}}\nstringData: {}\n",
             self.ns,
             serde_json::Value::Object(data)
         ));
@@ -110,14 +130,11 @@ async fn every_channel_hears_started_and_completed_with_the_facts() {
     let Some(env) = setup("notify_channels").await else {
         return;
     };
-    let slack = HttpReceiver::start(Behaviour::Accept, None).await;
-    let webhook = HttpReceiver::start(Behaviour::Accept, Some("k3y-for-tests")).await;
+    let slack = HttpReceiver::start(Behaviour::Accept).await;
+    let webhook = HttpReceiver::start(Behaviour::Accept).await;
     let (smtp_url, mailbox) = smtp_server().await;
     env.secret("slack", &[("url", &slack.url)]);
-    env.secret(
-        "hook",
-        &[("url", &webhook.url), ("signingKey", "k3y-for-tests")],
-    );
+    env.secret("hook", &[("url", &webhook.url), ("signingKey", RAW_KEY)]);
     env.secret(
         "mail",
         &[
@@ -178,12 +195,20 @@ async fn every_channel_hears_started_and_completed_with_the_facts() {
         assert!(completed.contains(fact), "{fact:?} not in {completed}");
     }
 
-    // Webhook: signed, verified by the receiver with an independent HMAC; body by the schema.
+    // Webhook: Standard Webhooks headers, verified by the reference library; body by the
+    // schema.
     let hooks = webhook.received();
     assert_eq!(events_of(&hooks), ["started", "completed"]);
     assert!(hooks.iter().all(|h| h.answered == 200));
     for h in &hooks {
-        webhook.verify(&h.headers, &h.body).unwrap();
+        library_accepts(RAW_KEY, Form::Bytes, h);
+        assert_eq!(h.header("webhook-id"), h.json()["id"].as_str().unwrap());
+        assert!(h.header("webhook-signature").starts_with("v1,"));
+        assert_eq!(
+            h.header("X-Rollguard-Signature"),
+            "",
+            "the old header is gone"
+        );
     }
     let body = hooks[1].json();
     assert_eq!(body["apiVersion"], "rollguard.dev/v1alpha1");
@@ -216,23 +241,14 @@ async fn every_channel_hears_started_and_completed_with_the_facts() {
             .starts_with("g-snap-")
     );
 
-    // A forged or altered body fails the receiver's check, and the receiver refuses it.
+    // An altered body fails the library's check.
     let mut tampered = hooks[1].body.to_vec();
     let at = tampered.iter().position(|b| *b == b'S').unwrap();
     tampered[at] = b'F';
-    let refused = webhook.verify(&hooks[1].headers, &tampered).unwrap_err();
-    assert!(refused.contains("does not match"), "{refused}");
-    let mut forged = hooks[1].headers.clone();
-    forged.remove("host");
-    forged.remove("content-length");
-    let answer = reqwest::Client::new()
-        .post(&webhook.url)
-        .headers(forged)
-        .body(tampered)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 401);
+    if let Some(verdict) = library_verify(RAW_KEY, Form::Bytes, &hooks[1].headers, &tampered) {
+        let refused = verdict.unwrap_err();
+        assert!(refused.contains("No matching signature"), "{refused}");
+    }
 
     // Email: both recipients, one mail per moment.
     let mails = mailbox.lock().unwrap().clone();
@@ -271,12 +287,15 @@ async fn a_hanging_receiver_never_delays_the_flags_a_flaky_one_gets_one_delivery
     let Some(env) = setup("notify_failures").await else {
         return;
     };
-    let hanging = HttpReceiver::start(Behaviour::Hang, None).await;
-    let flaky = HttpReceiver::start(Behaviour::FailFirst(2), None).await;
-    let dead = HttpReceiver::start(Behaviour::Fail, None).await;
-    env.secret("hanging", &[("url", &hanging.url), ("signingKey", "x")]);
-    env.secret("flaky", &[("url", &flaky.url), ("signingKey", "x")]);
-    env.secret("dead", &[("url", &dead.url), ("signingKey", "x")]);
+    let hanging = HttpReceiver::start(Behaviour::Hang).await;
+    let flaky = HttpReceiver::start(Behaviour::FailFirst(2)).await;
+    let dead = HttpReceiver::start(Behaviour::Fail).await;
+    env.secret(
+        "hanging",
+        &[("url", &hanging.url), ("signingKey", WHSEC_KEY)],
+    );
+    env.secret("flaky", &[("url", &flaky.url), ("signingKey", WHSEC_KEY)]);
+    env.secret("dead", &[("url", &dead.url), ("signingKey", WHSEC_KEY)]);
     env.guard(
         "[{name: hanging, type: webhook, secretRef: {name: hanging}, \"on\": [started]}, \
            {name: flaky, type: webhook, secretRef: {name: flaky}, \"on\": [started]}, \
@@ -308,12 +327,17 @@ async fn a_hanging_receiver_never_delays_the_flags_a_flaky_one_gets_one_delivery
     let ids: Vec<_> = flaky
         .received()
         .iter()
-        .map(|d| d.header("X-Rollguard-Delivery").to_string())
+        .map(|d| d.header("webhook-id").to_string())
         .collect();
     assert!(
-        ids.iter().all(|id| *id == ids[0]),
-        "one delivery id across retries: {ids:?}"
+        !ids[0].is_empty() && ids.iter().all(|id| *id == ids[0]),
+        "one webhook-id across retries: {ids:?}"
     );
+    // Every attempt is signed afresh (its own timestamp), and each one verifies.
+    for attempt in flaky.received() {
+        assert_eq!(attempt.header("X-Rollguard-Delivery"), ids[0]);
+        library_accepts(WHSEC_KEY, Form::Str, &attempt);
+    }
 
     // Always fails: Failed record with the error, a Warning Event and a timeline line;
     // the rollback itself succeeded.
@@ -362,8 +386,8 @@ async fn an_operator_restart_between_started_and_completed_sends_neither_twice()
     let Some(mut env) = setup("notify_restart").await else {
         return;
     };
-    let webhook = HttpReceiver::start(Behaviour::Accept, Some("k")).await;
-    env.secret("hook", &[("url", &webhook.url), ("signingKey", "k")]);
+    let webhook = HttpReceiver::start(Behaviour::Accept).await;
+    env.secret("hook", &[("url", &webhook.url), ("signingKey", WHSEC_KEY)]);
     // Verification waits on an HTTP check the test turns healthy after the restart.
     let (health, healthy) = common::health_server().await;
     env.guard(
@@ -411,8 +435,8 @@ async fn drift_after_a_rollback_is_sent_once_to_its_receivers() {
     let Some(env) = setup("notify_drift").await else {
         return;
     };
-    let webhook = HttpReceiver::start(Behaviour::Accept, Some("k")).await;
-    env.secret("hook", &[("url", &webhook.url), ("signingKey", "k")]);
+    let webhook = HttpReceiver::start(Behaviour::Accept).await;
+    env.secret("hook", &[("url", &webhook.url), ("signingKey", WHSEC_KEY)]);
     env.guard(
         "[{name: audit, type: webhook, secretRef: {name: hook}, \"on\": [drift]}, {name: banner, type: inApp, \"on\": [drift]}]",
         "  interval: 1s",
@@ -449,7 +473,7 @@ async fn drift_after_a_rollback_is_sent_once_to_its_receivers() {
         async move { webhook.accepted().into_iter().next() }
     })
     .await;
-    webhook.verify(&drift.headers, &drift.body).unwrap();
+    library_accepts(WHSEC_KEY, Form::Str, &drift);
     let body = drift.json();
     assert_eq!(body["event"], "drift");
     assert_eq!(body["guard"], "g");
@@ -477,9 +501,9 @@ async fn a_firing_alert_trigger_is_told_once_with_its_value_and_threshold() {
     let Some(env) = setup("notify_firing").await else {
         return;
     };
-    let webhook = HttpReceiver::start(Behaviour::Accept, Some("k")).await;
-    let slack = HttpReceiver::start(Behaviour::Accept, None).await;
-    env.secret("hook", &[("url", &webhook.url), ("signingKey", "k")]);
+    let webhook = HttpReceiver::start(Behaviour::Accept).await;
+    let slack = HttpReceiver::start(Behaviour::Accept).await;
+    env.secret("hook", &[("url", &webhook.url), ("signingKey", WHSEC_KEY)]);
     env.secret("slack", &[("url", &slack.url)]);
     // Real Prometheus evaluates the query every second; the breach lasts, the trigger fires once.
     env.guard(
@@ -496,7 +520,7 @@ async fn a_firing_alert_trigger_is_told_once_with_its_value_and_threshold() {
         },
     )
     .await;
-    webhook.verify(&firing.headers, &firing.body).unwrap();
+    library_accepts(WHSEC_KEY, Form::Str, &firing);
     let body = firing.json();
     assert_eq!(body["event"], "triggerFiring");
     assert_eq!(body["trigger"]["name"], "errors");
@@ -535,8 +559,8 @@ async fn a_restore_is_not_reported_as_drift() {
     let Some(env) = setup("notify_no_drift").await else {
         return;
     };
-    let webhook = HttpReceiver::start(Behaviour::Accept, Some("k")).await;
-    env.secret("hook", &[("url", &webhook.url), ("signingKey", "k")]);
+    let webhook = HttpReceiver::start(Behaviour::Accept).await;
+    env.secret("hook", &[("url", &webhook.url), ("signingKey", WHSEC_KEY)]);
     env.guard(
         "[{name: audit, type: webhook, secretRef: {name: hook}, \"on\": [drift]}]",
         "  interval: 1s",
@@ -584,4 +608,161 @@ async fn a_restore_is_not_reported_as_drift() {
         events_of(&webhook.received())
     );
     assert!(env.events("FlagsDrifted").await.is_empty());
+}
+
+#[tokio::test]
+async fn the_standard_webhooks_library_verifies_every_delivery_also_with_only_the_second_key() {
+    let Some(env) = setup("notify_standard_webhooks").await else {
+        return;
+    };
+    use base64::Engine;
+    let raw_as_whsec = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(RAW_KEY)
+    );
+    // sha256 of "rollguard e2e wrong key": a valid key, but not one in the Secret.
+    let wrong = "whsec_fltSQrrakLaX1x3jrv8K9uqobRjdUBdHEIjjMsoZoYk=";
+    let Some(receiver) = LibraryReceiver::start(&[
+        ("first", WHSEC_KEY, Form::Str),
+        ("second", RAW_KEY, Form::Bytes),
+        ("second-as-whsec", &raw_as_whsec, Form::Str),
+        ("second-as-str", RAW_KEY, Form::Str),
+        ("wrong", wrong, Form::Str),
+    ]) else {
+        return;
+    };
+    assert_eq!(
+        receiver.version,
+        common::receivers::tools_var("STANDARDWEBHOOKS_PYPI_VERSION"),
+        "the pinned library"
+    );
+    // Key rotation: the old key (whsec_ form) and the new one (a raw key), both in the Secret.
+    let both = format!("{WHSEC_KEY}, {RAW_KEY}");
+    // 31 bytes: one too few.
+    let short = "only-31-bytes-long-signing-key!";
+    assert_eq!(short.len(), 31);
+    env.secret(
+        "hook-first",
+        &[("url", &receiver.url("first")), ("signingKey", &both)],
+    );
+    env.secret(
+        "hook-second",
+        &[("url", &receiver.url("second")), ("signingKey", &both)],
+    );
+    env.secret(
+        "hook-short",
+        &[("url", &receiver.url("first")), ("signingKey", short)],
+    );
+    // `first` is answered as the library judges with the first key only, `second` with the
+    // second key only: a delivery is Delivered only if the library accepted it.
+    env.guard(
+        "[{name: first, type: webhook, secretRef: {name: hook-first}, \"on\": [started, completed]}, \
+           {name: second, type: webhook, secretRef: {name: hook-second}, \"on\": [started, completed]}, \
+           {name: short, type: webhook, secretRef: {name: hook-short}, \"on\": [started]}]",
+        "",
+    );
+    env.request("incident-6");
+    let r = env.settled("incident-6").await;
+    assert_eq!(
+        r.status.as_ref().unwrap().phase,
+        Some(RequestPhase::Succeeded)
+    );
+    for name in ["first", "second"] {
+        for event in [NotifyEvent::Started, NotifyEvent::Completed] {
+            let n = record(&r, name, event);
+            assert_eq!(
+                (n.state, n.attempts),
+                (DeliveryState::Delivered, 1),
+                "{n:#?}"
+            );
+        }
+    }
+
+    let got = receiver.received();
+    let paths: Vec<_> = got.iter().map(|d| d.path.as_str()).collect();
+    assert_eq!(
+        paths.len(),
+        4,
+        "two receivers × two moments, none signed with the short key: {paths:?}"
+    );
+    let now = jiff::Timestamp::now().as_second();
+    for d in &got {
+        assert_eq!(d.answered, 200, "{d:#?}");
+        // Either key alone verifies, the raw one also in its whsec_ form.
+        for verifier in ["first", "second", "second-as-whsec"] {
+            assert!(d.accepted_by(verifier), "{verifier}: {:?}", d.verdicts);
+        }
+        // The library base64-decodes a secret string without whsec_, so a raw key given as a
+        // string is another key (README: give it as bytes or in the whsec_ form).
+        assert!(!d.accepted_by("second-as-str"), "{:?}", d.verdicts);
+        assert!(
+            d.verdicts["wrong"].contains("No matching signature found"),
+            "{:?}",
+            d.verdicts
+        );
+        let signatures: Vec<_> = d.header("webhook-signature").split(' ').collect();
+        assert_eq!(signatures.len(), 2, "one per key: {signatures:?}");
+        assert!(signatures.iter().all(|s| s.starts_with("v1,")));
+        assert_eq!(d.header("webhook-id"), d.json()["id"].as_str().unwrap());
+        assert_eq!(d.header("X-Rollguard-Delivery"), d.header("webhook-id"));
+        let signed_at: i64 = d.header("webhook-timestamp").parse().unwrap();
+        assert!((now - signed_at).abs() < 120, "{signed_at} vs {now}");
+        for old in ["X-Rollguard-Signature", "X-Rollguard-Timestamp"] {
+            assert_eq!(d.header(old), "", "{old} is gone");
+        }
+    }
+    let uid = r.metadata.uid.clone().unwrap();
+    let mut ids: Vec<_> = got.iter().map(|d| d.header("webhook-id")).collect();
+    ids.sort();
+    let (started, completed) = (format!("{uid}:started"), format!("{uid}:completed"));
+    assert_eq!(ids, [&completed, &completed, &started, &started]);
+
+    // The same delivery sent again verifies (the replay path works); with one body byte
+    // changed the library refuses it, whichever key it holds.
+    let genuine = got.iter().find(|d| d.path == "/first").unwrap();
+    let send = |body: Vec<u8>| {
+        let mut request = reqwest::Client::new()
+            .post(receiver.url("first"))
+            .header("content-type", "application/json")
+            .body(body);
+        for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+            request = request.header(name, genuine.header(name));
+        }
+        request.send()
+    };
+    assert_eq!(send(genuine.body.clone()).await.unwrap().status(), 200);
+    let mut tampered = genuine.body.clone();
+    let at = tampered.iter().position(|b| *b == b'a').unwrap();
+    tampered[at] = b'b';
+    assert_eq!(send(tampered).await.unwrap().status(), 401);
+    let refused = receiver.received().pop().unwrap();
+    assert!(
+        refused
+            .verdicts
+            .values()
+            .all(|v| v.contains("No matching signature found")),
+        "{:?}",
+        refused.verdicts
+    );
+
+    // The short key: a permanent failure after one attempt, naming the field, the key and
+    // the length, never the key itself.
+    let n = record(&r, "short", NotifyEvent::Started);
+    assert_eq!((n.state, n.attempts), (DeliveryState::Failed, 1), "{n:#?}");
+    for part in ["spec.notify[short].secretRef", "signingKey", "31 bytes"] {
+        assert!(n.message.contains(part), "{part:?} not in {:?}", n.message);
+    }
+    let warnings = env.events("NotificationFailed").await;
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    let log = env.operator.as_ref().unwrap().log_text();
+    let status = serde_json::to_string(&r.status).unwrap();
+    let events = format!("{warnings:?}");
+    for key in [short, RAW_KEY, &WHSEC_KEY["whsec_".len()..]] {
+        for (what, text) in [("status", &status), ("Events", &events), ("log", &log)] {
+            assert!(
+                !text.contains(key),
+                "a signing key in the operator's {what}"
+            );
+        }
+    }
 }

@@ -457,7 +457,8 @@ pub struct HttpCheck {
 pub enum NotifierType {
     /// Slack incoming webhook; Secret key `url`.
     Slack,
-    /// Signed JSON webhook; Secret keys `url`, `signingKey`.
+    /// JSON webhook signed per Standard Webhooks; Secret keys `url`, `signingKey` (keys of at
+    /// least 32 bytes, `whsec_<base64>` or raw; several for rotation).
     Webhook,
     /// SMTP; Secret keys `smtpUrl`, `from`, `to` (comma-separated).
     Email,

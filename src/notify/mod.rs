@@ -1,11 +1,13 @@
 //! Notifications (SPEC §2–§3): who is told what, and what the message says. Pure: the
 //! routing (`on` filters), the records a request keeps of its deliveries, the `Notified`
-//! condition, and every channel's payload (Slack blocks, the signed webhook body, the email,
-//! the in-app status ConfigMap) are decided here; [`courier`] sends, [`outbox`] runs the
+//! condition, every channel's payload (Slack blocks, the webhook body, the email, the in-app
+//! status ConfigMap) and the webhook's Standard Webhooks signature ([`signature`]) are decided
+//! here; [`courier`] sends, [`outbox`] runs the
 //! deliveries beside the rollback and reports their outcomes back to the reconciler.
 
 pub mod courier;
 pub mod outbox;
+pub mod signature;
 
 #[cfg(test)]
 mod tests;
@@ -15,7 +17,6 @@ use crate::api::request::{
     DeliveryState, Durations, FlagChange, NotificationRecord, RequestAction, RequestMode,
     RollbackRequest, TriggeredBy,
 };
-use hmac::{KeyInit, Mac};
 use kube::ResourceExt;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -23,9 +24,8 @@ use std::collections::BTreeMap;
 /// The webhook body's `kind`, and its schema version (README "Webhook payload").
 pub const WEBHOOK_KIND: &str = "RollguardNotification";
 pub const WEBHOOK_API_VERSION: &str = "rollguard.dev/v1alpha1";
-/// Headers of a webhook delivery.
-pub const TIMESTAMP_HEADER: &str = "X-Rollguard-Timestamp";
-pub const SIGNATURE_HEADER: &str = "X-Rollguard-Signature";
+/// Informational headers of a webhook delivery, besides the Standard Webhooks ones
+/// ([`signature`]): the delivery id again (the value of `webhook-id`) and the moment.
 pub const DELIVERY_HEADER: &str = "X-Rollguard-Delivery";
 pub const EVENT_HEADER: &str = "X-Rollguard-Event";
 /// The in-app status ConfigMap, one per namespace.
@@ -462,15 +462,6 @@ pub fn webhook_body(notice: &Notice) -> Vec<u8> {
         notice,
     })
     .expect("a notice serialises")
-}
-
-/// `sha256=<hex>` of HMAC-SHA256 over `<timestamp>.<body>` with the signing key.
-pub fn signature(key: &[u8], timestamp: i64, body: &[u8]) -> String {
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// The email: subject and plain-text body.

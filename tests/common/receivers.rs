@@ -1,12 +1,18 @@
 //! Notification receivers the tests run on loopback: an HTTP endpoint that records every
-//! delivery (and, given a signing key, checks the webhook signature the way a real
-//! receiver should, with an HMAC implementation independent of the operator's), and a
-//! minimal SMTP server that keeps the mail it is given.
+//! delivery and answers as told (slow, failing, flaky), a minimal SMTP server that keeps the
+//! mail it is given, and the Standard Webhooks reference library (PyPI `standardwebhooks`,
+//! in the venv `tests/cluster/build-tools.sh python-tools` builds) that checks webhook
+//! signatures: as an HTTP receiver of its own ([`LibraryReceiver`]) or on a delivery another
+//! receiver recorded ([`library_verify`]). rollguard's signatures are never checked with a
+//! re-implementation here.
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Router, routing::post};
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -49,35 +55,27 @@ impl Received {
 pub struct HttpReceiver {
     pub url: String,
     received: Arc<Mutex<Vec<Received>>>,
-    signing_key: Option<Vec<u8>>,
 }
 
 struct Shared {
     behaviour: Behaviour,
     received: Arc<Mutex<Vec<Received>>>,
-    signing_key: Option<Vec<u8>>,
 }
 
 impl HttpReceiver {
-    /// A receiver at `http://127.0.0.1:<port>/hook`; with a signing key it answers 401 to
-    /// a delivery whose signature does not verify.
-    pub async fn start(behaviour: Behaviour, signing_key: Option<&str>) -> Self {
+    /// A receiver at `http://127.0.0.1:<port>/hook`. It checks no signature: hand what it
+    /// recorded to [`library_verify`].
+    pub async fn start(behaviour: Behaviour) -> Self {
         let received: Arc<Mutex<Vec<Received>>> = Arc::default();
-        let signing_key = signing_key.map(|k| k.as_bytes().to_vec());
         let shared = Arc::new(Shared {
             behaviour,
             received: received.clone(),
-            signing_key: signing_key.clone(),
         });
         let app = Router::new()
             .route("/hook", post(receive))
             .with_state(shared);
         let url = format!("http://{}/hook", super::serve(app).await);
-        Self {
-            url,
-            received,
-            signing_key,
-        }
+        Self { url, received }
     }
 
     /// Every delivery attempt so far, in arrival order.
@@ -92,62 +90,17 @@ impl HttpReceiver {
             .filter(|r| (200..300).contains(&r.answered))
             .collect()
     }
-
-    /// Checks a delivery as a receiver would: timestamp within five minutes, signature
-    /// over `<timestamp>.<body>` (ring's HMAC, constant-time comparison).
-    pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), String> {
-        verify(
-            self.signing_key.as_deref().expect("a signing receiver"),
-            headers,
-            body,
-        )
-    }
-}
-
-pub fn verify(key: &[u8], headers: &HeaderMap, body: &[u8]) -> Result<(), String> {
-    let get = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .ok_or(format!("no {name} header"))
-    };
-    let timestamp = get("X-Rollguard-Timestamp")?;
-    let seconds: i64 = timestamp.parse().map_err(|_| "timestamp not a number")?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    if (now - seconds).abs() > 300 {
-        return Err(format!(
-            "timestamp {seconds} too far from now ({now}): replay?"
-        ));
-    }
-    let signature = get("X-Rollguard-Signature")?;
-    let hex_digest = signature
-        .strip_prefix("sha256=")
-        .ok_or("signature without sha256=")?;
-    let digest = hex::decode(hex_digest).map_err(|_| "signature not hex")?;
-    let mut signed = timestamp.as_bytes().to_vec();
-    signed.push(b'.');
-    signed.extend_from_slice(body);
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
-    ring::hmac::verify(&key, &signed, &digest).map_err(|_| "signature does not match".to_string())
 }
 
 async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> StatusCode {
     let earlier = shared.received.lock().unwrap().len();
-    let mut answer = match shared.behaviour {
+    let answer = match shared.behaviour {
         Behaviour::Accept => StatusCode::OK,
         Behaviour::FailFirst(n) if earlier < n => StatusCode::INTERNAL_SERVER_ERROR,
         Behaviour::FailFirst(_) => StatusCode::OK,
         Behaviour::Fail => StatusCode::INTERNAL_SERVER_ERROR,
         Behaviour::Hang => StatusCode::OK,
     };
-    if let Some(key) = &shared.signing_key
-        && verify(key, &headers, &body).is_err()
-    {
-        answer = StatusCode::UNAUTHORIZED;
-    }
     shared.received.lock().unwrap().push(Received {
         headers,
         body,
@@ -263,4 +216,237 @@ fn address(arg: &str) -> String {
     arg.trim_start_matches('<')
         .trim_end_matches('>')
         .to_string()
+}
+
+// ---- the Standard Webhooks reference library ----------------------------------------------
+
+/// How a secret is handed to the library's `Webhook(secret)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Form {
+    /// As the string itself: the library strips an optional `whsec_` and base64-decodes.
+    Str,
+    /// As its UTF-8 bytes (`Webhook(secret.encode())`): how a raw key string is used.
+    Bytes,
+}
+
+impl Form {
+    fn word(self) -> &'static str {
+        match self {
+            Form::Str => "str",
+            Form::Bytes => "bytes",
+        }
+    }
+}
+
+/// A tools variable of tests/cluster/versions.sh.
+pub fn tools_var(name: &str) -> String {
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source tests/cluster/versions.sh && echo \"${name}\""
+        ))
+        .current_dir(super::repo())
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The python of the venv with the pinned `standardwebhooks`
+/// (`tests/cluster/build-tools.sh python-tools`), or None with a message; under `CI=true`
+/// a missing venv is a failure.
+pub fn standardwebhooks_python() -> Option<PathBuf> {
+    let python = PathBuf::from(tools_var("PYTHON_TOOLS")).join("bin/python");
+    if python.is_file() {
+        return Some(python);
+    }
+    let msg = format!(
+        "no standardwebhooks venv at {}: run `tests/cluster/build-tools.sh python-tools` (make tools and make cluster-up do)",
+        python.display()
+    );
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+fn receiver_script() -> PathBuf {
+    super::repo().join("tests/receivers/standardwebhooks_receiver.py")
+}
+
+/// Whether the library accepts a delivery with `secret`: `Ok` or the library's refusal.
+/// None (outside CI) when the venv is missing.
+pub fn library_verify(
+    secret: &str,
+    form: Form,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Option<Result<(), String>> {
+    use base64::Engine;
+    let python = standardwebhooks_python()?;
+    let headers: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().into()))
+        .collect();
+    let input = serde_json::json!({
+        "secret": secret,
+        "form": form.word(),
+        "headers": headers,
+        "body": base64::engine::general_purpose::STANDARD.encode(body),
+    });
+    let mut child = std::process::Command::new(python)
+        .arg(receiver_script())
+        .arg("verify")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the standardwebhooks verifier");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    match (out.status.code(), said.as_str()) {
+        (Some(0), "accepted") => Some(Ok(())),
+        (Some(1), s) if s.starts_with("rejected: ") => Some(Err(s.to_string())),
+        _ => panic!(
+            "the standardwebhooks verifier failed: {said}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// One POST as [`LibraryReceiver`] saw and judged it.
+#[derive(Clone, Debug)]
+pub struct Judged {
+    /// `/<verifier name>`: the verifier whose verdict was the answer.
+    pub path: String,
+    /// Header names lower-cased.
+    pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+    /// Every verifier's verdict: `accepted` or `rejected: <the library's reason>`.
+    pub verdicts: BTreeMap<String, String>,
+    pub answered: u16,
+}
+
+impl Judged {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+            .unwrap_or_default()
+    }
+    pub fn accepted_by(&self, verifier: &str) -> bool {
+        self.verdicts.get(verifier).map(String::as_str) == Some("accepted")
+    }
+}
+
+/// tests/receivers/standardwebhooks_receiver.py serving on loopback: every POST is checked
+/// with `standardwebhooks.Webhook(secret).verify(body, headers)` by every verifier, and
+/// `POST /<name>` is answered 200 if verifier `name` accepted it, else 401.
+pub struct LibraryReceiver {
+    /// `http://127.0.0.1:<port>`; a receiver's URL is this plus `/<verifier name>`.
+    pub base_url: String,
+    /// The library's version, as the script reports it.
+    pub version: String,
+    record: PathBuf,
+    child: std::process::Child,
+}
+
+impl LibraryReceiver {
+    /// None (outside CI) when the venv is missing.
+    pub fn start(verifiers: &[(&str, &str, Form)]) -> Option<Self> {
+        let python = standardwebhooks_python()?;
+        let dir = super::repo().join("target/test-logs");
+        std::fs::create_dir_all(&dir).unwrap();
+        let stem = format!("standardwebhooks-{}", super::unique_suffix());
+        let record = dir.join(format!("{stem}.jsonl"));
+        let config = dir.join(format!("{stem}.json"));
+        let verifiers: Vec<_> = verifiers
+            .iter()
+            .map(|(name, secret, form)| {
+                serde_json::json!({"name": name, "secret": secret, "form": form.word()})
+            })
+            .collect();
+        std::fs::write(
+            &config,
+            serde_json::json!({"record": record, "verifiers": verifiers}).to_string(),
+        )
+        .unwrap();
+        let mut child = std::process::Command::new(python)
+            .arg(receiver_script())
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the standardwebhooks receiver");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let mut words = line.split_whitespace();
+        let (Some("PORT"), Some(port), Some("standardwebhooks"), Some(version)) =
+            (words.next(), words.next(), words.next(), words.next())
+        else {
+            let _ = child.kill();
+            panic!("the standardwebhooks receiver did not start: {line:?}");
+        };
+        Some(Self {
+            base_url: format!("http://127.0.0.1:{port}"),
+            version: version.to_string(),
+            record,
+            child,
+        })
+    }
+
+    /// The URL whose answers follow verifier `name`.
+    pub fn url(&self, name: &str) -> String {
+        format!("{}/{name}", self.base_url)
+    }
+
+    /// Every POST so far, in arrival order (each recorded before it was answered).
+    pub fn received(&self) -> Vec<Judged> {
+        use base64::Engine;
+        let text = std::fs::read_to_string(&self.record).unwrap_or_default();
+        text.lines()
+            .map(|line| {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                let map = |v: &serde_json::Value, lower: bool| -> BTreeMap<String, String> {
+                    v.as_object()
+                        .unwrap()
+                        .iter()
+                        .map(|(k, v)| {
+                            let k = if lower {
+                                k.to_ascii_lowercase()
+                            } else {
+                                k.clone()
+                            };
+                            (k, v.as_str().unwrap().to_string())
+                        })
+                        .collect()
+                };
+                Judged {
+                    path: v["path"].as_str().unwrap().to_string(),
+                    headers: map(&v["headers"], true),
+                    body: base64::engine::general_purpose::STANDARD
+                        .decode(v["body"].as_str().unwrap())
+                        .unwrap(),
+                    verdicts: map(&v["verdicts"], false),
+                    answered: v["answered"].as_u64().unwrap() as u16,
+                }
+            })
+            .collect()
+    }
+}
+
+impl Drop for LibraryReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
