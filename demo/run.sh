@@ -139,7 +139,8 @@ scrape shop "$SHOP_ADDR" shop-demo
 say "Starting the operator: rollguard run --namespace $NS (log: target/demo/operator.log)."
 start operator env -u ROLLGUARD_FAULT_POINT -u ROLLGUARD_FAULT_REQUEST RUST_LOG=info,kube=warn \
 	target/debug/rollguard run --namespace "$NS" --prometheus-url "$PROMETHEUS_URL" \
-	--metrics-addr "$METRICS_ADDR" --kubeconfig "$KUBECONFIG"
+	--metrics-addr "$METRICS_ADDR" --kubeconfig "$KUBECONFIG" \
+	--egress-allow-plain-http-credentials 127.0.0.1
 scrape operator "$METRICS_ADDR" rollguard-demo
 wait_for 30 "the shop" curl -sf "$SHOP/healthz"
 wait_for 30 "the operator's /readyz" curl -sf "http://$METRICS_ADDR/readyz"

@@ -2,6 +2,7 @@
 //! replica ready, HTTP checks answering as expected. The judgement of a workload's status
 //! is pure; fetching it and calling URLs is the reconciler's.
 
+use crate::egress::{Egress, EgressError, without_userinfo};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use std::time::Duration;
 
@@ -87,20 +88,33 @@ fn replicas_ready(
     Ok(())
 }
 
-/// GETs `url` and compares the status code; Err says what was wrong.
+/// GETs `url` and compares the status code; Err says what was wrong (naming the URL
+/// without its userinfo). Redirects are answers like any other: a 302 where 200 is expected
+/// fails the check.
 pub async fn check_http(
-    http: &reqwest::Client,
+    egress: &Egress,
     url: &str,
     expect: i32,
     timeout: Duration,
 ) -> Result<(), String> {
-    match http.get(url).timeout(timeout).send().await {
-        Ok(response) if i32::from(response.status().as_u16()) == expect => Ok(()),
-        Ok(response) => Err(format!(
-            "GET {url} answered {}, expected {expect}",
-            response.status().as_u16()
-        )),
-        Err(e) => Err(format!("GET {url} failed: {e}")),
+    let shown = without_userinfo(url);
+    let request = egress.client().get(url).timeout(timeout);
+    let response = match egress.send(request).await {
+        Ok(response) => response,
+        Err(EgressError::Redirect(code)) if i32::from(code) == expect => return Ok(()),
+        Err(EgressError::Redirect(code)) => {
+            return Err(format!(
+                "GET {shown} answered {code}, expected {expect} (redirects are not followed)"
+            ));
+        }
+        Err(e) => return Err(format!("GET {shown} failed: {e}")),
+    };
+    let status = response.status().as_u16();
+    let _ = egress.read_capped(response).await;
+    if i32::from(status) == expect {
+        Ok(())
+    } else {
+        Err(format!("GET {shown} answered {status}, expected {expect}"))
     }
 }
 

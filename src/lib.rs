@@ -7,6 +7,7 @@ pub mod api;
 pub mod conditions;
 pub mod controller;
 pub mod crd;
+pub mod egress;
 pub mod fault;
 pub mod flags;
 pub mod guard;

@@ -2,9 +2,14 @@
 //! timeout and credentials. Everything it returns is data or a [`QueryError`]; callers
 //! treat errors as "unknown", never as a breach.
 
+use crate::egress::{Egress, EgressError, without_userinfo};
 use crate::triggers::Series;
-use prometheus_http_query::Client;
+use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+/// The field whose credentials a query carries (named in refusals).
+pub const AUTH_FIELD: &str = "spec.prometheus.authSecretRef";
 
 /// Credentials from a guard's `prometheus.authSecretRef`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -44,6 +49,7 @@ impl Target {
         guard: &crate::api::RolloutGuard,
         default_address: Option<&str>,
         secrets: &kube::Api<k8s_openapi::api::core::v1::Secret>,
+        egress: &Egress,
     ) -> Result<Result<Target, String>, kube::Error> {
         let spec = guard.spec.prometheus.as_ref();
         let Some(address) = spec
@@ -52,12 +58,21 @@ impl Target {
         else {
             return Ok(Err("no Prometheus address: set spec.prometheus.address or the operator's --prometheus-url".into()));
         };
+        // A query never outlives the guard's interval (SPEC §5).
         let timeout = spec
             .and_then(|p| p.timeout.to_std().ok())
-            .unwrap_or(Duration::from_secs(5));
+            .unwrap_or(Duration::from_secs(5))
+            .min(guard.spec.interval.to_std().unwrap_or(Duration::MAX));
         let auth = match spec.and_then(|p| p.auth_secret_ref.as_ref()) {
-            Some(secret_ref) => match secrets.get_opt(&secret_ref.name).await? {
-                Some(secret) => match Auth::from_secret(&secret) {
+            Some(secret_ref) => match crate::trust::read_credentials(
+                secrets,
+                &secret_ref.name,
+                "spec.prometheus.authSecretRef.name",
+            )
+            .await?
+            {
+                Some(Err(message)) => return Ok(Err(message)),
+                Some(Ok(secret)) => match Auth::from_secret(&secret) {
                     Some(auth) => Some(auth),
                     // Querying without the credentials someone asked for would only fail
                     // later with a less helpful 401.
@@ -77,6 +92,12 @@ impl Target {
             },
             None => None,
         };
+        if auth.is_some()
+            && let Ok(url) = reqwest::Url::parse(&address)
+            && let Err(e) = egress.check_credentials(&url, AUTH_FIELD, &without_userinfo(&address))
+        {
+            return Ok(Err(e.to_string()));
+        }
         Ok(Ok(Target {
             address,
             timeout,
@@ -97,27 +118,29 @@ pub enum QueryError {
         "Prometheus at {address} returned a {kind} where an instant vector or scalar was expected"
     )]
     UnexpectedResult { address: String, kind: &'static str },
+    /// The operator's egress policy refused the call or its answer (SPEC §5).
+    #[error("Prometheus at {address}: {message}")]
+    Refused { address: String, message: String },
 }
 
-/// A pool of HTTP connections shared by every query.
-#[derive(Clone)]
+/// A pool of HTTP connections shared by every query, bounded by the operator's egress
+/// policy.
+///
+/// The instant query is sent here rather than through prometheus-http-query: that crate
+/// reads the whole answer into memory (`Response::json`) before parsing it, so an answer
+/// could not be capped while it streams.
+#[derive(Clone, Default)]
 pub struct Prometheus {
-    http: reqwest::Client,
-}
-
-impl Default for Prometheus {
-    fn default() -> Self {
-        Self::new()
-    }
+    egress: Egress,
 }
 
 impl Prometheus {
-    pub fn new() -> Self {
-        Self {
-            http: reqwest::Client::builder()
-                .build()
-                .expect("an HTTP client with default settings builds"),
-        }
+    pub fn new(egress: Egress) -> Self {
+        Self { egress }
+    }
+
+    pub fn egress(&self) -> &Egress {
+        &self.egress
     }
 
     /// Evaluates `query` as an instant query at `address`.
@@ -128,12 +151,38 @@ impl Prometheus {
         timeout: Duration,
         auth: Option<&Auth>,
     ) -> Result<Vec<Series>, QueryError> {
-        let client =
-            Client::from(self.http.clone(), address).map_err(|e| QueryError::Unreachable {
-                address: address.to_string(),
+        let shown = without_userinfo(address);
+        let unreachable = |message: String| QueryError::Unreachable {
+            address: shown.clone(),
+            message,
+        };
+        let refused = |e: EgressError| match e {
+            EgressError::Timeout => QueryError::Timeout {
+                address: shown.clone(),
+                timeout,
+            },
+            EgressError::Transport(message) => QueryError::Unreachable {
+                address: shown.clone(),
+                message,
+            },
+            e => QueryError::Refused {
+                address: shown.clone(),
                 message: e.to_string(),
-            })?;
-        let mut request = client.query(query).timeout(timeout.as_millis() as i64);
+            },
+        };
+        let url = query_url(address, query, timeout)
+            .map_err(|e| unreachable(format!("not a URL: {e}")))?;
+        // Userinfo in the address is a credential too: reqwest sends it as basic auth.
+        if auth.is_some() {
+            self.egress
+                .check_credentials(&url, AUTH_FIELD, &shown)
+                .map_err(refused)?;
+        } else if !url.username().is_empty() || url.password().is_some() {
+            self.egress
+                .check_credentials(&url, "spec.prometheus.address", &shown)
+                .map_err(refused)?;
+        }
+        let mut request = self.egress.client().get(url).timeout(timeout);
         match auth {
             Some(Auth::Bearer(token)) => {
                 request = request.header(
@@ -152,48 +201,135 @@ impl Prometheus {
             }
             None => {}
         }
-        let result = match tokio::time::timeout(timeout, request.get()).await {
+        let exchange = async {
+            let response = self.egress.send(request).await?;
+            let status = response.status();
+            let body = self.egress.read_capped(response).await?;
+            Ok::<_, EgressError>((status, body))
+        };
+        let (status, body) = match tokio::time::timeout(timeout, exchange).await {
             Err(_) => {
                 return Err(QueryError::Timeout {
-                    address: address.to_string(),
+                    address: shown,
                     timeout,
                 });
             }
-            Ok(Err(prometheus_http_query::Error::Prometheus(e))) => {
-                return Err(QueryError::Rejected {
-                    address: address.to_string(),
-                    message: e.to_string(),
-                });
-            }
-            Ok(Err(e)) => {
-                return Err(QueryError::Unreachable {
-                    address: address.to_string(),
-                    message: e.to_string(),
-                });
-            }
-            Ok(Ok(result)) => result,
+            Ok(result) => result.map_err(refused)?,
         };
-        let data = result.data();
-        if let Some(vector) = data.as_vector() {
-            Ok(vector
-                .iter()
-                .map(|v| Series {
-                    labels: v
-                        .metric()
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                    value: v.sample().value(),
-                })
-                .collect())
-        } else if let Some(scalar) = data.as_scalar() {
-            Ok(vec![Series::new(scalar.value())])
-        } else {
-            Err(QueryError::UnexpectedResult {
-                address: address.to_string(),
-                kind: "range vector",
+        let answer = match serde_json::from_slice::<Answer>(&body) {
+            Ok(answer) => answer,
+            Err(_) if !status.is_success() => {
+                return Err(unreachable(format!(
+                    "answered {} without a Prometheus API answer",
+                    status.as_u16()
+                )));
+            }
+            Err(e) => return Err(unreachable(format!("could not read the answer: {e}"))),
+        };
+        series_of(answer).map_err(|e| match e {
+            AnswerError::Rejected(message) => QueryError::Rejected {
+                address: shown.clone(),
+                message,
+            },
+            AnswerError::Unexpected(kind) => QueryError::UnexpectedResult {
+                address: shown.clone(),
+                kind,
+            },
+            AnswerError::Malformed(message) => unreachable(message),
+        })
+    }
+}
+
+/// `{address}/api/v1/query?query=…&timeout=…ms`.
+fn query_url(address: &str, query: &str, timeout: Duration) -> Result<reqwest::Url, String> {
+    let mut url = reqwest::Url::parse(address).map_err(|e| e.to_string())?;
+    if url.cannot_be_a_base() {
+        return Err("it cannot be a base URL".into());
+    }
+    let path = format!("{}/api/v1/query", url.path().trim_end_matches('/'));
+    url.set_path(&path);
+    url.set_fragment(None);
+    url.query_pairs_mut()
+        .clear()
+        .append_pair("query", query)
+        .append_pair("timeout", &format!("{}ms", timeout.as_millis()));
+    Ok(url)
+}
+
+/// The Prometheus HTTP API's answer envelope (`/api/v1/query`).
+#[derive(Deserialize)]
+struct Answer {
+    status: String,
+    #[serde(rename = "errorType", default)]
+    error_type: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    data: Option<Data>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "resultType", content = "result", rename_all = "lowercase")]
+enum Data {
+    Vector(Vec<VectorSample>),
+    Scalar(Sample),
+    Matrix(serde::de::IgnoredAny),
+    String(serde::de::IgnoredAny),
+}
+
+#[derive(Deserialize)]
+struct VectorSample {
+    #[serde(default)]
+    metric: BTreeMap<String, String>,
+    /// Absent for a native histogram sample (`histogram` instead).
+    #[serde(default)]
+    value: Option<Sample>,
+}
+
+/// `[<unix seconds>, "<value>"]`; the value is a string, "NaN" and "+Inf" included.
+#[derive(Deserialize)]
+struct Sample(#[allow(dead_code)] serde::de::IgnoredAny, String);
+
+impl Sample {
+    fn value(&self) -> Result<f64, AnswerError> {
+        self.1.parse::<f64>().map_err(|_| {
+            AnswerError::Malformed(format!("sample value {:?} is not a number", self.1))
+        })
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum AnswerError {
+    Rejected(String),
+    Unexpected(&'static str),
+    Malformed(String),
+}
+
+fn series_of(answer: Answer) -> Result<Vec<Series>, AnswerError> {
+    if answer.status != "success" {
+        return Err(AnswerError::Rejected(format!(
+            "{}: {}",
+            answer.error_type.as_deref().unwrap_or("error"),
+            answer.error.as_deref().unwrap_or("no message")
+        )));
+    }
+    match answer.data {
+        Some(Data::Vector(samples)) => samples
+            .into_iter()
+            .map(|s| match s.value {
+                Some(value) => Ok(Series {
+                    labels: s.metric,
+                    value: value.value()?,
+                }),
+                None => Err(AnswerError::Unexpected("native histogram")),
             })
-        }
+            .collect(),
+        Some(Data::Scalar(sample)) => Ok(vec![Series::new(sample.value()?)]),
+        Some(Data::Matrix(_)) => Err(AnswerError::Unexpected("range vector")),
+        Some(Data::String(_)) => Err(AnswerError::Unexpected("string")),
+        None => Err(AnswerError::Malformed(
+            "a successful answer without data".into(),
+        )),
     }
 }
 
@@ -293,5 +429,87 @@ impl SharedQueries {
             }
         };
         shared.await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<Vec<Series>, AnswerError> {
+        series_of(serde_json::from_str(json).unwrap())
+    }
+
+    #[test]
+    fn vectors_and_scalars_become_series_with_string_values_parsed() {
+        let series = parse(
+            r#"{"status":"success","data":{"resultType":"vector","result":[
+                {"metric":{"job":"shop","code":"500"},"value":[1700000000.123,"0.25"]},
+                {"metric":{},"value":[1700000000,"NaN"]},
+                {"metric":{"x":"y"},"value":[1700000000,"+Inf"]},
+                {"metric":{"x":"z"},"value":[1700000000,"-Inf"]}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(series.len(), 4);
+        assert_eq!(series[0].value, 0.25);
+        assert_eq!(series[0].labels["code"], "500");
+        assert!(series[1].value.is_nan());
+        assert_eq!(series[2].value, f64::INFINITY);
+        assert_eq!(series[3].value, f64::NEG_INFINITY);
+        assert_eq!(
+            parse(
+                r#"{"status":"success","data":{"resultType":"scalar","result":[1700000000,"42"]}}"#
+            )
+            .unwrap(),
+            vec![Series::new(42.0)]
+        );
+        assert_eq!(
+            parse(r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#).unwrap(),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn errors_and_other_result_types_are_named() {
+        assert_eq!(
+            parse(r#"{"status":"error","errorType":"bad_data","error":"parse error at char 5"}"#),
+            Err(AnswerError::Rejected(
+                "bad_data: parse error at char 5".into()
+            ))
+        );
+        assert_eq!(
+            parse(
+                r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1,"1"]]}]}}"#
+            ),
+            Err(AnswerError::Unexpected("range vector"))
+        );
+        assert_eq!(
+            parse(r#"{"status":"success","data":{"resultType":"string","result":[1,"hello"]}}"#),
+            Err(AnswerError::Unexpected("string"))
+        );
+        assert!(matches!(
+            parse(r#"{"status":"success","data":{"resultType":"scalar","result":[1,"many"]}}"#),
+            Err(AnswerError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn the_query_url_keeps_the_base_path_and_sets_query_and_timeout() {
+        let url = query_url(
+            "http://prom:9090/prometheus/",
+            "sum(up{job=\"a\"})",
+            Duration::from_millis(1500),
+        )
+        .unwrap();
+        assert_eq!(url.path(), "/prometheus/api/v1/query");
+        let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        assert_eq!(
+            pairs,
+            vec![
+                ("query".to_string(), "sum(up{job=\"a\"})".to_string()),
+                ("timeout".to_string(), "1500ms".to_string())
+            ]
+        );
+        assert!(query_url("not a url", "up", Duration::from_secs(1)).is_err());
     }
 }

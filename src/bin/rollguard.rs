@@ -16,7 +16,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller.
-    Run(rollguard::controller::RunArgs),
+    Run(Box<rollguard::controller::RunArgs>),
     /// Print the CustomResourceDefinitions as YAML (crds/ holds this output).
     Crd {
         /// Print the field reference (Markdown) that README.md holds instead.
@@ -48,7 +48,7 @@ fn splice_reference(readme: &std::path::Path) -> anyhow::Result<()> {
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => rollguard::controller::run(args).await,
+        Command::Run(args) => rollguard::controller::run(*args).await,
         Command::Crd {
             reference: false, ..
         } => rollguard::crd::render()

@@ -483,7 +483,14 @@ async fn evaluate_triggers(
     interval: Duration,
 ) -> Result<Vec<Outcome>, Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let target = match Target::of(guard, ctx.default_prometheus_url.as_deref(), &secrets).await? {
+    let target = match Target::of(
+        guard,
+        ctx.default_prometheus_url.as_deref(),
+        &secrets,
+        ctx.prometheus.egress(),
+    )
+    .await?
+    {
         Ok(target) => target,
         Err(e) => return Ok(guard.spec.triggers.iter().map(|_| Err(e.clone())).collect()),
     };

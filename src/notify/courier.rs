@@ -2,10 +2,9 @@
 //! shell of [`super`]: it reads the receiver's Secret, renders with the pure functions and
 //! talks HTTP, SMTP or the API server.
 
-use super::{
-    DELIVERY_HEADER, EVENT_HEADER, IN_APP_CONFIG_MAP, Notice, SIGNATURE_HEADER, TIMESTAMP_HEADER,
-};
+use super::{DELIVERY_HEADER, EVENT_HEADER, IN_APP_CONFIG_MAP, Notice};
 use crate::api::guard::{Notifier, NotifierType};
+use crate::egress::{Egress, EgressError};
 use backon::{ExponentialBuilder, Retryable};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Client;
@@ -72,15 +71,15 @@ pub struct Delivery {
 #[derive(Clone)]
 pub struct Courier {
     pub client: Client,
-    pub http: reqwest::Client,
+    pub egress: Egress,
     pub retry: RetryPolicy,
 }
 
 impl Courier {
-    pub fn new(client: Client, retry: RetryPolicy) -> Self {
+    pub fn new(client: Client, egress: Egress, retry: RetryPolicy) -> Self {
         Self {
             client,
-            http: reqwest::Client::new(),
+            egress,
             retry,
         }
     }
@@ -137,22 +136,29 @@ impl Courier {
                 let url = key(&secret, notifier, "url")?;
                 let body = serde_json::to_vec(&super::slack_payload(notice))
                     .expect("a Slack payload serialises");
-                self.post(&url, body, Vec::new()).await
+                self.post(notifier, &url, body, Vec::new()).await
             }
             NotifierType::Webhook => {
                 let secret = self.secret(namespace, notifier).await?;
                 let url = key(&secret, notifier, "url")?;
                 let signing_key = key(&secret, notifier, "signingKey")?;
+                // A short or malformed key stays so until its owner edits the Secret. The
+                // message says which key and how long, never the key.
+                let keys = super::signature::parse_keys(&signing_key).map_err(|e| {
+                    Failure::permanent(format!(
+                        "spec.notify[{}].secretRef: Secret {:?} key \"signingKey\": {e}",
+                        notifier.name,
+                        secret.metadata.name.as_deref().unwrap_or_default()
+                    ))
+                })?;
                 let body = super::webhook_body(notice);
+                // Signed per attempt: a retry carries a fresh timestamp and the same id.
                 let timestamp = jiff::Timestamp::now().as_second();
-                let signature = super::signature(signing_key.as_bytes(), timestamp, &body);
-                let headers = vec![
-                    (TIMESTAMP_HEADER, timestamp.to_string()),
-                    (SIGNATURE_HEADER, signature),
-                    (DELIVERY_HEADER, notice.id.clone()),
-                    (EVENT_HEADER, super::event_word(notice.event).to_string()),
-                ];
-                self.post(&url, body, headers).await
+                let mut headers: Vec<(&str, String)> =
+                    super::signature::headers(&keys, &notice.id, timestamp, &body).into();
+                headers.push((DELIVERY_HEADER, notice.id.clone()));
+                headers.push((EVENT_HEADER, super::event_word(notice.event).to_string()));
+                self.post(notifier, &url, body, headers).await
             }
             NotifierType::Email => {
                 let secret = self.secret(namespace, notifier).await?;
@@ -174,8 +180,11 @@ impl Courier {
             )));
         };
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        match secrets.get_opt(&reference.name).await {
-            Ok(Some(secret)) => Ok(secret),
+        let field = format!("spec.notify[{}].secretRef.name", notifier.name);
+        match crate::trust::read_credentials(&secrets, &reference.name, &field).await {
+            Ok(Some(Ok(secret))) => Ok(secret),
+            // Its owner must label it first: no retry can change that.
+            Ok(Some(Err(message))) => Err(Failure::permanent(message)),
             // Someone may be creating it right now: worth another attempt.
             Ok(None) => Err(Failure::transient(format!(
                 "spec.notify[{}].secretRef.name: Secret {:?} does not exist",
@@ -188,29 +197,51 @@ impl Courier {
         }
     }
 
+    /// POSTs to a receiver URL read from its Secret: the URL is the credential (a Slack
+    /// webhook's path is), so it goes over plain http only to an allowed host, and errors
+    /// name only its scheme, host and port.
     async fn post(
         &self,
+        notifier: &Notifier,
         url: &str,
         body: Vec<u8>,
         headers: Vec<(&str, String)>,
     ) -> Result<(), Failure> {
+        let shown = redact(url);
+        let parsed = reqwest::Url::parse(url).map_err(|_| {
+            Failure::permanent(format!(
+                "spec.notify[{}].secretRef: key \"url\" is not a URL",
+                notifier.name
+            ))
+        })?;
+        let field = format!("spec.notify[{}].secretRef", notifier.name);
+        self.egress
+            .check_credentials(&parsed, &field, &shown)
+            .map_err(|e| Failure::permanent(e.to_string()))?;
         let mut request = self
-            .http
-            .post(url)
+            .egress
+            .client()
+            .post(parsed)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
         for (name, value) in headers {
             request = request.header(name, value);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| Failure::transient(format!("POST {}: {e}", redact(url))))?;
+        let response = self.egress.send(request).await.map_err(|e| match e {
+            // The admin's policy or the receiver's redirect will not change by retrying.
+            EgressError::Denied { .. }
+            | EgressError::DeniedName { .. }
+            | EgressError::Redirect(_)
+            | EgressError::Scheme(_)
+            | EgressError::InvalidUrl(_) => Failure::permanent(format!("POST {shown}: {e}")),
+            e => Failure::transient(format!("POST {shown}: {e}")),
+        })?;
         let status = response.status();
+        let _ = self.egress.read_capped(response).await;
         if status.is_success() {
             return Ok(());
         }
-        let message = format!("POST {} answered {}", redact(url), status.as_u16());
+        let message = format!("POST {shown} answered {}", status.as_u16());
         // A client error other than "too many requests" or "timeout" will not get better.
         if status.is_client_error() && status.as_u16() != 429 && status.as_u16() != 408 {
             Err(Failure::permanent(message))

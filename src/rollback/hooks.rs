@@ -4,6 +4,7 @@
 
 use crate::api::guard::Hook;
 use crate::api::request::HookStage;
+use crate::egress::{Egress, EgressError, without_userinfo};
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -18,35 +19,33 @@ pub struct HookPayload<'a> {
     pub flags: &'a [String],
 }
 
-/// Calls the hook; Err says what went wrong (the rollback goes on either way).
+/// Calls the hook; Err says what went wrong (the rollback goes on either way). The URL is
+/// the guard's own (`rollback.hooks[].url`, no credential); the error names it without its
+/// userinfo and the answer's body is read within the egress cap, never kept.
 pub async fn call(
-    http: &reqwest::Client,
+    egress: &Egress,
     hook: &Hook,
     idempotency_key: &str,
     payload: &HookPayload<'_>,
 ) -> Result<(), String> {
     let timeout = hook.timeout.to_std().map_err(|e| e.to_string())?;
-    let response = http
+    let shown = without_userinfo(&hook.url);
+    let request = egress
+        .client()
         .post(&hook.url)
         .timeout(timeout)
         .header("Idempotency-Key", idempotency_key)
-        .json(payload)
-        .send()
-        .await
-        .map_err(|e| {
-            if e.is_timeout() {
-                format!("POST {} timed out after {}", hook.url, hook.timeout)
-            } else {
-                format!("POST {} failed: {e}", hook.url)
-            }
-        })?;
-    if response.status().is_success() {
+        .json(payload);
+    let response = egress.send(request).await.map_err(|e| match e {
+        EgressError::Timeout => format!("POST {shown} timed out after {}", hook.timeout),
+        e => format!("POST {shown} failed: {e}"),
+    })?;
+    let status = response.status();
+    // Drain (within the cap) so the connection can be reused; the body itself is not used.
+    let _ = egress.read_capped(response).await;
+    if status.is_success() {
         Ok(())
     } else {
-        Err(format!(
-            "POST {} answered {}",
-            hook.url,
-            response.status().as_u16()
-        ))
+        Err(format!("POST {shown} answered {}", status.as_u16()))
     }
 }

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod receivers;
+pub mod tenancy;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -283,6 +284,11 @@ impl Cluster {
         // The admin's credentials unless the caller brings its own (e.g. a ServiceAccount's).
         if !args.contains(&"--kubeconfig") {
             cmd.arg("--kubeconfig").arg(&self.kubeconfig);
+        }
+        // The tests' receivers and Prometheus listen on plain http://127.0.0.1; credentials may
+        // go there unless a test sets its own policy (tests/tenant_attacks.rs does).
+        if !args.contains(&"--egress-allow-plain-http-credentials") {
+            cmd.args(["--egress-allow-plain-http-credentials", "127.0.0.1"]);
         }
         cmd.env("RUST_LOG", "info,rollguard=debug,kube=warn")
             .env_remove("ROLLGUARD_FAULT_POINT")
