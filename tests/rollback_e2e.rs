@@ -1227,7 +1227,8 @@ async fn a_flags_write_the_api_server_refuses_fails_the_request_instead_of_retry
 }
 
 #[tokio::test]
-async fn a_guard_deleted_and_created_again_restores_from_its_snapshot_even_without_the_request() {
+async fn a_guard_deleted_and_created_again_restores_from_its_named_snapshot_even_without_the_request()
+ {
     let Some(env) = setup("recreated_guard").await else {
         return;
     };
@@ -1256,9 +1257,26 @@ async fn a_guard_deleted_and_created_again_restores_from_its_snapshot_even_witho
     env.guard("g", spec);
     env.plain_flags("ff", &[("a", "false"), ("b", "false"), ("c", "false")]);
 
+    // The operator finds the latest snapshot through the request that took it (it may not
+    // list Secrets): with that request gone, the refusal says how to find one by hand.
+    env.request(
+        "latest",
+        "  guardRef: {name: g}\n  requestedBy: ops\n  action: restore",
+    );
+    let refused = env.finished("latest").await.status.unwrap();
+    assert_eq!(refused.phase, Some(RequestPhase::Failed), "{refused:?}");
+    let message = refused.message.unwrap_or_default();
+    assert!(
+        message.contains("spec.snapshotName")
+            && message.contains(&format!(
+                "kubectl get secrets -n {} -l rollguard.dev/guard=g",
+                env.ns
+            )),
+        "{message}"
+    );
     env.request(
         "rs",
-        "  guardRef: {name: g}\n  requestedBy: ops\n  action: restore",
+        "  guardRef: {name: g}\n  requestedBy: ops\n  action: restore\n  snapshotName: g-snap-rb",
     );
     let r = env.finished("rs").await;
     assert_succeeded(&r);

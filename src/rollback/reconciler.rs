@@ -45,7 +45,8 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub prometheus: Prometheus,
-    pub http: reqwest::Client,
+    /// Bounds hooks and health checks (SPEC §5).
+    pub egress: crate::egress::Egress,
     pub default_prometheus_url: Option<String>,
     /// Every RollbackRequest the controller watches (the queue of each guard).
     pub requests: Store<RollbackRequest>,
@@ -899,35 +900,38 @@ impl Run {
                 }
             },
             None => {
-                let selector = format!(
-                    "{GUARD_LABEL}={},{}=rollback",
-                    snapshot::label_value(&guard),
-                    snapshot::ACTION_LABEL
-                );
-                let list = self
-                    .secrets
-                    .list(&ListParams::default().labels(&selector))
-                    .await?;
-                let mut snapshots: Vec<Secret> = list
-                    .items
+                // The newest rollback that changed a flag: one that found the flags off
+                // already (after an earlier rollback) has nothing to give back. Snapshots are
+                // found through the requests that took them: the operator may not list Secrets.
+                let mut rollbacks: Vec<RollbackRequest> = self
+                    .snapshots_taken()
+                    .await?
                     .into_iter()
-                    .filter(|s| {
-                        s.type_.as_deref() == Some(SNAPSHOT_SECRET_TYPE)
-                            && s.annotations().get(GUARD_LABEL) == Some(&guard)
-                    })
+                    .filter(|r| r.spec.action == RequestAction::Rollback)
                     .collect();
-                if snapshots.is_empty() {
+                if rollbacks.is_empty() {
                     return Ok(Err(format!(
-                        "spec.snapshotName: guard {guard:?} has no rollback snapshot to restore from"
+                        "spec.snapshotName: no rollback of guard {guard:?} that took a snapshot is left (rollguard finds the latest through its RollbackRequest and never lists Secrets); name a snapshot from `kubectl get secrets -n {} -l {GUARD_LABEL}={}`",
+                        self.namespace,
+                        snapshot::label_value(&guard)
                     )));
                 }
-                snapshots.sort_by_key(|s| (s.metadata.creation_timestamp.clone(), s.name_any()));
-                // The newest rollback that changed a flag: one that found the flags off
-                // already (after an earlier rollback) has nothing to give back.
-                for secret in snapshots.into_iter().rev() {
-                    let changes = self.changes_of(&secret).await?;
-                    if !changes.is_empty() {
-                        return Ok(Ok((secret, changes)));
+                rollbacks.sort_by_key(|r| (r.metadata.creation_timestamp.clone(), r.name_any()));
+                for rollback in rollbacks.into_iter().rev() {
+                    let status = rollback.status.unwrap_or_default();
+                    let changes = status.flags_changed.unwrap_or_default();
+                    let Some(taken) = status.snapshot_ref.filter(|_| !changes.is_empty()) else {
+                        continue;
+                    };
+                    match self.secrets.get_opt(&taken.name).await? {
+                        Some(secret)
+                            if secret.type_.as_deref() == Some(SNAPSHOT_SECRET_TYPE)
+                                && secret.annotations().get(GUARD_LABEL) == Some(&guard) =>
+                        {
+                            return Ok(Ok((secret, changes)));
+                        }
+                        // Pruned beyond snapshot.retain, or deleted by hand: an older one.
+                        _ => continue,
                     }
                 }
                 return Ok(Err(format!(
@@ -1102,30 +1106,50 @@ impl Run {
         Ok(Flow::Next)
     }
 
-    /// Keeps the newest `snapshot.retain` snapshots of the guard. Best effort: a failure
-    /// here never fails a rollback.
-    async fn prune_snapshots(&self) {
-        let guard = self.guard();
-        let selector = format!("{GUARD_LABEL}={}", snapshot::label_value(&guard.name_any()));
-        let Ok(list) = self
-            .secrets
-            .list(&ListParams::default().labels(&selector))
-            .await
-        else {
-            return;
-        };
-        let mine: Vec<_> = list
+    /// The guard's requests that took a snapshot, as the API server has them now.
+    async fn snapshots_taken(&self) -> Result<Vec<RollbackRequest>, Error> {
+        let guard = self.request.spec.guard_ref.name.clone();
+        Ok(self
+            .requests
+            .list(&ListParams::default())
+            .await?
             .items
             .into_iter()
-            .filter(|s| s.type_.as_deref() == Some(SNAPSHOT_SECRET_TYPE))
-            .map(|s| (s.name_any(), s.metadata.creation_timestamp.map(|t| t.0)))
+            .filter(|r| {
+                r.spec.guard_ref.name == guard
+                    && r.status.as_ref().is_some_and(|s| s.snapshot_ref.is_some())
+            })
+            .collect())
+    }
+
+    /// Keeps the snapshots of the newest `snapshot.retain` requests of the guard that took
+    /// one, deleting the others by name (the operator may not list Secrets). A snapshot
+    /// whose request was deleted is the user's to delete. Best effort: a failure here never
+    /// fails a rollback.
+    async fn prune_snapshots(&self) {
+        let guard = self.guard();
+        let Ok(taken) = self.snapshots_taken().await else {
+            return;
+        };
+        let mine: Vec<_> = taken
+            .into_iter()
+            .filter_map(|r| {
+                // Only the name this operator gives a request's snapshot: a status edited by
+                // hand never makes it delete another Secret.
+                let expected = snapshot::secret_name(&guard.name_any(), &r.name_any());
+                let created = r.metadata.creation_timestamp.map(|t| t.0);
+                let name = r.status?.snapshot_ref?.name;
+                (name == expected).then_some((name, created))
+            })
             .collect();
         let retain = usize::try_from(guard.spec.rollback.snapshot.retain)
             .unwrap_or(1)
             .max(1);
         for name in snapshot::to_prune(mine, retain) {
-            if let Err(e) = self.secrets.delete(&name, &Default::default()).await {
-                tracing::warn!(snapshot = %name, error = %e, "could not prune snapshot");
+            match self.secrets.delete(&name, &Default::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => tracing::warn!(snapshot = %name, error = %e, "could not prune snapshot"),
             }
         }
     }
@@ -1176,7 +1200,7 @@ impl Run {
             "{}-{stage:?}-{index}",
             self.request.uid().unwrap_or_default()
         );
-        let result = hooks::call(&self.ctx.http, &hook, &key, &payload).await;
+        let result = hooks::call(&self.ctx.egress, &hook, &key, &payload).await;
         crate::fault::point(&format!("{}-hook-called", hook_stage_word(stage)), &name).await;
 
         let record = self.status.hooks.last_mut().expect("pushed above");
@@ -1547,7 +1571,7 @@ impl Run {
         for check in &guard.spec.health.http {
             problems.extend(
                 crate::health::check_http(
-                    &self.ctx.http,
+                    &self.ctx.egress,
                     &check.url,
                     check.expect_status,
                     Duration::from_secs(5),
@@ -1569,6 +1593,7 @@ impl Run {
             &guard,
             self.ctx.default_prometheus_url.as_deref(),
             &self.secrets,
+            self.ctx.prometheus.egress(),
         )
         .await?
         {
