@@ -24,9 +24,10 @@ pub struct RunArgs {
     /// Kubeconfig file; default: in-cluster configuration, then $KUBECONFIG / ~/.kube/config.
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
-    /// Watch only this namespace; default: all namespaces.
-    #[arg(long, env = "ROLLGUARD_NAMESPACE")]
-    pub namespace: Option<String>,
+    /// Watch only these namespaces (comma-separated, or the flag repeated); default: all
+    /// namespaces.
+    #[arg(long, env = "ROLLGUARD_NAMESPACE", value_delimiter = ',')]
+    pub namespace: Vec<String>,
     /// Prometheus used by guards that set no spec.prometheus.address.
     #[arg(long, env = "ROLLGUARD_PROMETHEUS_URL")]
     pub prometheus_url: Option<String>,
@@ -52,6 +53,8 @@ pub struct RunArgs {
     pub metrics_addr: std::net::SocketAddr,
     #[command(flatten)]
     pub leader: crate::leader::LeaderArgs,
+    #[command(flatten)]
+    pub egress: crate::egress::EgressArgs,
 }
 
 /// A Go duration flag value (`500ms`, `5s`, `1m`).
@@ -95,27 +98,92 @@ pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
     let client = client(args.kubeconfig.as_ref()).await?;
-    let (requests, guards): (Api<RollbackRequest>, Api<RolloutGuard>) = match &args.namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
     let reporter = Reporter {
         controller: "rollguard".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
     let metrics = Arc::new(Metrics::new());
     let server = tokio::spawn(crate::metrics::serve(args.metrics_addr, metrics.clone()));
+    let scopes = scopes(&args.namespace);
     // Only the Lease holder goes past this line; a holder that loses it exits.
     let leadership = crate::leader::lead(
         client.clone(),
         &args.leader,
-        args.namespace.as_deref(),
+        scopes.first().cloned().flatten().as_deref(),
         metrics.clone(),
     )
     .await?;
+    let shared = Shared {
+        client,
+        reporter,
+        metrics,
+        // Every outbound call (queries, hooks, health checks, receivers) obeys one policy.
+        egress: crate::egress::Egress::new(&args.egress),
+        // One bound on evaluations across every namespace served.
+        fairness: Arc::new(guard::fairness::Fairness::new(
+            args.guard_concurrency.into(),
+            args.guard_concurrency_per_source.into(),
+        )),
+        synced: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        scopes: scopes.len(),
+    };
+    futures::future::join_all(scopes.into_iter().map(|scope| serve(&args, &shared, scope))).await;
+    leadership.step_down().await;
+    server.abort();
+    tracing::info!("rollguard controller stopped");
+    Ok(())
+}
+
+/// The namespaces served, one controller pair each; `[None]` is every namespace.
+fn scopes(namespaces: &[String]) -> Vec<Option<String>> {
+    let mut named: Vec<String> = namespaces
+        .iter()
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .collect();
+    named.sort();
+    named.dedup();
+    if named.is_empty() {
+        vec![None]
+    } else {
+        named.into_iter().map(Some).collect()
+    }
+}
+
+/// What the controllers of every namespace share.
+struct Shared {
+    client: Client,
+    reporter: Reporter,
+    metrics: Arc<Metrics>,
+    egress: crate::egress::Egress,
+    fairness: Arc<guard::fairness::Fairness>,
+    /// Namespaces whose caches hold the cluster's state; ready when all of `scopes` do.
+    synced: Arc<std::sync::atomic::AtomicUsize>,
+    scopes: usize,
+}
+
+/// An Api of `scope`: one namespace, or all.
+fn api<K>(client: &Client, scope: &Option<String>) -> Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match scope {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// The rollback and guard controllers of one namespace (or of all).
+async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
+    let client = shared.client.clone();
+    let (reporter, metrics, egress) = (
+        shared.reporter.clone(),
+        shared.metrics.clone(),
+        shared.egress.clone(),
+    );
+    let requests: Api<RollbackRequest> = api(&client, &scope);
+    let guards: Api<RolloutGuard> = api(&client, &scope);
     let controller = Controller::new(requests, watcher::Config::default());
     let store = controller.store();
     // Notifications are delivered beside the rollbacks; a finished delivery wakes its
@@ -123,6 +191,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (outbox, mut delivered) = Outbox::new(
         Courier::new(
             client.clone(),
+            egress.clone(),
             RetryPolicy {
                 attempts: args.notify_attempts,
                 attempt_timeout: args.notify_attempt_timeout,
@@ -135,15 +204,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter.clone()),
-        prometheus: Prometheus::new(),
-        http: reqwest::Client::new(),
+        prometheus: Prometheus::new(egress.clone()),
+        egress: egress.clone(),
         default_prometheus_url: args.prometheus_url.clone(),
         requests: store.clone(),
         metrics: metrics.clone(),
         outbox: outbox.clone(),
     });
     tracing::info!(
-        namespace = args.namespace.as_deref().unwrap_or("<all>"),
+        namespace = scope.as_deref().unwrap_or("<all>"),
         "rollguard controller starting"
     );
     // A guard's change (e.g. its rollback slot freed) wakes the requests waiting on it.
@@ -179,16 +248,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let guard_ctx = Arc::new(guard::reconciler::Context {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter.clone()),
-        prometheus: Prometheus::new(),
+        prometheus: Prometheus::new(egress),
         queries: SharedQueries::with_metrics(metrics.clone()),
         default_prometheus_url: args.prometheus_url.clone(),
         requests: store.clone(),
         metrics: metrics.clone(),
         outbox,
-        fairness: Arc::new(guard::fairness::Fairness::new(
-            args.guard_concurrency.into(),
-            args.guard_concurrency_per_source.into(),
-        )),
+        fairness: shared.fairness.clone(),
     });
     let (reader, writer) = reflector::store();
     let guard_changes = watcher(guards, watcher::Config::default())
@@ -198,26 +264,33 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .predicate_filter(predicates::generation, Default::default());
     // A change to a guard's flags ConfigMap (e.g. a flag turned back on after a
     // rollback) is evaluated at once rather than at the next interval.
-    let config_maps: Api<ConfigMap> = match &args.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+    let config_maps: Api<ConfigMap> = api(&client, &scope);
     let guards_by_config_map = reader.clone();
     // Ready once both caches hold the cluster's state.
     let (request_cache, guard_cache, readiness) = (store.clone(), reader.clone(), metrics.clone());
+    let (synced, scopes, mine) = (shared.synced.clone(), shared.scopes, scope.clone());
     tokio::spawn(async move {
         until_synced(&request_cache).await;
         until_synced(&guard_cache).await;
-        tracing::info!("caches synced: ready");
-        readiness.set_ready();
+        let done = synced.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        tracing::info!(
+            namespace = mine.as_deref().unwrap_or("<all>"),
+            "caches synced"
+        );
+        if done == scopes {
+            tracing::info!("caches synced: ready");
+            readiness.set_ready();
+        }
         // A deleted guard is never reconciled again: its trigger series go here.
         let mut sweep = tokio::time::interval(std::time::Duration::from_secs(5));
         loop {
             sweep.tick().await;
+            // Another namespace's guards are its sweep's to judge.
             readiness.forget_deleted_guards(|namespace, name| {
-                guard_cache
-                    .get(&ObjectRef::new(name).within(namespace))
-                    .is_some()
+                mine.as_deref().is_some_and(|m| m != namespace)
+                    || guard_cache
+                        .get(&ObjectRef::new(name).within(namespace))
+                        .is_some()
             });
         }
     });
@@ -256,10 +329,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         });
     futures::join!(request_controller, guard_controller);
-    leadership.step_down().await;
-    server.abort();
-    tracing::info!("rollguard controller stopped");
-    Ok(())
 }
 
 /// Waits until a reflector store holds its first full list. A second waiter on a store's
@@ -276,4 +345,25 @@ where
     .await
     .is_err()
     {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scopes;
+
+    #[test]
+    fn namespaces_are_served_once_each_and_none_means_all() {
+        assert_eq!(scopes(&[]), vec![None]);
+        assert_eq!(scopes(&["".into(), " ".into()]), vec![None]);
+        let listed = [
+            "shop".into(),
+            "payments".into(),
+            "shop".into(),
+            " shop ".into(),
+        ];
+        assert_eq!(
+            scopes(&listed),
+            vec![Some("payments".to_string()), Some("shop".to_string())]
+        );
+    }
 }
