@@ -3,19 +3,27 @@
 //! restricted Pod Security profile; the operator authenticated as the chart's
 //! ServiceAccount (a TokenRequest token) with only the chart's RBAC completes a manual and
 //! an automatic rollback and is refused outside its role; the admission policy holds
-//! `requestedBy` to the real user and `mode: immediate` to the `emergency` verb.
+//! `requestedBy` to the real user and `mode: immediate` to the `emergency` verb; a tenant
+//! with the chart's `-author` and `-requester` roles cannot spend the operator's rights
+//! (guards naming Secrets or ConfigMaps she may not use, address changes, restore,
+//! emergency, `system:rollguard`, guards she holds no `rollback` on); `scope.mode:
+//! namespaces` renders a Role per namespace.
 //!
 //! Needs helm (tests/cluster/build-tools.sh helm): without it, or without the control
 //! plane, a test says so and returns, except under `CI=true`, where that is a failure.
 
 mod common;
 
-use common::{Cluster, cluster, unique_suffix, wait_until};
+use common::tenancy::{
+    apply_server_side as apply, forbidden, grant, helm_template as template, install_chart,
+    service_account_kubeconfig,
+};
+use common::{cluster, unique_suffix, wait_until};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use rollguard::api::RollbackRequest;
 use rollguard::api::request::RequestPhase;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,44 +41,6 @@ fn run_helm(helm: &Path, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-fn template(helm: &Path, release: &str, namespace: &str, sets: &[&str]) -> String {
-    let mut args = vec![
-        "template",
-        release,
-        "charts/rollguard",
-        "--namespace",
-        namespace,
-    ];
-    for set in sets {
-        args.extend(["--set", set]);
-    }
-    let (ok, out, err) = run_helm(helm, &args);
-    assert!(ok, "helm template {sets:?}:\n{err}");
-    out
-}
-
-fn write_temp(text: &str) -> PathBuf {
-    let file = std::env::temp_dir().join(format!("rollguard-deploy-{}.yaml", unique_suffix()));
-    std::fs::write(&file, text).unwrap();
-    file
-}
-
-/// `kubectl apply --server-side` of a manifest; returns (success, stdout, stderr).
-fn apply(cluster: &Cluster, yaml: &str, extra: &[&str]) -> (bool, String, String) {
-    let file = write_temp(yaml);
-    let mut args = vec![
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "-f",
-        file.to_str().unwrap(),
-    ];
-    args.extend(extra);
-    let result = cluster.kubectl(&args);
-    let _ = std::fs::remove_file(file);
-    result
 }
 
 #[test]
@@ -138,6 +108,119 @@ fn helm_lint_passes_and_values_shape_the_rbac() {
         !ok && err.contains("scope.watchNamespace is required"),
         "{err}"
     );
+    // No Secret list anywhere: the operator reads Secrets by name only.
+    for rendered in [&default, &namespaced] {
+        assert!(
+            rendered.contains("resources: [secrets]\n    verbs: [get, create, delete]\n"),
+            "{rendered}"
+        );
+        assert!(!rendered.contains("verbs: [get, list, create, delete]"));
+    }
+}
+
+/// `scope.mode: namespaces`: a Role and RoleBinding in each listed namespace and no
+/// ClusterRole for the operator, `--namespace=a,b`, and the operator's own admission
+/// policies refuse it outside those namespaces.
+#[test]
+fn helm_scope_namespaces_renders_a_role_per_namespace() {
+    let Some(helm) = common::helm() else { return };
+    let sets = ["scope.mode=namespaces", "scope.namespaces={shop,payments}"];
+    let (ok, out, err) = run_helm(
+        &helm,
+        &[
+            "lint",
+            "--strict",
+            "charts/rollguard",
+            "--set",
+            sets[0],
+            "--set",
+            sets[1],
+        ],
+    );
+    assert!(ok, "helm lint {sets:?}:\n{out}\n{err}");
+    let rendered = template(&helm, "rollguard", "rollguard-system", &sets);
+    let docs: Vec<&str> = rendered.split("\n---\n").collect();
+    for namespace in ["shop", "payments"] {
+        for kind in ["Role", "RoleBinding"] {
+            let header =
+                format!("kind: {kind}\nmetadata:\n  name: rollguard\n  namespace: {namespace}\n");
+            assert_eq!(
+                docs.iter().filter(|d| d.contains(&header)).count(),
+                1,
+                "one {kind} in {namespace}:\n{rendered}"
+            );
+        }
+    }
+    let role = docs
+        .iter()
+        .find(|d| d.contains("kind: Role\nmetadata:\n  name: rollguard\n  namespace: shop\n"))
+        .unwrap();
+    assert!(
+        role.contains("resources: [secrets]\n    verbs: [get, create, delete]\n"),
+        "{role}"
+    );
+    assert!(
+        role.contains("resources: [configmaps]\n    verbs: [get, list, watch, patch]\n"),
+        "{role}"
+    );
+    // The operator's ClusterRole and ClusterRoleBinding are gone; the user roles stay.
+    assert!(
+        !rendered.contains("kind: ClusterRoleBinding\n"),
+        "{rendered}"
+    );
+    assert!(!rendered.contains("kind: ClusterRole\nmetadata:\n  name: rollguard\n"));
+    for role in ["author", "requester", "restorer", "emergency"] {
+        assert!(
+            rendered.contains(&format!(
+                "kind: ClusterRole\nmetadata:\n  name: rollguard-{role}\n"
+            )),
+            "{role}"
+        );
+    }
+    assert!(
+        rendered.contains("- --namespace=shop,payments\n"),
+        "{rendered}"
+    );
+    for policy in [
+        "rollguard-snapshot-secrets",
+        "rollguard-operator-configmaps",
+    ] {
+        let doc = docs
+            .iter()
+            .find(|d| {
+                d.contains("kind: ValidatingAdmissionPolicy\n")
+                    && d.contains(&format!("  name: {policy}\n"))
+            })
+            .unwrap_or_else(|| panic!("no policy {policy}"));
+        assert!(
+            doc.contains(r#"expression: "request.namespace in ['shop','payments']""#),
+            "{doc}"
+        );
+    }
+    // Cluster mode confines nothing by namespace, and scope.namespaces alone is a mistake.
+    let cluster = template(&helm, "rollguard", "rollguard-system", &[]);
+    assert!(!cluster.contains("request.namespace in"));
+    for (sets, expected) in [
+        (
+            vec!["scope.mode=namespaces"],
+            "scope.namespaces must list at least one namespace",
+        ),
+        (
+            vec!["scope.namespaces={shop}"],
+            "scope.namespaces is used only with scope.mode namespaces",
+        ),
+        (
+            vec!["scope.mode=everywhere"],
+            "scope.mode must be cluster, namespaced or namespaces",
+        ),
+    ] {
+        let mut args = vec!["template", "x", "charts/rollguard"];
+        for set in &sets {
+            args.extend(["--set", set]);
+        }
+        let (ok, _, err) = run_helm(&helm, &args);
+        assert!(!ok && err.contains(expected), "{sets:?}: {err}");
+    }
 }
 
 #[tokio::test]
@@ -177,15 +260,17 @@ async fn default_manifests_apply_with_a_server_side_dry_run_then_for_real() {
     // For real — all but the binding of the RollbackRequest policy, which would hold every
     // namespace of this shared control plane to it (other tests create requests as the
     // admin on behalf of others). The next test binds it for real, to its own namespace.
+    // The same holds for the RolloutGuard policies' bindings.
     let real: Vec<&str> = docs
         .iter()
         .copied()
         .filter(|d| {
             !(d.contains("kind: ValidatingAdmissionPolicyBinding")
-                && d.contains("name: rollguard-requests"))
+                && (d.contains("name: rollguard-requests\n")
+                    || d.contains("name: rollguard-guards")))
         })
         .collect();
-    assert_eq!(real.len(), docs.len() - 1);
+    assert_eq!(real.len(), docs.len() - 4);
     let (ok, out, err) = apply(&cluster, &real.join("\n---\n"), &[]);
     assert!(ok, "apply:\n{out}\n{err}");
     assert!(!err.contains("PodSecurity"), "{err}");
@@ -203,41 +288,16 @@ async fn default_manifests_apply_with_a_server_side_dry_run_then_for_real() {
         "clusterrole/rollguard",
         "clusterrolebinding/rollguard",
         "validatingadmissionpolicy/rollguard-requests",
+        "validatingadmissionpolicy/rollguard-guards",
+        "validatingadmissionpolicy/rollguard-guards-snapshot",
+        "validatingadmissionpolicy/rollguard-guards-snapshot-2",
         "validatingadmissionpolicy/rollguard-snapshot-secrets",
         "validatingadmissionpolicybinding/rollguard-snapshot-secrets",
+        "validatingadmissionpolicy/rollguard-operator-configmaps",
+        "validatingadmissionpolicybinding/rollguard-operator-configmaps",
     ] {
         let (ok, _, err) = cluster.kubectl(&["get", object]);
         assert!(ok, "{object}: {err}");
-    }
-}
-
-/// A kubeconfig that authenticates with a bearer token against the local API server.
-fn token_kubeconfig(cluster: &Cluster, token: &str) -> PathBuf {
-    let admin = std::fs::read_to_string(&cluster.kubeconfig).unwrap();
-    let field = |key: &str| {
-        admin
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(key))
-            .unwrap()
-            .trim()
-            .to_string()
-    };
-    let (server, ca) = (field("server:"), field("certificate-authority:"));
-    let path = std::env::temp_dir().join(format!("rollguard-sa-{}.kubeconfig", unique_suffix()));
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: \"{server}\", certificate-authority: \"{ca}\"}}\nusers:\n- name: sa\n  user: {{token: \"{token}\"}}\ncontexts:\n- name: sa\n  context: {{cluster: c, user: sa}}\ncurrent-context: sa\n"
-        ),
-    )
-    .unwrap();
-    path
-}
-
-fn forbidden(e: &kube::Error) -> Option<String> {
-    match e {
-        kube::Error::Api(s) if s.code == 403 => Some(s.message.clone()),
-        _ => None,
     }
 }
 
@@ -268,14 +328,6 @@ async fn the_operator_with_only_the_charts_rbac_rolls_back_and_the_policy_holds_
     let system = cluster.namespace("rg-sys").await;
     let app = cluster.namespace("rg-app").await;
     let other = cluster.namespace("rg-other").await;
-    let tag = unique_suffix();
-    let (ok, _, err) = cluster.kubectl(&[
-        "label",
-        "namespace",
-        &app,
-        &format!("rollguard.dev/test-policy={tag}"),
-    ]);
-    assert!(ok, "{err}");
     let (ok, _, err) = cluster.kubectl(&[
         "label",
         "namespace",
@@ -286,50 +338,31 @@ async fn the_operator_with_only_the_charts_rbac_rolls_back_and_the_policy_holds_
     assert!(ok, "{err}");
 
     // The chart, namespaced to `app`, its RollbackRequest policy bound to `app` only.
-    let release = format!("t{tag}");
-    let fullname = format!("{release}-rollguard");
-    let selector =
-        format!("admissionPolicy.namespaceSelector.matchLabels.rollguard\\.dev/test-policy={tag}");
     let watch = format!("scope.watchNamespace={app}");
-    let manifests = template(
+    let chart = install_chart(
+        &cluster,
         &helm,
-        &release,
         &system,
-        &[
-            "scope.mode=namespaced",
-            &watch,
-            &selector,
-            "rbac.userRoles=true",
-        ],
+        &[&app],
+        &["scope.mode=namespaced", &watch, "rbac.userRoles=true"],
     );
-    let (ok, out, err) = apply(&cluster, &manifests, &[]);
-    assert!(ok, "apply the chart:\n{out}\n{err}");
+    let (fullname, err) = (chart.fullname, chart.warnings);
     assert!(!err.contains("PodSecurity"), "{err}");
 
     // Its ServiceAccount's token, from the TokenRequest API.
-    let (ok, token, err) = cluster.kubectl(&[
-        "create",
-        "token",
-        &fullname,
-        "-n",
-        &system,
-        "--duration",
-        "1h",
-    ]);
-    assert!(ok, "kubectl create token: {err}");
-    let sa_kubeconfig = token_kubeconfig(&cluster, token.trim());
+    let sa_kubeconfig = service_account_kubeconfig(&cluster, &system, &fullname);
     let sa = common::client_for(&sa_kubeconfig).await;
 
     cluster.apply(&format!(
         r#"
 apiVersion: v1
 kind: ConfigMap
-metadata: {{name: ff1, namespace: {app}}}
+metadata: {{name: ff1, namespace: {app}, labels: {{rollguard.dev/flags: "true"}}}}
 data: {{a: "true"}}
 ---
 apiVersion: v1
 kind: ConfigMap
-metadata: {{name: ff2, namespace: {app}}}
+metadata: {{name: ff2, namespace: {app}, labels: {{rollguard.dev/flags: "true"}}}}
 data: {{b: "true"}}
 ---
 apiVersion: v1
@@ -428,6 +461,7 @@ spec:
     // policy allows its ServiceAccount only. The trigger's series, served on loopback for
     // Prometheus, breaches until the rollback has happened (verification needs it quiet).
     let errors = Arc::new(AtomicBool::new(true));
+    let tag = unique_suffix();
     let (served, label) = (errors.clone(), tag.clone());
     let exporter = common::serve(axum::Router::new().route(
         "/metrics",
@@ -582,20 +616,13 @@ spec:
         "{message}"
     );
     // Granted `emergency` on g1 only.
-    cluster.apply(&format!(
-        r#"
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {{name: emergency-g1, namespace: {app}}}
-rules: [{{apiGroups: [rollguard.dev], resources: [rolloutguards], resourceNames: [g1], verbs: [emergency]}}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: alice-emergency-g1, namespace: {app}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: emergency-g1}}
-subjects: [{{kind: User, name: alice, apiGroup: rbac.authorization.k8s.io}}]
-"#
-    ));
+    grant(
+        &cluster,
+        &app,
+        "alice",
+        "emergency-g1",
+        r#"{apiGroups: [rollguard.dev], resources: [rolloutguards], resourceNames: [g1], verbs: [emergency]}"#,
+    );
     wait_until(
         Duration::from_secs(10),
         "alice's immediate request on g1 accepted",
@@ -626,4 +653,359 @@ subjects: [{{kind: User, name: alice, apiGroup: rbac.authorization.k8s.io}}]
     );
     let _ = std::fs::remove_file(sa_kubeconfig);
     let _ = std::fs::remove_file(sd_file);
+}
+
+fn guards_api(client: kube::Client, namespace: &str) -> Api<kube::api::DynamicObject> {
+    let resource = kube::api::ApiResource {
+        group: "rollguard.dev".into(),
+        version: "v1alpha1".into(),
+        api_version: "rollguard.dev/v1alpha1".into(),
+        kind: "RolloutGuard".into(),
+        plural: "rolloutguards".into(),
+    };
+    Api::namespaced_with(client, namespace, &resource)
+}
+
+fn guard(name: &str, spec: serde_json::Value) -> kube::api::DynamicObject {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "rollguard.dev/v1alpha1",
+        "kind": "RolloutGuard",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+/// The threat of SPEC §5: a tenant who may edit guards and ask for rollbacks, but not read
+/// Secrets or patch ConfigMaps, gets none of the operator's rights through rollguard. As
+/// alice with exactly the chart's `-author` and `-requester` roles in her namespace, the
+/// API server's own admission answers (server-side dry runs, no operator needed): guards
+/// naming a Secret she cannot get or a flags ConfigMap she cannot patch are refused, and so
+/// is pointing an existing guard's Prometheus credential elsewhere, while an unrelated edit
+/// of that guard is admitted; emergency, restore and system:rollguard requests are refused;
+/// and a Role naming one guard delegates `rollback` on that guard only (bob).
+#[tokio::test]
+async fn a_tenant_cannot_spend_the_operators_rights_through_guards_or_requests() {
+    let Some(helm) = common::helm() else { return };
+    let Some(cluster) =
+        cluster("a_tenant_cannot_spend_the_operators_rights_through_guards_or_requests").await
+    else {
+        return;
+    };
+    cluster.install_crds().await;
+    let system = cluster.namespace("rg-tsys").await;
+    let app = cluster.namespace("rg-tenant").await;
+    // The chart, its user-facing policies bound to `app` only.
+    let watch = format!("scope.watchNamespace={app}");
+    let fullname = install_chart(
+        &cluster,
+        &helm,
+        &system,
+        &[&app],
+        &["scope.mode=namespaced", &watch],
+    )
+    .fullname;
+
+    // The admin's objects: a flags ConfigMap, two Secrets, guard g1 with a Prometheus
+    // credential, guard g2 without.
+    cluster.apply(&format!(
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: ff, namespace: {app}, labels: {{rollguard.dev/flags: "true"}}}}
+data: {{a: "true"}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: prom-auth, namespace: {app}, labels: {{rollguard.dev/credentials: "true"}}}}
+stringData: {{token: t0ken}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: db-creds, namespace: {app}}}
+stringData: {{password: hunter2}}
+---
+apiVersion: rollguard.dev/v1alpha1
+kind: RolloutGuard
+metadata: {{name: g1, namespace: {app}}}
+spec:
+  flags: {{configMapRef: {{name: ff}}, guarded: [a]}}
+  prometheus: {{address: "https://prometheus.monitoring:9090", authSecretRef: {{name: prom-auth}}}}
+---
+apiVersion: rollguard.dev/v1alpha1
+kind: RolloutGuard
+metadata: {{name: g2, namespace: {app}}}
+spec:
+  flags: {{configMapRef: {{name: ff}}, guarded: [a]}}
+"#
+    ));
+    for role in ["author", "requester"] {
+        let (ok, _, err) = cluster.kubectl(&[
+            "create",
+            "rolebinding",
+            &format!("alice-{role}"),
+            "-n",
+            &app,
+            &format!("--clusterrole={fullname}-{role}"),
+            "--user=alice",
+        ]);
+        assert!(ok, "{err}");
+    }
+    let alice = cluster.user_client("alice").await;
+    let alice_guards = guards_api(alice.clone(), &app);
+    let alice_requests: Api<RollbackRequest> = Api::namespaced(alice.clone(), &app);
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let dry_patch = PatchParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let refused = |e: kube::Error| forbidden(&e).unwrap_or_else(|| panic!("not a 403: {e}"));
+
+    // A guard whose receiver Secret she cannot read. The RoleBindings and the policies take
+    // effect within moments: until then RBAC refuses her, or nothing does.
+    let notify_db = guard(
+        "mine",
+        serde_json::json!({
+            "flags": {"configMapRef": {"name": "ff"}, "guarded": ["a"]},
+            "notify": [{"name": "ops", "type": "slack", "secretRef": {"name": "db-creds"}}],
+        }),
+    );
+    let message = wait_until(
+        Duration::from_secs(10),
+        "alice's guard judged by the policy",
+        || {
+            let (api, g, dry) = (alice_guards.clone(), notify_db.clone(), dry.clone());
+            async move {
+                // Admitted (a dry run: nothing stored) until the API server has loaded the
+                // policy and its binding.
+                let e = api.create(&dry, &g).await.err()?;
+                forbidden(&e).filter(|m| m.contains("ValidatingAdmissionPolicy"))
+            }
+        },
+    )
+    .await;
+    assert!(
+        message.contains(&format!(
+            r#"spec.notify[ops].secretRef.name: you ("alice") may not get Secret "db-creds" in namespace "{app}"; rollguard would read it for you"#
+        )),
+        "{message}"
+    );
+    // The same Secret as the Prometheus credential.
+    let err = alice_guards
+        .create(
+            &dry,
+            &guard(
+                "mine",
+                serde_json::json!({
+                    "flags": {"configMapRef": {"name": "ff"}, "guarded": ["a"]},
+                    "prometheus": {"authSecretRef": {"name": "db-creds"}},
+                }),
+            ),
+        )
+        .await
+        .unwrap_err();
+    let message = refused(err);
+    assert!(
+        message.contains(
+            r#"spec.prometheus.authSecretRef.name: you ("alice") may not get Secret "db-creds""#
+        ),
+        "{message}"
+    );
+    // No Secret at all, but a flags ConfigMap she cannot patch.
+    let plain = guard(
+        "mine",
+        serde_json::json!({"flags": {"configMapRef": {"name": "ff"}, "guarded": ["a"]}}),
+    );
+    let message = refused(alice_guards.create(&dry, &plain).await.unwrap_err());
+    assert!(
+        message.contains(&format!(
+            r#"spec.flags.configMapRef.name: you ("alice") may not patch ConfigMap "ff" in namespace "{app}"; rollguard would change it for you"#
+        )),
+        "{message}"
+    );
+
+    // g1, the admin's guard: pointing its credential at another address needs get on
+    // prom-auth (the address decides where the token goes) ...
+    let err = alice_guards
+        .patch(
+            "g1",
+            &dry_patch,
+            &Patch::Merge(serde_json::json!({"spec": {"prometheus": {"address": "https://collector.example:9090"}}})),
+        )
+        .await
+        .unwrap_err();
+    let message = refused(err);
+    assert!(
+        message.contains(&format!(
+            r#"spec.prometheus.authSecretRef.name: you ("alice") may not get Secret "prom-auth" in namespace "{app}""#
+        )),
+        "{message}"
+    );
+    // ... and so does a new hook URL; an edit of an unrelated field is not re-judged, though
+    // she still may not get prom-auth or patch ff.
+    let err = alice_guards
+        .patch(
+            "g1",
+            &dry_patch,
+            &Patch::Merge(serde_json::json!({"spec": {"rollback": {"hooks": {"preRollback": [{"url": "https://elsewhere.example/drain"}]}}}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(refused(err).contains(r#"Secret "prom-auth""#));
+    alice_guards
+        .patch(
+            "g1",
+            &dry_patch,
+            &Patch::Merge(serde_json::json!({"spec": {"interval": "30s"}})),
+        )
+        .await
+        .expect("alice may change spec.interval of g1: no reference or address changed");
+
+    // The same guard passes once she holds the rights (patch on ff only, by name).
+    grant(
+        &cluster,
+        &app,
+        "alice",
+        "patch-ff",
+        r#"{apiGroups: [""], resources: [configmaps], resourceNames: [ff], verbs: [patch]}"#,
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "alice's guard admitted once she may patch ff",
+        || {
+            let (api, g, dry) = (alice_guards.clone(), plain.clone(), dry.clone());
+            async move { api.create(&dry, &g).await.ok() }
+        },
+    )
+    .await;
+
+    // A snapshot.include Secret she cannot get (the flags ConfigMap is now hers to patch,
+    // so this is the only refusal).
+    let err = alice_guards
+        .create(
+            &dry,
+            &guard(
+                "mine",
+                serde_json::json!({
+                    "flags": {"configMapRef": {"name": "ff"}, "guarded": ["a"]},
+                    "rollback": {"snapshot": {"include": [{"kind": "Secret", "name": "db-creds"}]}},
+                }),
+            ),
+        )
+        .await
+        .unwrap_err();
+    let message = refused(err);
+    assert!(
+        message.contains(&format!(
+            r#"spec.rollback.snapshot.include[0].name: you ("alice") may not get Secret "db-creds" in namespace "{app}"; rollguard would read it for you"#
+        )),
+        "{message}"
+    );
+    // Requests: the requester role has `rollback` on every guard here, nothing more.
+    alice_requests
+        .create(&dry, &request("plain", "g1", "alice", ""))
+        .await
+        .expect("a graceful rollback of g1 asked by alice in her own name");
+    let message = refused(
+        alice_requests
+            .create(
+                &dry,
+                &request("all-off", "g1", "alice", r#", "forceDisableAll": true"#),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        message.contains(r#"spec.forceDisableAll: true turns off every boolean flag"#)
+            && message.contains(&format!(
+                r#"needs the RBAC verb "emergency" on rolloutguards "g1" in namespace "{app}", which "alice" does not have"#
+            )),
+        "{message}"
+    );
+    let message = refused(
+        alice_requests
+            .create(
+                &dry,
+                &request("undo", "g1", "alice", r#", "action": "restore""#),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        message.contains(&format!(
+            r#"spec.action: restore needs the RBAC verb "restore" on rolloutguards "g1" in namespace "{app}", which "alice" does not have"#
+        )),
+        "{message}"
+    );
+    let message = refused(
+        alice_requests
+            .create(&dry, &request("as-operator", "g1", "system:rollguard", ""))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        message.contains(
+            r#"spec.requestedBy: "system:rollguard" is reserved for the rollguard operator"#
+        ) && message.contains(r#"you are "alice""#),
+        "{message}"
+    );
+    let message = refused(
+        alice_requests
+            .create(
+                &dry,
+                &request("as-system", "g1", "system:kube-scheduler", ""),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        message.contains(r#"spec.requestedBy: "system:kube-scheduler" is refused"#),
+        "{message}"
+    );
+
+    // bob: create requests, and `rollback` on g1 only (a Role naming it in resourceNames).
+    cluster.apply(&format!(
+        r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: rollback-g1, namespace: {app}}}
+rules:
+  - {{apiGroups: [rollguard.dev], resources: [rollbackrequests], verbs: [create]}}
+  - {{apiGroups: [rollguard.dev], resources: [rolloutguards], resourceNames: [g1], verbs: [rollback]}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: bob-rollback-g1, namespace: {app}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: rollback-g1}}
+subjects: [{{kind: User, name: bob, apiGroup: rbac.authorization.k8s.io}}]
+"#
+    ));
+    let bob: Api<RollbackRequest> = Api::namespaced(cluster.user_client("bob").await, &app);
+    wait_until(
+        Duration::from_secs(10),
+        "bob's request for g1 admitted",
+        || {
+            let (bob, dry) = (bob.clone(), dry.clone());
+            async move {
+                bob.create(&dry, &request("bob-g1", "g1", "bob", ""))
+                    .await
+                    .ok()
+            }
+        },
+    )
+    .await;
+    let message = refused(
+        bob.create(&dry, &request("bob-g2", "g2", "bob", ""))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        message.contains(&format!(
+            r#"spec.guardRef.name: a RollbackRequest for guard "g2" needs the RBAC verb "rollback" on rolloutguards "g2" in namespace "{app}", which "bob" does not have"#
+        )),
+        "rollback on g1 is not rollback on g2: {message}"
+    );
 }
