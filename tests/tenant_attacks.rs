@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::tenancy::{Attacker, Tenancy, forbidden, grant};
+use common::tenancy::{Attacker, Tactic, Tenancy, forbidden, grant};
 use common::wait_until;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -367,6 +367,27 @@ spec:
             &["system:rollguard"],
         ),
     ));
+    for (attack, name, by) in [
+        ("a rollback recorded as someone else's", "as-bob", "bob"),
+        (
+            "a rollback recorded as a system user",
+            "as-system",
+            "system:admin",
+        ),
+    ] {
+        tally.push((
+            attack,
+            refused(
+                alice_requests
+                    .create(
+                        &pp,
+                        &request(name, by_alice(serde_json::json!({"requestedBy": by}))),
+                    )
+                    .await,
+                &["spec.requestedBy", by],
+            ),
+        ));
+    }
     // The plain rollback alice is entitled to is admitted (the suite can tell refusals apart).
     let plain = alice_requests
         .create(&pp, &request("plain", by_alice(serde_json::json!({}))))
@@ -505,6 +526,89 @@ spec:
                 "{} request(s) reached the internal address; guard: {unreachable}; request: {record}",
                 internal.visits().len()
             ))
+        },
+    ));
+    // A hook and a health check on a server that redirects to another (allowed) one: the
+    // POST body and Idempotency-Key would follow a redirect.
+    let sink = Attacker::start_on("127.0.0.4").await;
+    let redirector = Attacker::start_with(
+        "127.0.0.2",
+        Tactic::Redirect(format!("{}/stolen", sink.url)),
+    )
+    .await;
+    cluster.apply(&format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: alice-flags, namespace: {ns}, labels: {{rollguard.dev/flags: \"true\"}}}}\ndata: {{a: \"true\"}}\n"
+    ));
+    alice_guards
+        .create(
+            &pp,
+            &guard(
+                "redirect",
+                serde_json::json!({"interval": "1s", "flags": flags,
+                    "rollback": {"hooks": {"preRollback": [{"url": format!("{}/drain", redirector.url)}]}},
+                    "health": {"timeout": "2s", "http": [{"url": format!("{}/healthz", redirector.url)}]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    alice_requests
+        .create(
+            &pp,
+            &request(
+                "redirect-rollback",
+                serde_json::json!({"guardRef": {"name": "redirect"}, "requestedBy": "alice",
+                    "reason": "attack"}),
+            ),
+        )
+        .await
+        .unwrap();
+    let done = common::finished(&admin_requests, "redirect-rollback").await;
+    let record = serde_json::to_string(&done.status).unwrap();
+    let hook_called = redirector.visits().iter().any(|v| v.uri.path() == "/drain");
+    tally.push((
+        "a hook and a health check that redirect to another server",
+        if sink.visits().is_empty()
+            && hook_called
+            && record.contains("answered 307: redirects are not followed")
+            && record.contains("answered 307, expected")
+        {
+            Ok(
+                "the hook failed and the check was unhealthy at the 307; nothing followed it"
+                    .into(),
+            )
+        } else {
+            Err(format!(
+                "{} request(s) followed to the sink; hook called: {hook_called}; request: {record}",
+                sink.visits().len()
+            ))
+        },
+    ));
+    // A Prometheus that answers 20 MiB: read up to the cap, then refused.
+    let huge = Attacker::start_with("127.0.0.2", Tactic::Huge(20 << 20)).await;
+    alice_guards
+        .create(
+            &pp,
+            &guard(
+                "huge",
+                serde_json::json!({"interval": "1s", "flags": flags,
+                    "prometheus": {"address": huge.url},
+                    "triggers": [{"name": "t", "query": "vector(0)", "above": 1}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    let status = guard_status(&admin_guards, "huge", "huge guard judged", |s| {
+        rollguard::conditions::get(&s.conditions, "PrometheusReachable")
+            .is_some_and(|c| c.status == "False")
+    })
+    .await;
+    let message = condition_message(&status, "PrometheusReachable");
+    tally.push((
+        "a Prometheus answer of 20 MiB",
+        if message.contains("answer larger than 8388608 bytes") {
+            Ok(message)
+        } else {
+            Err(message)
         },
     ));
     // A credential over plain http to a host the admin did not allow (the attacker's):

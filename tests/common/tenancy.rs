@@ -116,8 +116,20 @@ pub fn install_chart(
     let mut all = vec![selector.as_str()];
     all.extend_from_slice(sets);
     let manifests = helm_template(helm, &release, system, &all);
-    let (ok, out, err) = apply_server_side(cluster, &manifests, &[]);
-    assert!(ok, "apply the chart:\n{out}\n{err}");
+    // An object just created (a new namespace, a policy) can take a moment to be
+    // usable by the next one: a failed apply is tried again, twice, before it counts.
+    let mut tries = 0;
+    let (out, err) = loop {
+        let (ok, out, err) = apply_server_side(cluster, &manifests, &[]);
+        tries += 1;
+        if ok {
+            break (out, err);
+        }
+        assert!(tries < 3, "apply the chart ({tries} tries):\n{out}\n{err}");
+        eprintln!("apply the chart failed, trying again:\n{err}");
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let _ = out;
     Chart {
         system: system.to_string(),
         fullname: format!("{release}-rollguard"),
@@ -281,18 +293,31 @@ pub struct Attacker {
     visits: Arc<Mutex<Vec<Visit>>>,
 }
 
+/// How an attacker answers.
+#[derive(Clone, Debug)]
+pub enum Tactic {
+    /// 200: an empty Prometheus vector for queries, "ok" otherwise.
+    Answer,
+    /// 307 to this URL, for every request.
+    Redirect(String),
+    /// A Prometheus answer of this many bytes (a valid vector padded with spaces).
+    Huge(usize),
+}
+
 impl Attacker {
-    pub async fn start() -> Attacker {
-        Self::start_on("127.0.0.1").await
+    /// Listening on `ip` (any loopback address), answering plainly.
+    pub async fn start_on(ip: &str) -> Attacker {
+        Self::start_with(ip, Tactic::Answer).await
     }
 
-    /// Listening on `ip` (any loopback address).
-    pub async fn start_on(ip: &str) -> Attacker {
+    /// Listening on `ip`, answering by `tactic`.
+    pub async fn start_with(ip: &str, tactic: Tactic) -> Attacker {
+        use axum::response::IntoResponse;
         let visits: Arc<Mutex<Vec<Visit>>> = Arc::default();
         let seen = visits.clone();
         let app = axum::Router::new().fallback(
             move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-                let seen = seen.clone();
+                let (seen, tactic) = (seen.clone(), tactic.clone());
                 async move {
                     let query = uri.path().ends_with("/api/v1/query");
                     seen.lock().unwrap().push(Visit {
@@ -301,10 +326,20 @@ impl Attacker {
                         headers,
                         body,
                     });
-                    if query {
-                        r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#
-                    } else {
-                        "ok"
+                    const EMPTY: &str =
+                        r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+                    match tactic {
+                        Tactic::Redirect(to) => (
+                            axum::http::StatusCode::TEMPORARY_REDIRECT,
+                            [(axum::http::header::LOCATION, to)],
+                        )
+                            .into_response(),
+                        Tactic::Huge(size) => {
+                            format!("{EMPTY}{}", " ".repeat(size.saturating_sub(EMPTY.len())))
+                                .into_response()
+                        }
+                        Tactic::Answer if query => EMPTY.into_response(),
+                        Tactic::Answer => "ok".into_response(),
                     }
                 }
             },
