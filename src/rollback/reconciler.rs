@@ -69,13 +69,21 @@ pub async fn reconcile(request: Arc<RollbackRequest>, ctx: Arc<Context>) -> Resu
     let namespace = request
         .namespace()
         .ok_or(Error::NoNamespace("RollbackRequest"))?;
+    let requests: Api<RollbackRequest> = Api::namespaced(ctx.client.clone(), &namespace);
+    // The watch may not have delivered this reconciler's own last write yet: deciding on
+    // that older view re-plans steps already done (a Succeeded request ends Superseded by
+    // itself, a hook is called twice). Decide on the request as the API server has it; every
+    // status write then carries its resourceVersion.
+    let Some(request) = requests.get_opt(&request.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
     let mut run = Run {
-        requests: Api::namespaced(ctx.client.clone(), &namespace),
+        requests,
         guards: Api::namespaced(ctx.client.clone(), &namespace),
         config_maps: Api::namespaced(ctx.client.clone(), &namespace),
         secrets: Api::namespaced(ctx.client.clone(), &namespace),
         status: request.status.clone().unwrap_or_default(),
-        request: (*request).clone(),
+        request,
         namespace,
         guard: None,
         ctx: ctx.clone(),
@@ -148,6 +156,36 @@ fn refused(e: &kube::Error) -> Option<String> {
         }
         _ => None,
     }
+}
+
+/// The merge patch that makes `before` into `after`: `after`, with null for every field
+/// of `before` that `after` no longer has (serde omits None fields, and a merge patch
+/// leaves an omitted field as it was).
+fn status_patch(
+    before: Option<&RollbackRequestStatus>,
+    after: &RollbackRequestStatus,
+) -> serde_json::Value {
+    fn clear(before: &serde_json::Value, after: &mut serde_json::Value) {
+        let (Some(before), Some(after)) = (before.as_object(), after.as_object_mut()) else {
+            return;
+        };
+        for (key, old) in before {
+            match after.get_mut(key) {
+                Some(new) => clear(old, new),
+                None => {
+                    after.insert(key.clone(), serde_json::Value::Null);
+                }
+            }
+        }
+    }
+    let mut patch = serde_json::to_value(after).expect("status serialises");
+    if let Some(before) = before {
+        clear(
+            &serde_json::to_value(before).expect("status serialises"),
+            &mut patch,
+        );
+    }
+    patch
 }
 
 fn now() -> jiff::Timestamp {
@@ -283,11 +321,18 @@ impl Run {
         );
     }
 
-    /// Persists status; the step it records is then done.
+    /// Persists status; the step it records is then done. The request's resourceVersion is
+    /// the precondition: a write based on an older view fails (409) and the reconcile starts
+    /// again from the request as it is. Fields cleared since the last write are written as
+    /// null, so a merge patch removes them.
     async fn save(&mut self) -> Result<(), Error> {
         self.status.observed_generation = self.request.metadata.generation;
-        let patch = json!({ "status": self.status });
-        self.requests
+        let patch = json!({
+            "metadata": { "resourceVersion": self.request.resource_version() },
+            "status": status_patch(self.request.status.as_ref(), &self.status),
+        });
+        self.request = self
+            .requests
             .patch_status(&self.name(), &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
         // Notifications recorded as Sending go out once the record exists.
@@ -1749,5 +1794,43 @@ fn action_word(action: RequestAction) -> &'static str {
     match action {
         RequestAction::Rollback => "rollback",
         RequestAction::Restore => "restore",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A field set to none since the last write goes out as null, so the merge patch clears
+    /// it ("waiting for …" does not stay beside a rollback under way); set fields go as set.
+    #[test]
+    fn a_status_write_clears_what_was_set_to_none() {
+        let before: RollbackRequestStatus = serde_json::from_value(json!({
+            "phase": "Pending",
+            "message": "waiting for RollbackRequest \"rb-0\" of guard \"g\" to finish",
+            "conflicts": [{"name": "a", "expected": "true", "found": "false"}],
+            "durations": {"flagDisable": 0.1, "total": 2.0},
+        }))
+        .unwrap();
+        let mut after = before.clone();
+        after.phase = Some(RequestPhase::Snapshotting);
+        after.message = None;
+        after.conflicts.clear();
+        after.durations.as_mut().unwrap().total = None;
+        let patch = status_patch(Some(&before), &after);
+        assert_eq!(patch["phase"], "Snapshotting");
+        assert_eq!(patch["message"], serde_json::Value::Null);
+        assert!(patch.as_object().unwrap().contains_key("message"));
+        assert_eq!(patch["conflicts"], serde_json::Value::Null);
+        assert_eq!(
+            patch["durations"],
+            json!({"flagDisable": 0.1, "total": null})
+        );
+        // Nothing written before: nothing to clear.
+        let first = status_patch(None, &after);
+        assert!(
+            !first.as_object().unwrap().contains_key("message"),
+            "{first}"
+        );
     }
 }
