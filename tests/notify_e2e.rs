@@ -766,3 +766,46 @@ async fn the_standard_webhooks_library_verifies_every_delivery_also_with_only_th
         }
     }
 }
+
+/// Two guards of one namespace share the in-app ConfigMap: each guard's own key stays when
+/// the other guard's rollback writes its notice (each guard's notices are applied by a
+/// field manager of their own, so one guard's apply never drops the other's key).
+#[tokio::test]
+async fn in_app_notices_of_two_guards_in_one_namespace_both_stay() {
+    let Some(env) = setup("notify_in_app_two_guards").await else {
+        return;
+    };
+    for guard in ["checkout", "search"] {
+        env.cluster.apply(&format!(
+            "apiVersion: rollguard.dev/v1alpha1\nkind: RolloutGuard\nmetadata: {{name: {guard}, namespace: {ns}}}\nspec:\n  flags: {{configMapRef: {{name: ff}}, guarded: [{flag}]}}\n  notify: [{{name: banner, type: inApp}}]\n",
+            ns = env.ns,
+            flag = if guard == "checkout" { "a" } else { "b" },
+        ));
+        env.cluster.apply(&format!(
+            "apiVersion: rollguard.dev/v1alpha1\nkind: RollbackRequest\nmetadata: {{name: {guard}-1, namespace: {ns}}}\nspec: {{guardRef: {{name: {guard}}}, requestedBy: alice, reason: errors}}\n",
+            ns = env.ns
+        ));
+        let r = env.settled(&format!("{guard}-1")).await;
+        assert_eq!(
+            record(&r, "banner", NotifyEvent::Completed).state,
+            DeliveryState::Delivered
+        );
+    }
+    let config_maps: Api<ConfigMap> = Api::namespaced(env.cluster.client.clone(), &env.ns);
+    let data = config_maps
+        .get("rollguard-status")
+        .await
+        .unwrap()
+        .data
+        .unwrap_or_default();
+    for guard in ["checkout", "search"] {
+        let notice: serde_json::Value = serde_json::from_str(
+            data.get(&format!("{guard}.json"))
+                .unwrap_or_else(|| panic!("{guard}.json is gone: {data:#?}")),
+        )
+        .unwrap();
+        assert_eq!(notice["request"], format!("{guard}-1"), "{notice}");
+        assert_eq!(notice["event"], "completed", "{notice}");
+    }
+    assert_eq!(data["guard"], "search", "the namespace's latest notice");
+}

@@ -264,7 +264,7 @@ impl Courier {
         config_maps
             .patch(
                 IN_APP_CONFIG_MAP,
-                &PatchParams::apply(FIELD_MANAGER).force(),
+                &PatchParams::apply(&in_app_manager(&notice.guard)).force(),
                 &Patch::Apply(&patch),
             )
             .await
@@ -273,6 +273,21 @@ impl Courier {
                 Failure::transient(format!("writing ConfigMap {IN_APP_CONFIG_MAP:?}: {e}"))
             })
     }
+}
+
+/// The field manager of one guard's in-app notices. Each guard applies its own key
+/// (`<guard>.json`) and the namespace's latest-notice keys; with one manager for all guards,
+/// a guard's apply would drop the key another guard applied before. Field managers are at
+/// most 128 characters: a long guard name is shortened to a digest of it.
+pub(crate) fn in_app_manager(guard: &str) -> String {
+    let manager = format!("{FIELD_MANAGER}/{guard}");
+    if manager.len() <= 128 {
+        return manager;
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(guard.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{FIELD_MANAGER}/{}-{hex}", &guard[..64])
 }
 
 /// A Secret key as text, or which key is missing.
@@ -357,4 +372,19 @@ async fn send_email(
             Failure::transient(format!("SMTP {}: {e}", redact(smtp_url)))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_app_manager;
+
+    #[test]
+    fn each_guard_applies_its_in_app_notices_as_its_own_field_manager() {
+        assert_eq!(in_app_manager("checkout"), "rollguard-notifier/checkout");
+        assert_ne!(in_app_manager("checkout"), in_app_manager("search"));
+        let long = |last: char| format!("{}{last}", "g".repeat(252));
+        let (a, b) = (in_app_manager(&long('a')), in_app_manager(&long('b')));
+        assert!(a.len() <= 128 && b.len() <= 128, "{a} {b}");
+        assert_ne!(a, b);
+    }
 }
