@@ -86,6 +86,57 @@ pub struct RolloutGuardSpec {
     pub slo: SloSpec,
 }
 
+impl RolloutGuardSpec {
+    /// Every duration of the spec with the path a user would look for. The CRD schema
+    /// rejects malformed durations; a guard that bypassed it (an older CRD, a direct etcd
+    /// write) must not have an unparsable `for` or `cooldown` read as 0.
+    pub fn durations(&self) -> Vec<(String, &GoDuration)> {
+        let mut all = vec![("spec.interval".to_string(), &self.interval)];
+        if let Some(p) = &self.prometheus {
+            all.push(("spec.prometheus.timeout".into(), &p.timeout));
+        }
+        for t in &self.triggers {
+            all.push((format!("spec.triggers[{}].for", t.name), &t.for_));
+        }
+        all.push(("spec.rollback.cooldown".into(), &self.rollback.cooldown));
+        let hooks = &self.rollback.hooks;
+        for (list, hooks) in [
+            ("preRollback", &hooks.pre_rollback),
+            ("postRollback", &hooks.post_rollback),
+        ] {
+            for (i, h) in hooks.iter().enumerate() {
+                all.push((
+                    format!("spec.rollback.hooks.{list}[{i}].timeout"),
+                    &h.timeout,
+                ));
+            }
+        }
+        all.push(("spec.health.timeout".into(), &self.health.timeout));
+        all.push((
+            "spec.health.stabilityWindow".into(),
+            &self.health.stability_window,
+        ));
+        let slo = &self.slo;
+        for (name, d) in [
+            ("flagDisable", &slo.flag_disable),
+            ("notification", &slo.notification),
+            ("healthVerification", &slo.health_verification),
+            ("total", &slo.total),
+            ("stability", &slo.stability),
+        ] {
+            all.push((format!("spec.slo.{name}"), d));
+        }
+        all
+    }
+
+    /// The first duration that does not parse, as a message naming the field and the value.
+    pub fn duration_problem(&self) -> Option<String> {
+        self.durations()
+            .into_iter()
+            .find_map(|(field, d)| d.to_std().err().map(|e| format!("{field}: {e}")))
+    }
+}
+
 mod defaults {
     use super::GoDuration;
     pub fn interval() -> GoDuration {

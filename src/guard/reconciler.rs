@@ -404,10 +404,13 @@ async fn publish(
     }
 }
 
-/// What makes the guard Invalid: PromQL that does not parse (judged when its spec changed,
+/// What makes the guard Invalid: a duration or PromQL that does not parse (judged when its spec changed,
 /// or while it is Invalid), a missing flags ConfigMap, a guarded flag absent from it.
 fn problems(guard: &RolloutGuard, flags_config_map: Option<&ConfigMap>) -> Option<String> {
     let judged = spec_judged(guard);
+    if let Some(message) = guard.spec.duration_problem() {
+        return Some(message);
+    }
     // The queries only change with the spec; the flags ConfigMap can change (or go) at any
     // time, and a guard that can no longer roll back must say so before it has to.
     for trigger in guard.spec.triggers.iter().filter(|_| !judged) {
@@ -564,6 +567,51 @@ fn until_next_evaluation(interval: Duration, now: std::time::SystemTime) -> Dura
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn guard_with(spec: serde_json::Value) -> RolloutGuard {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "rollguard.dev/v1alpha1", "kind": "RolloutGuard",
+            "metadata": {"name": "g", "namespace": "ns", "generation": 1}, "spec": spec
+        }))
+        .unwrap()
+    }
+
+    fn flags_config_map() -> ConfigMap {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "ff", "namespace": "ns", "labels": {"rollguard.dev/flags": "true"}},
+            "data": {"a": "true"}
+        }))
+        .unwrap()
+    }
+
+    /// A `for` or `cooldown` that does not parse (past Go's range: it got past the schema,
+    /// e.g. through an older CRD) makes the guard Invalid, naming the field and the value;
+    /// it is never read as 0 (fire at once, no cooldown).
+    #[test]
+    fn durations_that_do_not_parse_make_the_guard_invalid() {
+        let flags = serde_json::json!({"configMapRef": {"name": "ff"}, "guarded": ["a"]});
+        let trigger = |for_: &str| serde_json::json!([{"name": "errors", "query": "up", "above": 1, "for": for_}]);
+        let cm = flags_config_map();
+        let ok = guard_with(serde_json::json!({"flags": flags, "triggers": trigger("1m")}));
+        assert_eq!(problems(&ok, Some(&cm)), None);
+
+        let for_ =
+            guard_with(serde_json::json!({"flags": flags, "triggers": trigger("9999999999h")}));
+        let message = problems(&for_, Some(&cm)).expect("an unparsable for is a problem");
+        assert!(
+            message.starts_with("spec.triggers[errors].for: \"9999999999h\""),
+            "{message}"
+        );
+
+        let cooldown = guard_with(serde_json::json!({
+            "flags": flags, "triggers": trigger("1m"), "rollback": {"cooldown": "5 minutes"}
+        }));
+        let message = problems(&cooldown, Some(&cm)).expect("an unparsable cooldown is a problem");
+        assert!(
+            message.starts_with("spec.rollback.cooldown: \"5 minutes\""),
+            "{message}"
+        );
+    }
 
     #[test]
     fn guards_evaluate_just_past_each_interval_boundary() {
