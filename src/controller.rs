@@ -201,6 +201,7 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
         Recorder::new(client.clone(), reporter.clone()),
         metrics.clone(),
     );
+    let (guard_changed, mut guards_to_evaluate) = tokio::sync::mpsc::unbounded_channel();
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter.clone()),
@@ -210,6 +211,7 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
         requests: store.clone(),
         metrics: metrics.clone(),
         outbox: outbox.clone(),
+        guard_changed,
     });
     tracing::info!(
         namespace = scope.as_deref().unwrap_or("<all>"),
@@ -317,6 +319,10 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
                     .collect::<Vec<_>>()
             },
         )
+        // A rollback took or freed a guard's slot: its phase and conditions follow now.
+        .reconcile_on(futures::stream::poll_fn(move |cx| {
+            guards_to_evaluate.poll_recv(cx)
+        }))
         .shutdown_on_signal()
         .run(
             guard::reconciler::reconcile,

@@ -52,6 +52,67 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The reason of the Warning Event a failed reconcile leaves on its object: what kind of
+    /// failure it was, so `kubectl describe` says "Forbidden" rather than "failed". None for
+    /// a conflict, which only means "decide again on a fresh read".
+    pub fn event_reason(&self) -> Option<&'static str> {
+        Some(match self {
+            Error::Kube(kube::Error::Api(s)) => match s.code {
+                409 => return None,
+                401 => "ReconcileUnauthorized",
+                403 => "ReconcileForbidden",
+                404 => "ReconcileNotFound",
+                422 | 400 => "ReconcileInvalid",
+                429 => "ReconcileThrottled",
+                500.. => "ReconcileApiServerError",
+                _ => "ReconcileApiError",
+            },
+            Error::Kube(_) => "ReconcileApiUnreachable",
+            Error::InvalidDuration(_) => "ReconcileInvalidDuration",
+            Error::Yaml(_) | Error::Json(_) => "ReconcileSerialisation",
+            Error::NoNamespace(_) => "ReconcileNoNamespace",
+        })
+    }
+}
+
+/// Leaves a Warning Event on `object` for a reconcile that failed (see
+/// [`Error::event_reason`]), without holding up the controller: error policies are not async.
+pub fn report_reconcile_error<K>(
+    recorder: &kube::runtime::events::Recorder,
+    object: &K,
+    error: &Error,
+    retry_in: std::time::Duration,
+) where
+    K: kube::Resource<DynamicType = ()>,
+{
+    let Some(reason) = error.event_reason() else {
+        return;
+    };
+    let event = kube::runtime::events::Event {
+        type_: kube::runtime::events::EventType::Warning,
+        reason: reason.into(),
+        note: Some(
+            format!(
+                "reconcile failed, retrying in {}s: {error}",
+                retry_in.as_secs()
+            )
+            .chars()
+            .take(1000)
+            .collect(),
+        ),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    let recorder = recorder.clone();
+    let regarding = object.object_ref(&());
+    tokio::spawn(async move {
+        if let Err(e) = recorder.publish(&event, &regarding).await {
+            tracing::warn!(error = %e, reason, "could not publish the reconcile error's Event");
+        }
+    });
+}
+
 /// HTTP 409: an update whose resourceVersion is stale, or a create of a name that exists.
 pub fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)

@@ -1,7 +1,8 @@
 //! Crash safety (SPEC §2): the operator is SIGKILLed right after each external side effect
 //! of a rollback, a new operator process takes over, and the end state equals an
-//! uninterrupted run with every side effect done exactly once: one snapshot, one flags
-//! write, one call of each hook.
+//! uninterrupted run with every side effect done exactly once — one snapshot, one flags
+//! write — and every hook called: once, or, when the operator died between the call and
+//! recording its outcome, twice with the same `Idempotency-Key` (at least once).
 //!
 //! Needs the `fault-injection` feature (make test enables it); never in release builds.
 
@@ -21,24 +22,31 @@ mod common;
 #[cfg(feature = "fault-injection")]
 mod crash {
     use super::common::{cluster, count_config_map_writes, wait_until};
-    use axum::{Router, extract::State, routing::post};
+    use axum::{Router, extract::State, http::HeaderMap, routing::post};
     use k8s_openapi::api::core::v1::{ConfigMap, Secret};
     use kube::api::{Api, ListParams};
     use rollguard::api::RollbackRequest;
     use rollguard::api::request::{HookOutcome, RequestPhase};
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
+    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    async fn counter() -> (String, Arc<AtomicUsize>) {
-        let calls = Arc::new(AtomicUsize::new(0));
+    /// A hook receiver that records the `Idempotency-Key` of every call.
+    async fn counter() -> (String, Arc<Mutex<Vec<String>>>) {
+        let calls = Arc::<Mutex<Vec<String>>>::default();
         let app = Router::new()
             .route(
                 "/",
-                post(|State(calls): State<Arc<AtomicUsize>>| async move {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    "ok"
-                }),
+                post(
+                    |State(calls): State<Arc<Mutex<Vec<String>>>>, headers: HeaderMap| async move {
+                        let key = headers
+                            .get("idempotency-key")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default();
+                        calls.lock().unwrap().push(key.to_string());
+                        "ok"
+                    },
+                ),
             )
             .with_state(calls.clone());
         let url = format!("http://{}/", super::common::serve(app).await);
@@ -143,29 +151,42 @@ spec:
             .unwrap()
             .items;
         assert_eq!(snapshots.len(), 1, "{point}: snapshots");
-        assert_eq!(
-            pre_calls.load(Ordering::SeqCst),
-            1,
-            "{point}: preRollback hook calls"
-        );
-        assert_eq!(
-            post_calls.load(Ordering::SeqCst),
-            1,
-            "{point}: postRollback hook calls"
-        );
+        // Killed after the call but before its outcome was recorded: the call is made again,
+        // with the same key. Killed after recording the call but before making it: made once.
+        for (stage, calls) in [("preRollback", &pre_calls), ("postRollback", &post_calls)] {
+            let keys = calls.lock().unwrap().clone();
+            let expected = if point == format!("{stage}-hook-called") {
+                2
+            } else {
+                1
+            };
+            assert_eq!(keys.len(), expected, "{point}: {stage} hook calls {keys:?}");
+            assert!(
+                !keys[0].is_empty() && keys.iter().all(|k| *k == keys[0]),
+                "{point}: {stage} calls carry one Idempotency-Key: {keys:?}"
+            );
+        }
         let outcomes: Vec<_> = status.hooks.iter().map(|h| h.outcome).collect();
-        let expected = match point {
-            // Killed after the call but before its outcome was recorded: not called again.
-            "preRollback-hook-called" => [HookOutcome::Unknown, HookOutcome::Succeeded],
-            "postRollback-hook-called" => [HookOutcome::Succeeded, HookOutcome::Unknown],
-            _ => [HookOutcome::Succeeded, HookOutcome::Succeeded],
-        };
-        assert_eq!(outcomes, expected, "{point}");
+        assert_eq!(
+            outcomes,
+            [HookOutcome::Succeeded, HookOutcome::Succeeded],
+            "{point}"
+        );
     }
 
     #[tokio::test]
     async fn crash_after_the_snapshot_is_created() {
         crash_at("snapshot-created").await;
+    }
+
+    #[tokio::test]
+    async fn crash_after_the_drain_hook_is_recorded_but_not_called() {
+        crash_at("preRollback-hook-recorded").await;
+    }
+
+    #[tokio::test]
+    async fn crash_after_the_resume_hook_is_recorded_but_not_called() {
+        crash_at("postRollback-hook-recorded").await;
     }
 
     #[tokio::test]

@@ -958,3 +958,66 @@ async fn prometheus_credentials_come_from_the_auth_secret() {
         "a query went out without credentials: {seen:?}"
     );
 }
+
+/// The SPEC's own kind of trigger, a rate over five minutes, stays high for minutes after the
+/// errors stop. Verification judges it on the time since the flags changed, so the rollback
+/// verifies once the errors have stopped, well inside `health.timeout` (20 s here).
+#[tokio::test]
+async fn a_windowed_trigger_verifies_once_the_errors_stop_after_the_flags_change() {
+    let Some(env) = setup("windowed_verification").await else {
+        return;
+    };
+    let m = Metrics::serve(&env.cluster).await;
+    // An error counter rising by 500 a second while flag `a` is on.
+    let (counter, config_maps) = (m.clone(), env.config_maps());
+    tokio::spawn(async move {
+        let mut total = 0.0;
+        loop {
+            let on = config_maps
+                .get("ff")
+                .await
+                .ok()
+                .and_then(|cm| cm.data)
+                .is_some_and(|d| d.get("a").map(String::as_str) == Some("true"));
+            if on {
+                total += 100.0;
+            }
+            counter.set("errs", total);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let rate = format!("rate({}[5m])", m.query("errs"));
+    // `for: 1h`: the guard itself never fires; the rollback below is asked for by hand.
+    env.guard(
+        "g",
+        &format!(
+            "  triggers: [{{name: errors, query: \"{rate}\", above: 1, for: 1h}}]\n  health: {{timeout: 20s}}"
+        ),
+    );
+    env.guard_until("g", "the trigger breaching", |g| {
+        trigger_breaching(g, "errors") == Some(true)
+    })
+    .await;
+    env.cluster.apply(&format!(
+        "apiVersion: rollguard.dev/v1alpha1\nkind: RollbackRequest\nmetadata: {{name: rb, namespace: {}}}\nspec: {{guardRef: {{name: g}}, requestedBy: ops, reason: errors, mode: immediate}}\n",
+        env.ns
+    ));
+    let done = common::finished(&env.requests(), "rb").await;
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Some(RequestPhase::Succeeded), "{status:#?}");
+    // The trigger's own query still breaches: without the shortened window this could not pass.
+    let guard = env
+        .guard_until("g", "the trigger evaluated after the rollback", |g| {
+            g.status
+                .as_ref()
+                .and_then(|s| s.last_evaluation_time.as_ref())
+                .zip(status.completed_at.as_ref())
+                .is_some_and(|(evaluated, completed)| evaluated.0 > completed.0)
+        })
+        .await;
+    assert_eq!(
+        trigger_breaching(&guard, "errors"),
+        Some(true),
+        "the 5m rate must still be high after the rollback for this test to mean anything"
+    );
+}

@@ -149,7 +149,7 @@ pub struct RollbackRequestStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_from: Option<LocalObjectReference>,
 
-    /// Hook calls, recorded before each call and after it (a hook is called at most once).
+    /// Hook calls, recorded before each call and after it. A call interrupted by an operator restart is made again with the same `Idempotency-Key` (at least once).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<HookCall>,
 
@@ -212,7 +212,8 @@ pub enum HookOutcome {
     Calling,
     Succeeded,
     Failed,
-    /// The operator restarted during the call; it is not repeated.
+    /// The operator restarted during the call and did not repeat it (written by operators
+    /// before hooks were repeated; no longer written).
     Unknown,
 }
 
@@ -224,7 +225,7 @@ pub struct HookCall {
     pub index: u32,
     /// The URL called.
     pub url: String,
-    /// Calling (recorded before the call), Succeeded, Failed, or Unknown (the operator restarted during the call).
+    /// Calling (recorded before the call, and repeated after a restart), Succeeded, Failed, or Unknown (an older operator restarted during the call).
     pub outcome: HookOutcome,
     /// What went wrong, for a failed call.
     #[serde(default)]

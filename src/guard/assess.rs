@@ -82,6 +82,9 @@ pub struct Context<'a> {
     pub invalid: Option<String>,
     /// A RollbackRequest of this guard that has not finished (the guard's slot or the queue).
     pub request_in_flight: Option<String>,
+    /// The request holding the slot (`activeRollback`) is a dry run: it rolls nothing back,
+    /// so the guard does not say `RollingBack`.
+    pub active_dry_run: bool,
     /// While rolled back: guarded flags turned back on since, and who did it. None: not
     /// judged in this evaluation (the `FlagsDrifted` condition is left as it was).
     pub drift: Option<Drift>,
@@ -250,8 +253,9 @@ pub fn assess(ctx: &Context<'_>, outcomes: &[Outcome]) -> Assessment {
             rollback: None,
         };
     }
+    let rolling_back = status.active_rollback.is_some() && !ctx.active_dry_run;
     if spec.suspend {
-        status.phase = Some(if status.active_rollback.is_some() {
+        status.phase = Some(if rolling_back {
             GuardPhase::RollingBack
         } else {
             GuardPhase::Suspended
@@ -492,7 +496,7 @@ pub fn assess(ctx: &Context<'_>, outcomes: &[Outcome]) -> Assessment {
             .retain(|c| c.type_ != condition::STABLE && c.type_ != condition::FLAGS_DRIFTED);
     }
 
-    status.phase = Some(if status.active_rollback.is_some() {
+    status.phase = Some(if rolling_back {
         GuardPhase::RollingBack
     } else if is_rolled_back {
         GuardPhase::RolledBack

@@ -39,7 +39,9 @@ pub struct Context {
 pub fn error_policy(guard: Arc<RolloutGuard>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_error("RolloutGuard", error);
     tracing::warn!(guard = %guard.name_any(), %error, "guard evaluation failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+    let retry_in = Duration::from_secs(5);
+    crate::report_reconcile_error(&ctx.recorder, guard.as_ref(), error, retry_in);
+    Action::requeue(retry_in)
 }
 
 pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -85,16 +87,21 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
     } else {
         Vec::new()
     };
+    let of_guard = |r: &RollbackRequest| {
+        r.namespace().as_deref() == Some(namespace.as_str()) && r.spec.guard_ref.name == name
+    };
     let in_flight = ctx
         .requests
         .state()
         .into_iter()
-        .find(|r| {
-            r.namespace().as_deref() == Some(namespace.as_str())
-                && r.spec.guard_ref.name == name
-                && !is_terminal(r.status.as_ref().and_then(|s| s.phase))
-        })
+        .find(|r| of_guard(r) && !is_terminal(r.status.as_ref().and_then(|s| s.phase)))
         .map(|r| r.name_any());
+    let active_dry_run = previous.active_rollback.as_ref().is_some_and(|active| {
+        ctx.requests
+            .state()
+            .iter()
+            .any(|r| of_guard(r) && r.name_any() == *active && r.spec.dry_run)
+    });
     // The slot names a request that was deleted before it finished: nobody will release it.
     let orphaned = match &previous.active_rollback {
         Some(active) if in_flight.as_deref() != Some(active.as_str()) => {
@@ -134,6 +141,7 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
             previous: &previous,
             invalid,
             request_in_flight: in_flight,
+            active_dry_run,
             drift,
             late,
             now,
@@ -146,17 +154,22 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
     let recorder = &ctx.recorder;
     let reference = guard.object_ref(&());
     let to_notify = notices_to_send(&guard, &status, &notices, now);
-    for notice in notices {
-        let (reason, note) = match notice {
-            Notice::EvaluationLate { message } => ("EvaluationLate", message),
-            Notice::TriggerBreaching { message, .. } => ("TriggerBreaching", message),
-            Notice::TriggerFiring { message, .. } => ("TriggerFiring", message),
-            Notice::PrometheusUnreachable { message } => ("PrometheusUnreachable", message),
-            Notice::InvalidSpec { message } => ("InvalidSpec", message),
-            Notice::FlagsDrifted { message } => ("FlagsDrifted", message),
-        };
-        publish(recorder, &reference, EventType::Warning, reason, note).await;
-    }
+    // Published once the status that records them is written: an evaluation on a stale view
+    // (its write conflicts) announces nothing, and the next one decides again.
+    let events: Vec<(EventType, &str, String)> = notices
+        .into_iter()
+        .map(|notice| {
+            let (reason, note) = match notice {
+                Notice::EvaluationLate { message } => ("EvaluationLate", message),
+                Notice::TriggerBreaching { message, .. } => ("TriggerBreaching", message),
+                Notice::TriggerFiring { message, .. } => ("TriggerFiring", message),
+                Notice::PrometheusUnreachable { message } => ("PrometheusUnreachable", message),
+                Notice::InvalidSpec { message } => ("InvalidSpec", message),
+                Notice::FlagsDrifted { message } => ("FlagsDrifted", message),
+            };
+            (EventType::Warning, reason, note)
+        })
+        .collect();
 
     // The store can lag behind (or not have synced yet after a start): before creating a
     // request, ask the API server whether one of this guard's is in flight.
@@ -224,6 +237,7 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
                 &Patch::Merge(&triggered),
             )
             .await?;
+        // The request exists whatever becomes of this evaluation's status write: said now.
         publish(
             recorder,
             &reference,
@@ -259,6 +273,9 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
         .await
     {
         Ok(_) => {
+            for (type_, reason, note) in events {
+                publish(recorder, &reference, type_, reason, note).await;
+            }
             // Sent once the transition is recorded: a later evaluation does not repeat it.
             for (notifier, notice) in to_notify {
                 ctx.outbox.send_for_guard(&guard, notifier, notice);

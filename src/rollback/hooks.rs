@@ -1,6 +1,7 @@
 //! Drain and resume hooks (`rollback.hooks`): a POST with a JSON body naming the guard, the
 //! request and the flags. Each call carries an idempotency key, and the state machine calls
-//! a hook at most once (its start is recorded before the call).
+//! a hook at least once: its start is recorded before the call, and a call interrupted by a
+//! restart is made again with the same key.
 
 use crate::api::guard::Hook;
 use crate::api::request::HookStage;

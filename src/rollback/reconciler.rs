@@ -7,7 +7,7 @@ use super::snapshot::{self, Included, SnapshotInput};
 use super::step::{self, Observed, Slot, Step, condition};
 use crate::Error;
 use crate::api::guard::NotifyEvent;
-use crate::api::guard::{GuardPhase, LastRollback, RolloutGuard, TriggerAction, WorkloadKind};
+use crate::api::guard::{LastRollback, RolloutGuard, TriggerAction, WorkloadKind};
 use crate::api::request::DeliveryState;
 use crate::api::request::{
     Durations, FlagChange, HookCall, HookOutcome, HookStage, RequestAction, RequestMode,
@@ -20,14 +20,14 @@ use crate::is_conflict;
 use crate::notify::outbox::{Job, Outbox};
 use crate::notify::{self, Ending};
 use crate::prometheus::{Prometheus, Target};
-use crate::triggers;
+use crate::triggers::{self, window::Verification};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use std::sync::Arc;
@@ -53,6 +53,9 @@ pub struct Context {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Notifications in flight beside the rollback.
     pub outbox: Arc<Outbox>,
+    /// Wakes the guard controller when this reconciler changed a guard's rollback slot, so
+    /// the guard's one status writer re-decides its phase and conditions at once.
+    pub guard_changed: tokio::sync::mpsc::UnboundedSender<ObjectRef<RolloutGuard>>,
 }
 
 /// How a step left the request.
@@ -122,7 +125,9 @@ pub async fn reconcile(request: Arc<RollbackRequest>, ctx: Arc<Context>) -> Resu
 pub fn error_policy(request: Arc<RollbackRequest>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_error("RollbackRequest", error);
     tracing::warn!(request = %request.name_any(), %error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(2))
+    let retry_in = Duration::from_secs(2);
+    crate::report_reconcile_error(&ctx.recorder, request.as_ref(), error, retry_in);
+    Action::requeue(retry_in)
 }
 
 struct Run {
@@ -284,7 +289,6 @@ impl Run {
             Step::Superseded { by } => self.superseded(by).await,
             Step::Snapshot => self.snapshot().await,
             Step::CallHook { stage, index } => self.call_hook(stage, index).await,
-            Step::AbandonHook { stage, index } => self.abandon_hook(stage, index).await,
             Step::DryRun => self.dry_run().await,
             Step::WriteFlags => self.write_flags().await,
             Step::Verify => self.verify().await,
@@ -404,11 +408,9 @@ impl Run {
     /// Takes the guard's rollback slot; the guard's resourceVersion makes two requests
     /// racing for it see a conflict, and the loser queues.
     async fn claim(&mut self, supersedes: Option<String>) -> Result<Flow, Error> {
-        let mut status = json!({ "activeRollback": self.name() });
-        // A dry run holds the slot for a moment, so nothing runs beside it, but rolls nothing back.
-        if !self.request.spec.dry_run {
-            status["phase"] = serde_json::to_value(GuardPhase::RollingBack).expect("serialises");
-        }
+        // A dry run holds the slot for a moment too, so nothing runs beside it. The guard's
+        // phase and conditions follow from the slot in the guard's own evaluation.
+        let status = json!({ "activeRollback": self.name() });
         if !self.patch_guard_status(status).await? {
             return Ok(Flow::Next);
         }
@@ -489,26 +491,17 @@ impl Run {
             outcome: Some(if succeeded { "Succeeded" } else { "Failed" }.into()),
             flags_disabled: rollback.then_some(flags_disabled),
         };
-        // The guard as this request leaves it; a dry run or a failed restore leaves its
-        // rollback state as it was.
-        let mut after = self.guard().status.clone().unwrap_or_default();
+        // A dry run or a failed restore leaves the guard's rollback state as it was. The
+        // guard's phase and conditions are its own evaluation's to decide, at once.
         let mut status = json!({ "activeRollback": null });
         if rollback {
-            after.last_rollback = Some(record.clone());
             status["lastRollback"] = serde_json::to_value(record).expect("serialises");
         } else if succeeded
             && self.request.spec.action == RequestAction::Restore
             && !self.request.spec.dry_run
         {
-            after.last_restore = Some(record.clone());
             status["lastRestore"] = serde_json::to_value(record).expect("serialises");
         }
-        status["phase"] = serde_json::to_value(if crate::guard::assess::rolled_back(&after) {
-            GuardPhase::RolledBack
-        } else {
-            GuardPhase::Monitoring
-        })
-        .expect("serialises");
         self.patch_guard_status(status).await?;
         Ok(Flow::Next)
     }
@@ -527,6 +520,11 @@ impl Run {
         {
             Ok(updated) => {
                 self.guard = Some(updated);
+                // The slot changed: the guard's evaluation decides its phase and conditions now.
+                let _ = self
+                    .ctx
+                    .guard_changed
+                    .send(ObjectRef::new(&guard_name).within(&self.namespace));
                 Ok(true)
             }
             Err(e) if is_conflict(&e) => {
@@ -1207,14 +1205,41 @@ impl Run {
             HookStage::PreRollback => hooks.pre_rollback[index].clone(),
             HookStage::PostRollback => hooks.post_rollback[index].clone(),
         };
-        self.status.hooks.push(HookCall {
-            stage,
-            index: index as u32,
-            url: hook.url.clone(),
-            outcome: HookOutcome::Calling,
-            message: String::new(),
-        });
+        // A call recorded as under way by an operator that then stopped is made again, with
+        // the same Idempotency-Key: the receiver can tell a repeat from a new call.
+        let again = self
+            .status
+            .hooks
+            .iter()
+            .position(|h| h.stage == stage && h.index as usize == index);
+        let slot = match again {
+            Some(slot) => {
+                self.record(
+                    &format!("{stage:?}Hook"),
+                    format!(
+                        "calling {} again: the operator stopped during the last call (same Idempotency-Key)",
+                        hook.url
+                    ),
+                );
+                slot
+            }
+            None => {
+                self.status.hooks.push(HookCall {
+                    stage,
+                    index: index as u32,
+                    url: hook.url.clone(),
+                    outcome: HookOutcome::Calling,
+                    message: String::new(),
+                });
+                self.status.hooks.len() - 1
+            }
+        };
         self.save().await?;
+        crate::fault::point(
+            &format!("{}-hook-recorded", hook_stage_word(stage)),
+            &self.name(),
+        )
+        .await;
 
         let flags = self
             .status
@@ -1248,7 +1273,7 @@ impl Run {
         let result = hooks::call(&self.ctx.egress, &hook, &key, &payload).await;
         crate::fault::point(&format!("{}-hook-called", hook_stage_word(stage)), &name).await;
 
-        let record = self.status.hooks.last_mut().expect("pushed above");
+        let record = &mut self.status.hooks[slot];
         let (outcome, message) = match &result {
             Ok(()) => (
                 HookOutcome::Succeeded,
@@ -1267,24 +1292,6 @@ impl Run {
                 format!("{message}; the rollback goes on"),
             );
         }
-        Ok(Flow::Next)
-    }
-
-    async fn abandon_hook(&mut self, stage: HookStage, index: usize) -> Result<Flow, Error> {
-        if let Some(record) = self
-            .status
-            .hooks
-            .iter_mut()
-            .find(|h| h.stage == stage && h.index as usize == index)
-        {
-            record.outcome = HookOutcome::Unknown;
-            record.message = "the operator restarted during this call; hooks are called at most once, so it is not repeated".into();
-        }
-        self.record(
-            &format!("{stage:?}Hook"),
-            "outcome unknown after an operator restart; not repeated",
-        );
-        self.save().await?;
         Ok(Flow::Next)
     }
 
@@ -1340,11 +1347,21 @@ impl Run {
                 let changes = self.status.flags_changed.clone().unwrap_or_default();
                 break (changes, self.status.conflicts.clone(), true, cm);
             }
+            if self.request.spec.action == RequestAction::Restore
+                && !self.still_holds_slot().await?
+            {
+                // An emergency took the guard after this restore began: writing the flags
+                // back on now would undo it. The next step ends this request Superseded.
+                return Ok(Flow::Next);
+            }
             let plan = match self.plan(&cm).await? {
                 Ok(plan) => plan,
                 Err(message) => return self.fail("InvalidFlags", message).await,
             };
-            if plan.is_empty() {
+            // An emergency that took the slot from another request writes even when every
+            // flag is already off (the annotation alone): a superseded restore about to
+            // write then meets a conflict, looks at the slot again and stops.
+            if plan.is_empty() && !self.took_over() {
                 break (plan.changes, plan.conflicts, false, cm);
             }
             // The plan is recorded before the write, so a restart after the write still
@@ -1358,6 +1375,7 @@ impl Run {
                 format!("writing {} flag(s)", plan.changes.len()),
             );
             self.save().await?;
+            crate::fault::pause("before-flags-write", &name).await;
             let patch = json!({
                 "metadata": {
                     "resourceVersion": cm.resource_version(),
@@ -1376,7 +1394,8 @@ impl Run {
             {
                 Ok(updated) => {
                     crate::fault::point("flags-written", &name).await;
-                    break (plan.changes, plan.conflicts, true, updated);
+                    let written = !plan.is_empty();
+                    break (plan.changes, plan.conflicts, written, updated);
                 }
                 Err(e) if is_conflict(&e) => continue,
                 // Forbidden (RBAC, an admission policy), invalid, immutable or gone: asking
@@ -1484,6 +1503,27 @@ impl Run {
             }
         }
         Ok(Flow::Next)
+    }
+
+    /// Whether this request still holds the guard's slot, asked of the API server (after
+    /// the flags ConfigMap was read, so an emergency that took the slot since is seen).
+    async fn still_holds_slot(&mut self) -> Result<bool, Error> {
+        self.guard = self
+            .guards
+            .get_opt(&self.request.spec.guard_ref.name)
+            .await?;
+        Ok(self
+            .guard
+            .as_ref()
+            .and_then(|g| g.status.as_ref())
+            .and_then(|s| s.active_rollback.as_deref())
+            == Some(self.name().as_str()))
+    }
+
+    /// This request is an emergency that took the slot from another request.
+    fn took_over(&self) -> bool {
+        step::is_emergency(&self.request.spec)
+            && self.status.timeline.iter().any(|t| t.step == "Superseding")
     }
 
     /// Annotates pods that mount the flags ConfigMap as a volume, so the kubelet refreshes
@@ -1653,11 +1693,42 @@ impl Run {
             timeout,
             auth,
         } = target;
+        // Judged on the time since the flags changed (see `triggers::window`); a range holds
+        // two samples when it spans two guard intervals (an interval no shorter than the
+        // scrape interval).
+        let since = self
+            .status
+            .flags_changed_at
+            .as_ref()
+            .map_or(Duration::ZERO, |t| now().duration_since(t.0).unsigned_abs());
+        let floor = 2 * guard
+            .spec
+            .interval
+            .to_std()
+            .unwrap_or(Duration::from_secs(15));
         for trigger in rollback_triggers {
+            let query = match triggers::window::verification_query(&trigger.query, since, floor) {
+                Ok(Verification::Query(query)) => query,
+                Ok(Verification::WaitFor(_)) => {
+                    problems.push(format!(
+                        "trigger {:?} is judged once its ranges hold only samples taken after the flags changed ({}s after the change: two intervals, or its range if shorter)",
+                        trigger.name,
+                        floor.as_secs()
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    problems.push(format!(
+                        "spec.triggers[{:?}].query: does not parse: {e}",
+                        trigger.name
+                    ));
+                    continue;
+                }
+            };
             let current = self
                 .ctx
                 .prometheus
-                .instant(&address, &trigger.query, timeout, auth.as_ref())
+                .instant(&address, &query, timeout, auth.as_ref())
                 .await;
             let baseline = match &trigger.baseline {
                 Some(b) => self

@@ -64,11 +64,10 @@ pub enum Step {
     Superseded { by: Option<String> },
     /// Copy the flags ConfigMap and `snapshot.include` into the snapshot Secret.
     Snapshot,
-    /// Record a hook call as under way, then call it.
+    /// Record a hook call as under way, then call it. A call recorded as under way when the
+    /// operator stopped is made again, with the same `Idempotency-Key` (hooks are called at
+    /// least once: no step is skipped).
     CallHook { stage: HookStage, index: usize },
-    /// A hook call was under way when the operator stopped: record its outcome as unknown
-    /// (hooks are called at most once).
-    AbandonHook { stage: HookStage, index: usize },
     /// dryRun: compute and record the change, touch nothing.
     DryRun,
     /// Write the flags (rollback: off; restore: back from the snapshot).
@@ -174,8 +173,7 @@ fn next_hook(status: &RollbackRequestStatus, stage: HookStage, count: usize) -> 
             .iter()
             .find(|h| h.stage == stage && h.index as usize == index);
         match record.map(|h| h.outcome) {
-            None => Some(Step::CallHook { stage, index }),
-            Some(HookOutcome::Calling) => Some(Step::AbandonHook { stage, index }),
+            None | Some(HookOutcome::Calling) => Some(Step::CallHook { stage, index }),
             Some(_) => None,
         }
     })

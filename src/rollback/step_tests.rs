@@ -69,11 +69,7 @@ fn walk(spec: &RollbackRequestSpec, observed: &Observed) -> Vec<Step> {
             Step::Verify => status = merge(status, HEALTH_VERIFIED),
             Step::Succeed | Step::DryRun => status.phase = Some(RequestPhase::Succeeded),
             Step::Release => observed.slot = Slot::Free,
-            Step::Done
-            | Step::Wait { .. }
-            | Step::Fail { .. }
-            | Step::AbandonHook { .. }
-            | Step::Superseded { .. } => break,
+            Step::Done | Step::Wait { .. } | Step::Fail { .. } | Step::Superseded { .. } => break,
         }
     }
     steps
@@ -212,18 +208,19 @@ fn resuming_after_each_step_never_repeats_a_finished_step() {
             index: 0
         }
     );
-    // A hook recorded as under way when the operator died is not called again.
+    // A hook recorded as under way when the operator died is called again (at least once).
     let mut status = with(&[SNAPSHOT_TAKEN]);
     status
         .hooks
         .push(hook(HookStage::PreRollback, 0, HookOutcome::Calling));
     assert_eq!(
         next_step(&s, &status, &held(1, 0)),
-        Step::AbandonHook {
+        Step::CallHook {
             stage: HookStage::PreRollback,
             index: 0
         }
     );
+    // An outcome recorded as unknown by an older operator is not called again.
     status.hooks[0].outcome = HookOutcome::Unknown;
     assert_eq!(next_step(&s, &status, &held(1, 0)), Step::WriteFlags);
     // A failed hook does not stop the rollback.

@@ -2,6 +2,8 @@
 //! baseline) against its comparison (SPEC §2 "Trigger evaluation"). Errors never reach
 //! here: a failed query is not a reading, and never a breach.
 
+pub mod window;
+
 use crate::api::guard::{NoDataPolicy, Trigger};
 use std::collections::BTreeMap;
 
