@@ -99,6 +99,10 @@ impl RolloutGuardSpec {
             all.push((format!("spec.triggers[{}].for", t.name), &t.for_));
         }
         all.push(("spec.rollback.cooldown".into(), &self.rollback.cooldown));
+        all.push((
+            "spec.rollback.history.keepFor".into(),
+            &self.rollback.history.keep_for,
+        ));
         let hooks = &self.rollback.hooks;
         for (list, hooks) in [
             ("preRollback", &hooks.pre_rollback),
@@ -159,6 +163,12 @@ mod defaults {
     }
     pub fn retain() -> i32 {
         10
+    }
+    pub fn history_keep() -> i32 {
+        50
+    }
+    pub fn history_keep_for() -> GoDuration {
+        GoDuration::new("720h")
     }
     pub fn hook_timeout() -> GoDuration {
         GoDuration::new("30s")
@@ -370,6 +380,10 @@ pub struct RollbackPolicy {
     /// What is captured before anything changes, and how many snapshots are kept.
     #[serde(default)]
     pub snapshot: SnapshotPolicy,
+
+    /// How long finished RollbackRequests of this guard (the incident records) are kept.
+    #[serde(default)]
+    pub history: HistoryPolicy,
 }
 
 impl Default for RollbackPolicy {
@@ -379,6 +393,33 @@ impl Default for RollbackPolicy {
             cooldown: defaults::cooldown(),
             hooks: Hooks::default(),
             snapshot: SnapshotPolicy::default(),
+            history: HistoryPolicy::default(),
+        }
+    }
+}
+
+/// Finished RollbackRequests of a guard are deleted (with their snapshot Secrets) once they
+/// are neither among the newest `keep` nor younger than `keepFor`. Requests in flight, and
+/// the guard's last rollback and last restore, are always kept.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryPolicy {
+    /// The newest finished requests kept whatever their age.
+    #[serde(default = "defaults::history_keep")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub keep: i32,
+
+    /// Finished requests younger than this are kept whatever their number (0s: by number only).
+    #[serde(default = "defaults::history_keep_for")]
+    #[x_kube(validation = duration_at_most("spec.rollback.history.keepFor", "87600h"))]
+    pub keep_for: GoDuration,
+}
+
+impl Default for HistoryPolicy {
+    fn default() -> Self {
+        Self {
+            keep: defaults::history_keep(),
+            keep_for: defaults::history_keep_for(),
         }
     }
 }

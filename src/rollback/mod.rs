@@ -1,6 +1,7 @@
 //! Where the rollback state machine lives: `step` decides (pure), `reconciler` executes
 //! one step at a time and records each in status before the next begins.
 
+pub mod history;
 pub mod hooks;
 pub mod reconciler;
 pub mod snapshot;

@@ -2,6 +2,7 @@
 //! record it in status, repeat. Every external side effect is followed by a status write
 //! before the next step starts, so a restart resumes exactly where the request was.
 
+use super::history;
 use super::hooks::{self, HookPayload};
 use super::snapshot::{self, Included, SnapshotInput};
 use super::step::{self, Observed, Slot, Step, condition};
@@ -502,7 +503,9 @@ impl Run {
         {
             status["lastRestore"] = serde_json::to_value(record).expect("serialises");
         }
-        self.patch_guard_status(status).await?;
+        if self.patch_guard_status(status).await? {
+            self.prune_history().await;
+        }
         Ok(Flow::Next)
     }
 
@@ -1163,6 +1166,68 @@ impl Run {
                     && r.status.as_ref().is_some_and(|s| s.snapshot_ref.is_some())
             })
             .collect())
+    }
+
+    /// Deletes the guard's finished requests that `spec.rollback.history` no longer keeps,
+    /// each with its snapshot Secret (by the name the operator gives it). Runs as a request
+    /// finishes, so the history stays bounded. Best effort: a failure never fails a rollback.
+    async fn prune_history(&self) {
+        let guard = self.guard();
+        let policy = &guard.spec.rollback.history;
+        let Ok(all) = self.requests.list(&ListParams::default()).await else {
+            return;
+        };
+        let mine: Vec<_> = all
+            .items
+            .into_iter()
+            .filter(|r| r.spec.guard_ref.name == guard.name_any())
+            .collect();
+        let records = mine
+            .iter()
+            .map(|r| history::Record {
+                name: r.name_any(),
+                created: r.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                finished: step::is_terminal(r.status.as_ref().and_then(|s| s.phase)),
+            })
+            .collect();
+        let status = guard.status.clone().unwrap_or_default();
+        let protected: std::collections::BTreeSet<&str> = [
+            status.active_rollback.as_deref(),
+            status.last_rollback.as_ref().map(|r| r.name.as_str()),
+            status.last_restore.as_ref().map(|r| r.name.as_str()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let expired = history::expired(
+            records,
+            usize::try_from(policy.keep).unwrap_or(1).max(1),
+            policy.keep_for.to_std().unwrap_or(Duration::MAX),
+            now(),
+            &protected,
+        );
+        for name in expired {
+            let snapshot = mine
+                .iter()
+                .find(|r| r.name_any() == name)
+                .and_then(|r| r.status.as_ref()?.snapshot_ref.as_ref())
+                .map(|s| s.name.clone())
+                .filter(|s| *s == snapshot::secret_name(&guard.name_any(), &name));
+            if let Err(e) = self.requests.delete(&name, &Default::default()).await {
+                tracing::warn!(request = %name, error = %e, "could not delete an expired RollbackRequest");
+                continue;
+            }
+            tracing::info!(request = %name, guard = %guard.name_any(), "deleted a RollbackRequest past spec.rollback.history");
+            if let Some(secret) = snapshot {
+                match self.secrets.delete(&secret, &Default::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => {
+                        tracing::warn!(snapshot = %secret, error = %e, "could not delete an expired request's snapshot")
+                    }
+                }
+            }
+        }
     }
 
     /// Keeps the snapshots of the newest `snapshot.retain` requests of the guard that took
