@@ -1,6 +1,10 @@
-//! The operator's own metrics (Prometheus text format on `/metrics`) and its probes
-//! (`/healthz`: the process is alive; `/readyz`: the leader's caches have synced, or the
-//! process stands by for the Lease).
+//! The operator's own metrics on `/metrics` and its probes (`/healthz`: the process is
+//! alive; `/readyz`: the leader's caches have synced, or the process stands by for the Lease).
+//!
+//! `/metrics` speaks the format the scraper asks for in `Accept`: OpenMetrics 1.0.0 for
+//! `application/openmetrics-text` (what Prometheus prefers), else the classic Prometheus text
+//! format 0.0.4 (`curl`, `promtool check metrics`, older scrapers). Both encodings are
+//! prometheus-client's own.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -152,10 +156,23 @@ impl Metrics {
         }
     }
 
+    /// The registry in OpenMetrics 1.0.0 text (ends with `# EOF`).
     pub fn encode(&self) -> String {
+        self.encode_as(Format::OpenMetrics)
+    }
+
+    /// The registry in `format`.
+    pub fn encode_as(&self, format: Format) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
+        match format {
+            Format::OpenMetrics => {
+                prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            }
+            Format::Text => {
+                prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+            }
+        }
+        .expect("writing to a String cannot fail");
         out
     }
 
@@ -256,25 +273,76 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until the process ends.
-pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()> {
-    use axum::http::{StatusCode, header};
-    use axum::{Router, routing::get};
+/// An exposition format of `/metrics`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0.0 text.
+    OpenMetrics,
+    /// The classic Prometheus text format, version 0.0.4.
+    Text,
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Text => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+        }
+    }
+
+    /// The format for a request's `Accept` header, as Prometheus' own Go client
+    /// (`expfmt.NegotiateIncludingOpenMetrics`) decides: media ranges by falling quality,
+    /// the first `application/openmetrics-text` or `text/plain` wins; anything else, no
+    /// header or one that does not parse means the classic text format.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let Some(accept) = accept else {
+            return Format::Text;
+        };
+        let mut ranges: Vec<(f64, &str)> = accept
+            .split(',')
+            .filter_map(|range| {
+                let mut parts = range.split(';').map(str::trim);
+                let media = parts.next().filter(|m| !m.is_empty())?;
+                let q = parts
+                    .filter_map(|p| p.split_once('='))
+                    .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                    .map_or(Some(1.0), |(_, v)| v.trim().parse::<f64>().ok())?;
+                Some((q, media))
+            })
+            .filter(|(q, _)| *q > 0.0)
+            .collect();
+        // Stable: among equal qualities the order of the header decides.
+        ranges.sort_by(|a, b| b.0.total_cmp(&a.0));
+        for (_, media) in ranges {
+            if media.eq_ignore_ascii_case("application/openmetrics-text") {
+                return Format::OpenMetrics;
+            }
+            if media.eq_ignore_ascii_case("text/plain") {
+                return Format::Text;
+            }
+        }
+        Format::Text
+    }
+}
+
+/// `/metrics` (in the format the scraper asks for), `/healthz` and `/readyz`.
+pub fn router(metrics: Arc<Metrics>) -> axum::Router {
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::routing::get;
     let for_metrics = metrics.clone();
-    let app = Router::new()
+    axum::Router::new()
         .route(
             "/metrics",
-            get(move || {
-                let body = for_metrics.encode();
-                async move {
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        body,
-                    )
-                }
+            get(move |headers: HeaderMap| {
+                let accept = headers
+                    .get_all(header::ACCEPT)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let format = Format::negotiate((!accept.is_empty()).then_some(accept.as_str()));
+                let body = for_metrics.encode_as(format);
+                async move { ([(header::CONTENT_TYPE, format.content_type())], body) }
             }),
         )
         .route("/healthz", get(|| async { "ok" }))
@@ -290,7 +358,12 @@ pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>) -> anyhow:
                     }
                 }
             }),
-        );
+        )
+}
+
+/// Serves [`router`] on `addr` until the process ends.
+pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+    let app = router(metrics);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, app).await?;
     Ok(())
@@ -321,6 +394,73 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn classic_text_names_counter_families_with_their_total_suffix() {
+        let m = Metrics::new();
+        m.prometheus_queries
+            .get_or_create(&OutcomeLabels {
+                outcome: "success".into(),
+            })
+            .inc();
+        let text = m.encode_as(Format::Text);
+        // The classic format has no `_total`-less family name and no `# EOF`.
+        assert!(
+            text.contains("# HELP rollguard_prometheus_queries_total Queries sent"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE rollguard_prometheus_queries_total counter\n"),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"), "{text}");
+    }
+
+    #[test]
+    fn the_format_follows_the_accept_header() {
+        use Format::{OpenMetrics, Text};
+        let cases = [
+            (None, Text),
+            (Some(""), Text),
+            (Some("*/*"), Text),
+            (Some("text/plain; version=0.0.4"), Text),
+            (Some("text/plain;version=0.0.4;q=1,*/*;q=0.1"), Text),
+            (Some("application/openmetrics-text"), OpenMetrics),
+            (
+                Some("Application/OpenMetrics-Text; version=1.0.0"),
+                OpenMetrics,
+            ),
+            // Prometheus 2.x's scrape header.
+            (
+                Some(
+                    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+                ),
+                OpenMetrics,
+            ),
+            // Prometheus 3.x's default scrape_protocols.
+            (
+                Some(
+                    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8,application/openmetrics-text;version=0.0.1;q=0.9,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.8,text/plain;version=0.0.4;q=0.7,*/*;q=0.6",
+                ),
+                OpenMetrics,
+            ),
+            // Quality, not order, decides; q=0 means "not this".
+            (
+                Some("text/plain;q=0.5, application/openmetrics-text"),
+                OpenMetrics,
+            ),
+            (
+                Some("application/openmetrics-text;q=0.2, text/plain;q=0.9"),
+                Text,
+            ),
+            (Some("application/openmetrics-text;q=0, */*"), Text),
+            (Some("application/json"), Text),
+            (Some("application/openmetrics-text;q=x"), Text),
+        ];
+        for (accept, want) in cases {
+            assert_eq!(Format::negotiate(accept), want, "{accept:?}");
+        }
     }
 
     #[test]

@@ -119,6 +119,7 @@ async fn crds_install_and_samples_apply_cleanly() {
         header,
         [
             "NAME",
+            "READY",
             "PHASE",
             "HEALTHY",
             "BREACHING",

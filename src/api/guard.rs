@@ -20,6 +20,11 @@ use serde::{Deserialize, Serialize};
     shortname = "rg",
     category = "rollguard",
     doc = "RolloutGuard guards a feature rollout: the flags it controls, the Prometheus triggers that roll it back, health checks and notifications.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(
         name = "Healthy",
@@ -43,6 +48,7 @@ use serde::{Deserialize, Serialize};
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = super::schema::kubernetes_formats)]
 pub struct RolloutGuardSpec {
     /// true: no evaluation and no automatic rollback; manual RollbackRequests still run.
     #[serde(default)]
@@ -712,8 +718,12 @@ pub enum GuardPhase {
     Invalid,
 }
 
+/// What the operator observed, written only by the operator: the phase, the conditions
+/// (Ready, Healthy, TriggersBreaching, …), each trigger's last value against its threshold,
+/// and the rollback in flight and the last one.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = super::schema::kubernetes_formats)]
 pub struct RolloutGuardStatus {
     /// The spec generation this status was judged for.
     #[serde(default, skip_serializing_if = "Option::is_none")]

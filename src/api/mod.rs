@@ -1,6 +1,7 @@
 //! The API contract: group `rollguard.dev`, version `v1alpha1` (SPEC §1).
 
 pub mod guard;
+pub mod human;
 pub mod request;
 pub mod schema;
 

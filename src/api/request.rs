@@ -31,9 +31,9 @@ use serde::{Deserialize, Serialize};
     ),
     printcolumn(
         name = "Duration",
-        type_ = "number",
-        json_path = ".status.durations.total",
-        description = "Seconds from creation to completion"
+        type_ = "string",
+        json_path = ".status.duration",
+        description = "Time from creation to the end (Succeeded, Failed or Superseded), e.g. 640ms, 38.9s, 2m3s"
     ),
     printcolumn(
         name = "Age",
@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = super::schema::kubernetes_formats)]
 #[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable: a RollbackRequest is an audit record; create a new request instead"))]
 #[x_kube(validation = Rule::new("self.action == 'restore' || self.snapshotName == ''").message("spec.snapshotName is only allowed with action: restore"))]
 #[x_kube(validation = Rule::new("self.action == 'rollback' || !self.forceDisableAll").message("spec.forceDisableAll is only allowed with action: rollback"))]
@@ -125,8 +126,12 @@ pub enum RequestPhase {
     Superseded,
 }
 
+/// The incident record, written only by the operator: the phase, each step's completion
+/// (conditions and timeline), the snapshot taken, the flags changed, hook calls and
+/// notifications, durations and the SLO outcome.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = super::schema::kubernetes_formats)]
 pub struct RollbackRequestStatus {
     /// The spec generation this status was written for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -186,6 +191,11 @@ pub struct RollbackRequestStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub durations: Option<Durations>,
 
+    /// From creation to `completedAt`, for people (the DURATION column): `640ms`, `38.9s`,
+    /// `2m3s`. Set for every ending (Succeeded, Failed, Superseded); `durations` has the seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+
     /// The SLO outcome, judged from `durations` against the guard's `spec.slo`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slo: Option<SloOutcome>,
@@ -197,6 +207,17 @@ pub struct RollbackRequestStatus {
     /// Human-readable summary of the outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+impl RollbackRequestStatus {
+    /// Sets `duration` from `completedAt` and the request's creation time (unset while the
+    /// request is under way).
+    pub fn fill_duration(&mut self, created: jiff::Timestamp) {
+        self.duration = self
+            .completed_at
+            .as_ref()
+            .map(|done| super::human::duration_between(created, done.0));
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]

@@ -74,6 +74,39 @@ pub fn duration_at_most(field: &str, max: &str) -> Rule {
     )))
 }
 
+/// Removes the integer formats schemars writes for Rust's integer types (`uint32`, `uint8`,
+/// `int16`, …), which the Kubernetes API server does not know: creating the CRD warns
+/// `unrecognized format "uint32"`. The `minimum: 0` schemars writes for unsigned types
+/// stays. Applied with `#[schemars(transform = kubernetes_formats)]` to each kind's spec and
+/// status; it walks every subschema.
+pub fn kubernetes_formats(schema: &mut Schema) {
+    use schemars::transform::{RecursiveTransform, Transform};
+    RecursiveTransform(|schema: &mut Schema| {
+        let rust_only = schema
+            .get("format")
+            .and_then(|f| f.as_str())
+            .is_some_and(|f| {
+                matches!(
+                    f,
+                    "uint"
+                        | "uint8"
+                        | "uint16"
+                        | "uint32"
+                        | "uint64"
+                        | "uint128"
+                        | "int"
+                        | "int8"
+                        | "int16"
+                        | "int128"
+                )
+            });
+        if rust_only {
+            schema.remove("format");
+        }
+    })
+    .transform(schema);
+}
+
 /// A duration in Go syntax (`15s`, `5m`, `1h30m`, `250ms`), as Kubernetes users write them.
 ///
 /// Kept as the user's string so that status and `kubectl get -o yaml` show exactly what was
@@ -128,6 +161,55 @@ impl JsonSchema for GoDuration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rust_only_integer_formats_are_removed() {
+        let mut schema = json_schema!({
+            "type": "object",
+            "properties": {
+                "index": {"type": "integer", "format": "uint32", "minimum": 0},
+                "items": {"type": "array", "items": {"type": "integer", "format": "int16"}},
+                "count": {"type": "integer", "format": "int64"},
+                "ratio": {"type": "number", "format": "double"}
+            }
+        });
+        kubernetes_formats(&mut schema);
+        let props = &schema.as_value()["properties"];
+        assert_eq!(
+            props["index"],
+            serde_json::json!({"type": "integer", "minimum": 0})
+        );
+        assert_eq!(
+            props["items"]["items"],
+            serde_json::json!({"type": "integer"})
+        );
+        assert_eq!(props["count"]["format"], "int64");
+        assert_eq!(props["ratio"]["format"], "double");
+    }
+
+    /// The formats the CRDs carry are the ones the API server knows (it warns
+    /// `unrecognized format` otherwise; tests/kubectl_polish.rs asks the real one).
+    #[test]
+    fn the_crds_carry_no_rust_only_integer_format() {
+        fn formats(v: &serde_json::Value, out: &mut std::collections::BTreeSet<String>) {
+            match v {
+                serde_json::Value::Object(map) => {
+                    if let Some(serde_json::Value::String(f)) = map.get("format") {
+                        out.insert(f.clone());
+                    }
+                    map.values().for_each(|v| formats(v, out));
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|v| formats(v, out)),
+                _ => {}
+            }
+        }
+        let mut found = std::collections::BTreeSet::new();
+        for crd in crate::crd::definitions() {
+            formats(&serde_json::to_value(crd).unwrap(), &mut found);
+        }
+        let found: Vec<_> = found.iter().map(String::as_str).collect();
+        assert_eq!(found, ["date-time", "double", "int32", "int64"]);
+    }
 
     #[test]
     fn go_durations_parse_as_go_does() {

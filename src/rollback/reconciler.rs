@@ -332,6 +332,7 @@ impl Run {
     /// null, so a merge patch removes them.
     async fn save(&mut self) -> Result<(), Error> {
         self.status.observed_generation = self.request.metadata.generation;
+        self.status.fill_duration(self.created());
         let patch = json!({
             "metadata": { "resourceVersion": self.request.resource_version() },
             "status": status_patch(self.request.status.as_ref(), &self.status),
