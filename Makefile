@@ -46,6 +46,7 @@ test: lint cluster-up ## Lint, then unit and integration tests against the local
 bench: cluster-up ## Benchmarks against the local control plane (figures go to BENCHMARKS.md)
 	source $(CLUSTER_ENV) && $(CARGO) bench --locked --bench rollback_latency
 	source $(CLUSTER_ENV) && $(CARGO) bench --locked --bench guard_scale
+	source $(CLUSTER_ENV) && $(CARGO) bench --locked --bench hostile_prometheus
 
 demo: ## The whole story on this machine: a shop goes bad, the flags roll back (DEMO_NONINTERACTIVE=1: no pauses)
 	demo/run.sh
