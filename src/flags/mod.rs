@@ -30,6 +30,10 @@ pub struct Plan {
     pub conflicts: Vec<FlagConflict>,
     /// The data keys to write, with their new values; no other key is touched.
     pub writes: Data,
+    /// flagd, `forceDisableAll`: boolean flags with no `false` variant, turned off with
+    /// `state: DISABLED` (flagd then answers the application's code default, which may be
+    /// `true`). Also in `changes`; the reconciler names them in a Warning Event.
+    pub disabled_by_state: Vec<String>,
 }
 
 impl Plan {
