@@ -497,6 +497,11 @@ pub(super) fn disable(
     Ok(plan)
 }
 
+/// Whether a recorded change is a flag turned off with `state: DISABLED`.
+pub(super) fn is_disabled_by_state(change: &FlagChange) -> bool {
+    State::parse(Kind::Disabled, &change.to).is_ok_and(|to| to.same_as(&disabled_state()))
+}
+
 /// `snapshot` is the ConfigMap data the rollback's snapshot holds. A flag whose text is
 /// still exactly what the rollback made of its snapshot text gets that text back byte for
 /// byte; otherwise (no snapshot, or the flag's other members edited since) its recorded

@@ -174,6 +174,18 @@ pub fn plan_restore(
     }
 }
 
+/// The flags among a rollback's recorded `changes` (its `status.flagsChanged`) that it turned
+/// off with flagd's `state: DISABLED` (`forceDisableAll`, a boolean flag with no `false`
+/// variant): flagd answers the application's code default for them. Read from the record, so
+/// it holds after a restart too; equals the plan's `disabled_by_state`.
+pub fn disabled_by_state(changes: &[FlagChange]) -> Vec<String> {
+    changes
+        .iter()
+        .filter(|c| flagd::is_disabled_by_state(c))
+        .map(|c| c.name.clone())
+        .collect()
+}
+
 /// Flags a rollback turned off (`changes`) that are no longer in the state it wrote:
 /// turned back on by someone else (drift).
 pub fn drifted(

@@ -374,6 +374,7 @@ fn flagd_rollback_rewrites_only_the_bytes_of_the_flags_it_changes() {
         ]
     );
     assert!(rollback.disabled_by_state.is_empty());
+    assert!(disabled_by_state(&rollback.changes).is_empty());
 
     // Restore with the snapshot: byte-identical.
     let after = rollback.apply(&original);
@@ -451,6 +452,11 @@ fn flagd_force_disable_all_uses_state_disabled_for_a_boolean_flag_without_a_fals
     );
     assert_eq!(rollback.writes["flags.json"], expected);
     assert_eq!(rollback.disabled_by_state, ["always-on"]);
+    assert_eq!(
+        disabled_by_state(&rollback.changes),
+        ["always-on"],
+        "read from the record too"
+    );
     let names: Vec<_> = rollback.changes.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["checkout-v2", "always-on", "beta-banner"]);
     assert_eq!(rollback.changes[1].from, r#"{"state":"ENABLED"}"#);
