@@ -66,6 +66,9 @@ impl Object {
         let raw = (&mut de).deserialize_map(Members)?;
         de.end()?;
 
+        // serde_json located every value; what is left between them is only whitespace and
+        // the `{`, `,`, `:` and key tokens, so finding a member's start and its key's end needs
+        // no JSON scanner, just skipping those bytes between known offsets.
         let bytes = text.as_bytes();
         let open = bytes
             .iter()
@@ -166,7 +169,10 @@ fn set_member(text: &str, key: &str, value: Option<&str>) -> String {
     }
 }
 
-/// `raw` (valid JSON) without insignificant whitespace; every other byte as written.
+/// `raw` (valid JSON) without insignificant whitespace; every other byte as written. For the
+/// compact record in `flagsChanged`: serde_json has no minifier that keeps literals (writing a
+/// `Value` re-encodes numbers; a `RawValue` keeps the whitespace), so this small loop does it
+/// on text serde_json has already validated.
 fn compact(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
     let (mut in_string, mut escaped) = (false, false);
@@ -214,17 +220,11 @@ impl Kind {
 impl State {
     /// The members of `kind` in the flag object `flag`.
     fn of(kind: Kind, flag: &str) -> State {
-        let obj = Object::parse(flag).expect("a flag is an object");
-        let values = kind
-            .keys()
-            .iter()
-            .map(|k| obj.get(k).map(|m| compact(&flag[m.value.clone()])))
-            .collect();
-        State { kind, values }
+        State::parse(kind, flag).expect("a flag is an object")
     }
 
-    /// A recorded state (`flagsChanged[].from`/`.to`). Its kind is `Disabled` when `to` has
-    /// a `state` member.
+    /// The members of `kind` in the object `text`: a flag, or a recorded state
+    /// (`flagsChanged[].from`/`.to`; its kind is `Disabled` when `to` has a `state` member).
     fn parse(kind: Kind, text: &str) -> Result<State, serde_json::Error> {
         let obj = Object::parse(text)?;
         let values = kind

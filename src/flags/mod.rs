@@ -154,7 +154,7 @@ pub fn validate(spec: &FlagsSpec, config_map: &str, data: &Data) -> Result<(), F
 /// Plans a restore of what a rollback changed (`changes`, from its status): a flag whose
 /// current state is still what the rollback wrote goes back to its state before; a flag
 /// edited since is a conflict and is left alone. `snapshot` is the data the rollback's
-/// snapshot holds (flagd uses it to give back the document's exact text).
+/// snapshot holds (flagd gives each restored flag back its exact text from it).
 pub fn plan_restore(
     spec: &FlagsSpec,
     config_map: &str,
