@@ -190,8 +190,9 @@ fn compact(raw: &str) -> String {
     out
 }
 
-/// What a rollback changes in a flag: the members `keys` of a [`Kind`], each as JSON text
-/// (None: absent). Recorded in `flagsChanged` as a compact JSON object of the present ones.
+/// What a rollback changes in a flag: the members `keys` of a [`Kind`], each as its JSON text
+/// as written (None: absent). Recorded in `flagsChanged` as a compact JSON object of the
+/// present ones.
 #[derive(Clone, Debug)]
 struct State {
     kind: Kind,
@@ -230,7 +231,7 @@ impl State {
         let values = kind
             .keys()
             .iter()
-            .map(|k| obj.get(k).map(|m| compact(&text[m.value.clone()])))
+            .map(|k| obj.get(k).map(|m| text[m.value.clone()].to_string()))
             .collect();
         Ok(State { kind, values })
     }
@@ -241,7 +242,7 @@ impl State {
             .keys()
             .iter()
             .zip(&self.values)
-            .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k:?}:{v}")))
+            .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k:?}:{}", compact(v))))
             .collect();
         format!("{{{}}}", members.join(","))
     }
@@ -279,7 +280,11 @@ impl State {
 fn same(a: Option<&str>, b: Option<&str>) -> bool {
     match (a, b) {
         (None, None) => true,
-        (Some(a), Some(b)) => a == b || canonical(a).is_some_and(|a| Some(a) == canonical(b)),
+        (Some(a), Some(b)) => {
+            a == b
+                || compact(a) == compact(b)
+                || canonical(a).is_some_and(|a| Some(a) == canonical(b))
+        }
         _ => false,
     }
 }
@@ -543,7 +548,13 @@ pub(super) fn restore(
             Some(flag) if State::of(kind, flag).same_as(&written) => {
                 let template = original.as_ref().and_then(|o| o.flag(&change.name));
                 let text = match template {
+                    // Nothing else in the flag changed since: its snapshot text, byte for byte.
                     Some(t) if written.write_into(t) == flag => t.to_string(),
+                    // Edited since: the members written back in place, as the snapshot wrote
+                    // them when it holds the recorded state, else from the record.
+                    Some(t) if State::of(kind, t).same_as(&before) => {
+                        State::of(kind, t).write_into(flag)
+                    }
                     _ => before.write_into(flag),
                 };
                 replaced.push((change.name.clone(), text));

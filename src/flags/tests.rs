@@ -512,6 +512,26 @@ fn flagd_restore_keeps_other_flags_bytes_edited_since_the_rollback() {
 }
 
 #[test]
+fn flagd_restore_of_a_flag_edited_since_puts_its_members_back_as_the_snapshot_wrote_them() {
+    let spec = flagd_spec(&["new-pricing"]);
+    let original = data(&[("flags.json", EVERY_VARIANT)]);
+    let rollback = plan_disable(&spec, "ff", &original, &all()).unwrap();
+    let after = rollback.apply(&original);
+    // Someone edits another member of the rolled-back flag itself.
+    let edited = data(&[(
+        "flags.json",
+        &replace_once(&after["flags.json"], "\"off\": 0,", "\"off\": 0.0,"),
+    )]);
+    let restore = plan_restore(&spec, "ff", &edited, &rollback.changes, &original).unwrap();
+    assert!(restore.conflicts.is_empty());
+    // defaultVariant and the multi-line targeting come back as written, the edit stays.
+    assert_eq!(
+        restore.apply(&edited)["flags.json"],
+        replace_once(EVERY_VARIANT, "\"off\": 0,", "\"off\": 0.0,")
+    );
+}
+
+#[test]
 fn flagd_duplicate_and_oddly_spaced_members_are_edited_where_they_are() {
     let doc = "{ \"flags\" : {\"a\":{\"targeting\":{\"if\":[true,\"on\"]} , \"defaultVariant\":\"on\",\"targeting\":1e2,\"variants\":{\"on\":true,\"off\":false},\"state\":\"ENABLED\"}} }";
     let plan = plan_disable(
