@@ -30,6 +30,10 @@ pub struct Plan {
     pub conflicts: Vec<FlagConflict>,
     /// The data keys to write, with their new values; no other key is touched.
     pub writes: Data,
+    /// flagd, `forceDisableAll`: boolean flags with no `false` variant, turned off with
+    /// `state: DISABLED` (flagd then answers the application's code default, which may be
+    /// `true`). Also in `changes`; the reconciler names them in a Warning Event.
+    pub disabled_by_state: Vec<String>,
 }
 
 impl Plan {
@@ -150,7 +154,7 @@ pub fn validate(spec: &FlagsSpec, config_map: &str, data: &Data) -> Result<(), F
 /// Plans a restore of what a rollback changed (`changes`, from its status): a flag whose
 /// current state is still what the rollback wrote goes back to its state before; a flag
 /// edited since is a conflict and is left alone. `snapshot` is the data the rollback's
-/// snapshot holds (flagd uses it to give back the document's exact text).
+/// snapshot holds (flagd gives each restored flag back its exact text from it).
 pub fn plan_restore(
     spec: &FlagsSpec,
     config_map: &str,
@@ -168,6 +172,18 @@ pub fn plan_restore(
             snapshot,
         ),
     }
+}
+
+/// The flags among a rollback's recorded `changes` (its `status.flagsChanged`) that it turned
+/// off with flagd's `state: DISABLED` (`forceDisableAll`, a boolean flag with no `false`
+/// variant): flagd answers the application's code default for them. Read from the record, so
+/// it holds after a restart too; equals the plan's `disabled_by_state`.
+pub fn disabled_by_state(changes: &[FlagChange]) -> Vec<String> {
+    changes
+        .iter()
+        .filter(|c| flagd::is_disabled_by_state(c))
+        .map(|c| c.name.clone())
+        .collect()
 }
 
 /// Flags a rollback turned off (`changes`) that are no longer in the state it wrote:

@@ -162,14 +162,14 @@ fn flagd_rollback_switches_default_variant_and_drops_targeting_keeping_everythin
     let got: serde_json::Value = serde_json::from_str(after).unwrap();
     assert_eq!(got, expected);
 
-    // Key order is kept (zeta before alpha, $schema first, metadata last), and so is the
-    // two-space indentation and the trailing newline.
+    // Key order is kept (zeta before alpha, $schema first, metadata last), and so are the
+    // two-space indentation, the inline objects and the trailing newline.
     let positions: Vec<usize> = [
         "\"$schema\"",
         "\"zeta\"",
         "\"alpha\"",
         "\"$evaluators\"",
-        "\"metadata\": {\n    \"version\"",
+        "\"metadata\": {\"version\"",
     ]
     .iter()
     .map(|k| {
@@ -329,6 +329,224 @@ fn flagd_restore_brings_back_default_variant_and_targeting() {
     );
 }
 
+/// A flagd document with every kind of variant and the layouts people write: big and small
+/// integers, 17-digit doubles, exponents, nulls, unicode escapes, nested inline objects,
+/// `$evaluators`, `fractional`, `sem_ver`, tabs and odd spacing. tests/flagd_conformance.rs
+/// evaluates the same document with flagd's own evaluator.
+const EVERY_VARIANT: &str = include_str!("../../tests/flagd/every-variant.flagd.json");
+
+/// `text` with `from` (which must occur exactly once) replaced by `to`.
+fn replace_once(text: &str, from: &str, to: &str) -> String {
+    assert_eq!(text.matches(from).count(), 1, "{from:?} must occur once");
+    text.replacen(from, to, 1)
+}
+
+const CHECKOUT_TARGETING: &str =
+    "\n      \"targeting\": {\"if\": [{\"$ref\": \"isStaff\"}, \"on\", \"off\"]},";
+const PRICING_DEFAULT: &str = "\"defaultVariant\": \"discount\",";
+const PRICING_TARGETING: &str = ",\n      \"targeting\": {\n        \"fractional\": [\n          [\"discount\", 50],\n          [\"huge\", 50]\n        ]\n      }";
+
+#[test]
+fn flagd_rollback_rewrites_only_the_bytes_of_the_flags_it_changes() {
+    let spec = flagd_spec(&["checkout-v2", "new-pricing"]);
+    let original = data(&[("flags.json", EVERY_VARIANT), ("other", "x")]);
+    let rollback = plan_disable(&spec, "ff", &original, &all()).unwrap();
+    // Exactly the original text, less the two targeting members, with new-pricing's default
+    // variant switched: every other byte (numbers, escapes, nulls, layout) as written.
+    let expected = replace_once(EVERY_VARIANT, CHECKOUT_TARGETING, "");
+    let expected = replace_once(&expected, PRICING_DEFAULT, "\"defaultVariant\": \"off\",");
+    let expected = replace_once(&expected, PRICING_TARGETING, "");
+    assert_eq!(rollback.writes.keys().collect::<Vec<_>>(), ["flags.json"]);
+    assert_eq!(rollback.writes["flags.json"], expected);
+    assert_eq!(
+        rollback.changes,
+        vec![
+            FlagChange {
+                name: "checkout-v2".into(),
+                from: r#"{"defaultVariant":"off","targeting":{"if":[{"$ref":"isStaff"},"on","off"]}}"#.into(),
+                to: r#"{"defaultVariant":"off"}"#.into(),
+            },
+            FlagChange {
+                name: "new-pricing".into(),
+                from: r#"{"defaultVariant":"discount","targeting":{"fractional":[["discount",50],["huge",50]]}}"#.into(),
+                to: r#"{"defaultVariant":"off"}"#.into(),
+            },
+        ]
+    );
+    assert!(rollback.disabled_by_state.is_empty());
+    assert!(disabled_by_state(&rollback.changes).is_empty());
+
+    // Restore with the snapshot: byte-identical.
+    let after = rollback.apply(&original);
+    let restore = plan_restore(&spec, "ff", &after, &rollback.changes, &original).unwrap();
+    assert!(restore.conflicts.is_empty());
+    assert_eq!(
+        restore.apply(&after),
+        original,
+        "byte-identical after the round trip"
+    );
+
+    // Restore without the snapshot: the recorded members come back in place (targeting last,
+    // compact), still nothing else changes.
+    let restore = plan_restore(&spec, "ff", &after, &rollback.changes, &Data::new()).unwrap();
+    let expected = replace_once(
+        &expected,
+        "\"metadata\": {\"owner\": \"checkout\"}\n",
+        "\"metadata\": {\"owner\": \"checkout\"},\n      \"targeting\": {\"if\":[{\"$ref\":\"isStaff\"},\"on\",\"off\"]}\n",
+    );
+    let expected = replace_once(
+        &expected,
+        "\"defaultVariant\": \"off\",\n      \"state\"",
+        "\"defaultVariant\": \"discount\",\n      \"state\"",
+    );
+    let expected = replace_once(
+        &expected,
+        "\"huge\": 98765432109876543210987\n      }\n",
+        "\"huge\": 98765432109876543210987\n      },\n      \"targeting\": {\"fractional\":[[\"discount\",50],[\"huge\",50]]}\n",
+    );
+    assert_eq!(restore.writes["flags.json"], expected);
+}
+
+#[test]
+fn flagd_an_explicit_null_default_variant_comes_back_as_written() {
+    let spec = flagd_spec(&["no-default"]);
+    let original = data(&[("flags.json", EVERY_VARIANT)]);
+    let rollback = plan_disable(&spec, "ff", &original, &all()).unwrap();
+    let after = rollback.apply(&original);
+    assert_eq!(
+        after["flags.json"],
+        replace_once(
+            EVERY_VARIANT,
+            "\"defaultVariant\": null",
+            "\"defaultVariant\": \"off\""
+        )
+    );
+    assert_eq!(rollback.changes[0].from, r#"{"defaultVariant":null}"#);
+    for snapshot in [original.clone(), Data::new()] {
+        let restore = plan_restore(&spec, "ff", &after, &rollback.changes, &snapshot).unwrap();
+        assert_eq!(restore.apply(&after), original);
+    }
+}
+
+#[test]
+fn flagd_force_disable_all_uses_state_disabled_for_a_boolean_flag_without_a_false_variant() {
+    let spec = flagd_spec(&["checkout-v2"]);
+    let original = data(&[("flags.json", EVERY_VARIANT)]);
+    let selection = Selection {
+        flags: vec![],
+        force_disable_all: true,
+    };
+    let rollback = plan_disable(&spec, "ff", &original, &selection).unwrap();
+    let expected = replace_once(EVERY_VARIANT, CHECKOUT_TARGETING, "");
+    // always-on has only a `true` variant: it is disabled by state.
+    let expected = replace_once(
+        &expected,
+        r#""always-on": {"state": "ENABLED","#,
+        r#""always-on": {"state": "DISABLED","#,
+    );
+    // beta-banner (default off, targeting may turn it on) loses its targeting, tabs kept.
+    let expected = replace_once(
+        &expected,
+        "\"hidden\" ,\n\t\"targeting\" : { \"if\" : [ { \"in\" : [ \"@example.com\" , { \"var\" : \"email\" } ] } , \"shown\" , null ] }\n",
+        "\"hidden\"\n",
+    );
+    assert_eq!(rollback.writes["flags.json"], expected);
+    assert_eq!(rollback.disabled_by_state, ["always-on"]);
+    assert_eq!(
+        disabled_by_state(&rollback.changes),
+        ["always-on"],
+        "read from the record too"
+    );
+    let names: Vec<_> = rollback.changes.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["checkout-v2", "always-on", "beta-banner"]);
+    assert_eq!(rollback.changes[1].from, r#"{"state":"ENABLED"}"#);
+    assert_eq!(rollback.changes[1].to, r#"{"state":"DISABLED"}"#);
+
+    let after = rollback.apply(&original);
+    // Applying twice equals once.
+    assert!(
+        plan_disable(&spec, "ff", &after, &selection)
+            .unwrap()
+            .is_empty()
+    );
+    // Turned back on by hand: drift.
+    let mut edited = after.clone();
+    edited.insert(
+        "flags.json".into(),
+        after["flags.json"].replace(
+            r#""always-on": {"state": "DISABLED","#,
+            r#""always-on": {"state": "ENABLED","#,
+        ),
+    );
+    assert_eq!(
+        drifted(&spec, "ff", &edited, &rollback.changes),
+        ["always-on"]
+    );
+    // Restored byte for byte.
+    let restore = plan_restore(&spec, "ff", &after, &rollback.changes, &original).unwrap();
+    assert_eq!(restore.apply(&after), original);
+}
+
+#[test]
+fn flagd_restore_keeps_other_flags_bytes_edited_since_the_rollback() {
+    let spec = flagd_spec(&["checkout-v2"]);
+    let original = data(&[("flags.json", EVERY_VARIANT)]);
+    let rollback = plan_disable(&spec, "ff", &original, &all()).unwrap();
+    let after = rollback.apply(&original);
+    // Someone edits another flag by hand meanwhile, in their own style.
+    let edited_text = replace_once(
+        &after["flags.json"],
+        r#""big": 98765432109876543210987,"#,
+        r#""big": 98765432109876543210988 ,"#,
+    );
+    let edited = data(&[("flags.json", &edited_text)]);
+    let restore = plan_restore(&spec, "ff", &edited, &rollback.changes, &original).unwrap();
+    assert_eq!(
+        restore.apply(&edited)["flags.json"],
+        replace_once(
+            EVERY_VARIANT,
+            r#""big": 98765432109876543210987,"#,
+            r#""big": 98765432109876543210988 ,"#
+        )
+    );
+}
+
+#[test]
+fn flagd_restore_of_a_flag_edited_since_puts_its_members_back_as_the_snapshot_wrote_them() {
+    let spec = flagd_spec(&["new-pricing"]);
+    let original = data(&[("flags.json", EVERY_VARIANT)]);
+    let rollback = plan_disable(&spec, "ff", &original, &all()).unwrap();
+    let after = rollback.apply(&original);
+    // Someone edits another member of the rolled-back flag itself.
+    let edited = data(&[(
+        "flags.json",
+        &replace_once(&after["flags.json"], "\"off\": 0,", "\"off\": 0.0,"),
+    )]);
+    let restore = plan_restore(&spec, "ff", &edited, &rollback.changes, &original).unwrap();
+    assert!(restore.conflicts.is_empty());
+    // defaultVariant and the multi-line targeting come back as written, the edit stays.
+    assert_eq!(
+        restore.apply(&edited)["flags.json"],
+        replace_once(EVERY_VARIANT, "\"off\": 0,", "\"off\": 0.0,")
+    );
+}
+
+#[test]
+fn flagd_duplicate_and_oddly_spaced_members_are_edited_where_they_are() {
+    let doc = "{ \"flags\" : {\"a\":{\"targeting\":{\"if\":[true,\"on\"]} , \"defaultVariant\":\"on\",\"targeting\":1e2,\"variants\":{\"on\":true,\"off\":false},\"state\":\"ENABLED\"}} }";
+    let plan = plan_disable(
+        &flagd_spec(&["a"]),
+        "ff",
+        &data(&[("flags.json", doc)]),
+        &all(),
+    )
+    .unwrap();
+    assert_eq!(
+        plan.writes["flags.json"],
+        "{ \"flags\" : {\"a\":{\"defaultVariant\":\"off\",\"variants\":{\"on\":true,\"off\":false},\"state\":\"ENABLED\"}} }"
+    );
+}
+
 // ---- laws, over generated ConfigMaps ---------------------------------------------------
 
 fn plain_world() -> impl Strategy<Value = (Data, Vec<String>, Vec<String>, bool)> {
@@ -384,6 +602,198 @@ fn flagd_world() -> impl Strategy<Value = (Data, Vec<String>, bool)> {
                 proptest::sample::subsequence(names, 1..=n),
                 Just(force),
             )
+        })
+}
+
+/// JSON whitespace as people write it between tokens.
+fn ws() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(""),
+        Just(" "),
+        Just("\n      "),
+        Just("\t"),
+        Just("\r\n  ")
+    ]
+    .prop_map(String::from)
+}
+
+/// A JSON value as text, with the literals a re-encoder would change: big integers,
+/// 17-digit doubles, exponents, `-0`, trailing zeros, escapes, nulls, nesting.
+fn raw_json() -> impl Strategy<Value = String> {
+    let leaf = prop_oneof![
+        Just("0"),
+        Just("-0"),
+        Just("1"),
+        Just("98765432109876543210987"),
+        Just("-9007199254740993"),
+        Just("-97.67280889488873"),
+        Just("0.30000000000000004"),
+        Just("1e3"),
+        Just("6.02214076E+23"),
+        Just("5e-324"),
+        Just("2.50"),
+        Just("null"),
+        Just("true"),
+        Just("false"),
+        Just(r#""caf\u00e9""#),
+        Just(r#""\ud83d\ude00""#),
+        Just(r#""tab\t\"q\" \\ \/""#),
+        Just("\"é 😀\""),
+    ]
+    .prop_map(String::from);
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            (proptest::collection::vec(inner.clone(), 0..4), ws())
+                .prop_map(|(items, w)| format!("[{w}{}{w}]", items.join(&format!(",{w}")))),
+            (proptest::collection::vec(("[a-z]{1,3}", inner), 0..4), ws()).prop_map(
+                |(members, w)| {
+                    let members: Vec<String> = members
+                        .iter()
+                        .map(|(k, v)| format!("\"{k}\"{w}:{w}{v}"))
+                        .collect();
+                    format!("{{{w}{}{w}}}", members.join(&format!(",{w}")))
+                }
+            ),
+        ]
+    })
+}
+
+/// A flag object's text: its members in any order, with any spacing; `defaultVariant`
+/// absent, null, or a (sometimes escaped) variant name; `targeting` present or not.
+fn flag_text() -> impl Strategy<Value = String> {
+    let default = prop_oneof![
+        Just(None),
+        Just(Some("null")),
+        Just(Some(r#""on""#)),
+        Just(Some(r#""off""#)),
+        Just(Some(r#""\u006fn""#)),
+    ];
+    (
+        (raw_json(), raw_json(), default, any::<bool>()),
+        (
+            proptest::option::of(raw_json()),
+            proptest::option::of(raw_json()),
+        ),
+        (ws(), ws(), ws()),
+    )
+        .prop_flat_map(
+            |((off, on, default, disabled), (targeting, metadata), (a, b, c))| {
+                let state = if disabled {
+                    "\"DISABLED\""
+                } else {
+                    "\"ENABLED\""
+                };
+                let mut members = vec![
+                    ("state", state.to_string()),
+                    (
+                        "variants",
+                        format!("{{{a}\"off\"{b}:{b}{off},{c}\"on\":{on}{a}}}"),
+                    ),
+                ];
+                if let Some(d) = default {
+                    members.push(("defaultVariant", d.to_string()));
+                }
+                if let Some(t) = targeting {
+                    members.push(("targeting", format!("{{\"if\":[{t},\"on\",\"off\"]}}")));
+                }
+                if let Some(m) = metadata {
+                    members.push(("metadata", format!("{{\"m\":{m}}}")));
+                }
+                (Just(members).prop_shuffle(), Just((a, b, c)))
+            },
+        )
+        .prop_map(|(members, (a, b, c))| {
+            let members: Vec<String> = members
+                .iter()
+                .map(|(k, v)| format!("\"{k}\"{b}:{c}{v}"))
+                .collect();
+            format!("{{{a}{}{a}}}", members.join(&format!(",{c}")))
+        })
+}
+
+/// A flagd document as parts: the text before the flags, each flag's separator + key and
+/// its object, and the text after. Joined, they are the document.
+#[derive(Clone, Debug)]
+struct DocParts {
+    head: String,
+    flags: Vec<(String, String, String)>, // (separator and key, name, flag text)
+    tail: String,
+}
+
+impl DocParts {
+    fn text(&self) -> String {
+        let mut out = self.head.clone();
+        for (lead, _, flag) in &self.flags {
+            out.push_str(lead);
+            out.push_str(flag);
+        }
+        out + &self.tail
+    }
+
+    /// Checks that `text` is this document with only the flags in `changed` rewritten:
+    /// every other byte identical. Returns each changed flag's new text.
+    fn only_changed(&self, text: &str, changed: &[&str]) -> Result<Vec<(String, String)>, String> {
+        let mut rest = text
+            .strip_prefix(self.head.as_str())
+            .ok_or("the text before the flags changed")?;
+        let mut rewritten = Vec::new();
+        for (lead, name, flag) in &self.flags {
+            rest = rest
+                .strip_prefix(lead.as_str())
+                .ok_or(format!("the bytes before flag {name} changed"))?;
+            if changed.contains(&name.as_str()) {
+                let mut values =
+                    serde_json::Deserializer::from_str(rest).into_iter::<serde::de::IgnoredAny>();
+                values
+                    .next()
+                    .ok_or("no value")?
+                    .map_err(|e| e.to_string())?;
+                let end = values.byte_offset();
+                rewritten.push((name.clone(), rest[..end].to_string()));
+                rest = &rest[end..];
+            } else {
+                rest = rest
+                    .strip_prefix(flag.as_str())
+                    .ok_or(format!("the bytes of untouched flag {name} changed"))?;
+            }
+        }
+        (rest == self.tail)
+            .then_some(rewritten)
+            .ok_or("the text after the flags changed".into())
+    }
+}
+
+fn flagd_doc_parts() -> impl Strategy<Value = DocParts> {
+    (
+        proptest::collection::btree_set("[a-z]{1,6}", 1..7),
+        (ws(), ws(), raw_json(), any::<bool>()),
+    )
+        .prop_flat_map(|(names, rest)| {
+            let n = names.len();
+            (
+                Just(names.into_iter().collect::<Vec<_>>()),
+                proptest::collection::vec((flag_text(), ws()), n),
+                Just(rest),
+            )
+        })
+        .prop_map(|(names, flags, (a, b, evaluators, newline))| {
+            let flags: Vec<(String, String, String)> = names
+                .into_iter()
+                .zip(flags)
+                .enumerate()
+                .map(|(i, (name, (flag, w)))| {
+                    let comma = if i == 0 { "" } else { "," };
+                    (format!("{comma}{w}\"{name}\"{b}:{a}"), name, flag)
+                })
+                .collect();
+            DocParts {
+                head: format!("{{{a}\"$schema\":{b}\"https://flagd.dev/schema/v0/flags.json\",{a}\"flags\"{b}:{b}{{"),
+                flags,
+                tail: format!(
+                    "{a}}},{a}\"$evaluators\":{b}{{\"e\":{evaluators}}}{a}}}{}",
+                    if newline { "\n" } else { "" }
+                ),
+            }
         })
 }
 
@@ -452,6 +862,52 @@ proptest! {
         let (a, b): (serde_json::Value, serde_json::Value) =
             (serde_json::from_str(&restore.apply(&after)["flags.json"]).unwrap(), serde_json::from_str(&before["flags.json"]).unwrap());
         prop_assert_eq!(a, b);
+    }
+    #[test]
+    fn flagd_edits_only_the_bytes_of_changed_flags(
+        parts in flagd_doc_parts(),
+        pick in proptest::collection::vec(any::<bool>(), 7),
+        force in any::<bool>(),
+    ) {
+        let names: Vec<&str> = parts.flags.iter().map(|(_, n, _)| n.as_str()).collect();
+        let guarded: Vec<&str> = names.iter().zip(&pick).filter(|(_, p)| **p).map(|(n, _)| *n).collect();
+        prop_assume!(!guarded.is_empty());
+        let spec = flagd_spec(&guarded);
+        let before = data(&[("flags.json", &parts.text()), ("unrelated", "keep")]);
+        let selection = Selection { flags: vec![], force_disable_all: force };
+        let rollback = plan_disable(&spec, "ff", &before, &selection).unwrap();
+        let after = rollback.apply(&before);
+        let changed: Vec<&str> = rollback.changes.iter().map(|c| c.name.as_str()).collect();
+        // Untouched flags and everything around them: the same bytes.
+        let rewritten = parts.only_changed(&after["flags.json"], &changed).map_err(TestCaseError::fail)?;
+        for (name, text) in &rewritten {
+            let flag: serde_json::Value = serde_json::from_str(text).unwrap();
+            if guarded.contains(&name.as_str()) {
+                prop_assert_eq!(&flag["defaultVariant"], "off");
+                prop_assert!(flag.get("targeting").is_none());
+            }
+        }
+        for g in &guarded {
+            let flag: serde_json::Value = serde_json::from_str(&after["flags.json"]).unwrap();
+            prop_assert_eq!(&flag["flags"][g]["defaultVariant"], "off", "{}", after["flags.json"]);
+        }
+        // Idempotent.
+        prop_assert!(plan_disable(&spec, "ff", &after, &selection).unwrap().is_empty());
+        // Restore with the snapshot: byte-identical.
+        let restore = plan_restore(&spec, "ff", &after, &rollback.changes, &before).unwrap();
+        prop_assert!(restore.conflicts.is_empty());
+        prop_assert_eq!(restore.apply(&after), before.clone());
+        // Restore without it: still only the changed flags' bytes differ, and they mean what
+        // they meant before.
+        let restore = plan_restore(&spec, "ff", &after, &rollback.changes, &Data::new()).unwrap();
+        let restored = restore.apply(&after);
+        let rewritten = parts.only_changed(&restored["flags.json"], &changed).map_err(TestCaseError::fail)?;
+        for (name, text) in rewritten {
+            let original = &parts.flags.iter().find(|(_, n, _)| *n == name).unwrap().2;
+            let (a, b): (serde_json::Value, serde_json::Value) =
+                (serde_json::from_str(&text).unwrap(), serde_json::from_str(original).unwrap());
+            prop_assert_eq!(a, b);
+        }
     }
 }
 

