@@ -292,6 +292,65 @@ async fn flagd_rollback_switches_variants_and_keeps_the_rest_of_the_document() {
     assert_eq!(got, want);
 }
 
+/// forceDisableAll turns off every boolean flag of the document: by its `false` variant where
+/// it has one, otherwise with `state: DISABLED` — said in the timeline and a Warning Event.
+#[tokio::test]
+async fn force_disable_all_turns_off_every_boolean_flag_and_names_those_disabled_by_state() {
+    let Some(env) = setup("force_disable_all").await else {
+        return;
+    };
+    let doc = r#"{
+  "flags": {
+    "guarded": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"},
+    "beta": {"state": "ENABLED", "variants": {"yes": true, "no": false}, "defaultVariant": "yes"},
+    "legacy": {"state": "ENABLED", "variants": {"enabled": true}, "defaultVariant": "enabled"},
+    "color": {"state": "ENABLED", "variants": {"red": "red", "blue": "blue"}, "defaultVariant": "red"}
+  }
+}"#;
+    let cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "flagd", "namespace": env.ns, "labels": {"rollguard.dev/flags": "true"}}, "data": {"flags.json": doc}});
+    env.cluster.apply(&cm.to_string());
+    env.guard(
+        "g",
+        "  flags: {configMapRef: {name: flagd}, format: flagd, key: flags.json, guarded: [guarded]}",
+    );
+    env.request(
+        "everything",
+        "  guardRef: {name: g}\n  requestedBy: ops\n  mode: immediate\n  forceDisableAll: true",
+    );
+    let done = env.finished("everything").await;
+    assert_succeeded(&done);
+    let got: serde_json::Value =
+        serde_json::from_str(&env.data("flagd").await["flags.json"]).unwrap();
+    let flags = &got["flags"];
+    assert_eq!(flags["guarded"]["defaultVariant"], "off");
+    assert_eq!(flags["beta"]["defaultVariant"], "no");
+    assert_eq!(flags["legacy"]["state"], "DISABLED", "{got:#}");
+    assert_eq!(
+        flags["color"],
+        serde_json::json!({"state": "ENABLED", "variants": {"red": "red", "blue": "blue"}, "defaultVariant": "red"})
+    );
+    let status = done.status.unwrap();
+    let line = status
+        .timeline
+        .iter()
+        .find(|t| t.step == "FlagsDisabledByState")
+        .unwrap_or_else(|| panic!("{:#?}", status.timeline));
+    assert!(
+        line.message.contains("legacy") && !line.message.contains("beta"),
+        "{}",
+        line.message
+    );
+    let warning = env
+        .events_for("everything")
+        .await
+        .into_iter()
+        .find(|e| e.reason.as_deref() == Some("FlagsDisabledByState"))
+        .expect("a FlagsDisabledByState Event");
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    assert!(warning.message.unwrap_or_default().contains("legacy"));
+}
+
 #[tokio::test]
 async fn a_concurrent_writer_loses_none_of_its_writes_during_twenty_rollbacks() {
     let Some(env) = setup("concurrent_writer").await else {

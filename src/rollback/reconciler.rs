@@ -1543,9 +1543,16 @@ impl Run {
             self.status.phase = Some(RequestPhase::Verifying);
         }
         self.record(reason, message.clone());
+        let by_state = self.disabled_by_state(&plan_changes);
+        if !restore && let Some(note) = &by_state {
+            self.record("FlagsDisabledByState", note.clone());
+        }
         self.save().await?;
         if !restore {
             self.event(EventType::Normal, "FlagsDisabled", message);
+            if let Some(note) = by_state {
+                self.event(EventType::Warning, "FlagsDisabledByState", note);
+            }
         }
         if written && self.guard().spec.flags.refresh_pods {
             // Recorded with the next step's status write; a refresh is best effort and
@@ -1569,6 +1576,24 @@ impl Run {
             }
         }
         Ok(Flow::Next)
+    }
+
+    /// forceDisableAll on flagd boolean flags with no `false` variant turns them off with
+    /// `state: DISABLED`, which flagd answers with the application's code default: said in
+    /// the timeline and a Warning Event, naming them. From the record, so it holds after a
+    /// restart too.
+    fn disabled_by_state(&self, changes: &[FlagChange]) -> Option<String> {
+        if self.guard().spec.flags.format != crate::api::guard::FlagFormat::Flagd {
+            return None;
+        }
+        let names = flags::disabled_by_state(changes);
+        (!names.is_empty()).then(|| {
+            format!(
+                "forceDisableAll: {} ha{} no false variant; set state: DISABLED, so flagd answers the application's code default (which may be true)",
+                names.join(", "),
+                if names.len() == 1 { "s" } else { "ve" }
+            )
+        })
     }
 
     /// Whether this request still holds the guard's slot, asked of the API server (after
