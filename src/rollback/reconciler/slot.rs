@@ -1,0 +1,298 @@
+//! The guard's one rollback slot: who holds it (observed from the guard and the queue),
+//! waiting behind another request, taking it, losing it to an emergency, freeing it — and,
+//! as a request finishes, the guard's history past `spec.rollback.history`.
+
+use super::*;
+
+impl Run {
+    pub(super) fn observe(&self) -> Observed {
+        let me = self.name();
+        let guard_name = &self.request.spec.guard_ref.name;
+        let active = self
+            .guard
+            .as_ref()
+            .and_then(|g| g.status.as_ref())
+            .and_then(|s| s.active_rollback.clone());
+        let hooks = self.guard.as_ref().map(|g| &g.spec.rollback.hooks);
+        let observed = |slot| Observed {
+            guard_exists: self.guard.is_some(),
+            slot,
+            pre_hooks: hooks.map_or(0, |h| h.pre_rollback.len()),
+            post_hooks: hooks.map_or(0, |h| h.post_rollback.len()),
+        };
+        if active.as_deref() == Some(me.as_str()) {
+            return observed(Slot::Held);
+        }
+        if self.status.started_at.is_some() {
+            // Accepted, and the slot is someone else's: an emergency took it. Name it, also
+            // when it has finished already (then it is the guard's last rollback).
+            let by = active.or_else(|| {
+                let status = self.guard.as_ref()?.status.as_ref()?;
+                Some(status.last_rollback.as_ref()?.name.clone())
+            });
+            return observed(by.map_or(Slot::Free, Slot::Behind));
+        }
+        let in_flight = |r: &RollbackRequest| {
+            r.namespace().as_deref() == Some(self.namespace.as_str())
+                && r.spec.guard_ref.name == *guard_name
+                && !step::is_terminal(r.status.as_ref().and_then(|s| s.phase))
+        };
+        let queue = self.ctx.requests.state();
+        // An emergency neither waits for nor queues behind anything but another emergency.
+        let emergency = step::is_emergency(&self.request.spec);
+        if let Some(other) = active
+            && let Some(holder) = queue.iter().find(|r| r.name_any() == other && in_flight(r))
+        {
+            return observed(if emergency && !step::is_emergency(&holder.spec) {
+                Slot::Takeover(other)
+            } else {
+                Slot::Behind(other)
+            });
+        }
+        let key = |r: &RollbackRequest| (r.metadata.creation_timestamp.clone(), r.name_any());
+        let mine = key(&self.request);
+        let older = queue
+            .iter()
+            .filter(|r| r.name_any() != me && in_flight(r) && key(r) < mine)
+            .filter(|r| !emergency || step::is_emergency(&r.spec))
+            .min_by_key(|r| key(r));
+        match older {
+            Some(r) => observed(Slot::Behind(r.name_any())),
+            None => observed(Slot::Free),
+        }
+    }
+
+    pub(super) async fn wait(&mut self, behind: String) -> Result<Flow, Error> {
+        let message = format!(
+            "waiting for RollbackRequest {behind:?} of guard {:?} to finish",
+            self.request.spec.guard_ref.name
+        );
+        if self.status.phase != Some(RequestPhase::Pending)
+            || self.status.message.as_deref() != Some(message.as_str())
+        {
+            self.status.phase = Some(RequestPhase::Pending);
+            self.status.message = Some(message.clone());
+            self.record("Queued", message);
+            self.save().await?;
+        }
+        Ok(Flow::Requeue(Duration::from_secs(2)))
+    }
+
+    /// Takes the guard's rollback slot; the guard's resourceVersion makes two requests
+    /// racing for it see a conflict, and the loser queues.
+    pub(super) async fn claim(&mut self, supersedes: Option<String>) -> Result<Flow, Error> {
+        // A dry run holds the slot for a moment too, so nothing runs beside it. The guard's
+        // phase and conditions follow from the slot in the guard's own evaluation.
+        let status = json!({ "activeRollback": self.name() });
+        if !self.patch_guard_status(status).await? {
+            return Ok(Flow::Next);
+        }
+        // Recorded together with the first step's status write, one round trip fewer on
+        // the way to the flags; a restart before it finds the slot held and starts there.
+        self.accept();
+        if let Some(other) = supersedes {
+            self.record(
+                "Superseding",
+                format!(
+                    "emergency: took the guard's rollback slot from RollbackRequest {other:?}, which ends Superseded"
+                ),
+            );
+        }
+        Ok(Flow::Next)
+    }
+
+    /// An emergency took the slot while this request was under way: it ends here. What it
+    /// did so far (snapshot, hooks, flags) stays recorded; it calls nothing more.
+    pub(super) async fn superseded(&mut self, by: Option<String>) -> Result<Flow, Error> {
+        let message = match &by {
+            Some(other) => format!(
+                "superseded by the immediate rollback RollbackRequest {other:?}, which took over the guard; the steps done before are in the timeline"
+            ),
+            None => "superseded by an immediate rollback, which took over the guard and has finished; the steps done before are in the timeline".to_string(),
+        };
+        self.status.phase = Some(RequestPhase::Superseded);
+        self.status.message = Some(message.clone());
+        self.status.completed_at = Some(MicroTime(now()));
+        self.set_condition(condition::COMPLETE, FALSE, "Superseded", message.clone());
+        self.record("Superseded", message.clone());
+        self.event(EventType::Normal, "RollbackSuperseded", message);
+        self.flush_events().await;
+        self.save().await?;
+        self.count_outcome("Superseded");
+        Ok(Flow::Next)
+    }
+
+    /// Marks the request accepted (once): phase, start time, the first timeline line.
+    pub(super) fn accept(&mut self) {
+        if self.status.started_at.is_some() {
+            return;
+        }
+        self.status.phase = Some(RequestPhase::Snapshotting);
+        self.status.started_at = Some(MicroTime(now()));
+        if self.status.triggered_by.is_none()
+            && self.request.spec.requested_by == crate::api::SYSTEM_REQUESTER
+        {
+            // Only the operator may ask as system:rollguard (the admission policy).
+            self.status.triggered_by = self
+                .request
+                .annotations()
+                .get(crate::api::TRIGGERED_BY_ANNOTATION)
+                .and_then(|json| serde_json::from_str(json).ok());
+        }
+        self.status.message = None;
+        let who = &self.request.spec.requested_by;
+        let reason = &self.request.spec.reason;
+        let message = format!(
+            "{:?} {} requested by {who}{}{reason}",
+            self.request.spec.mode,
+            action_word(self.request.spec.action),
+            if reason.is_empty() { "" } else { ": " },
+        );
+        self.record("Accepted", message);
+        self.announce_started();
+    }
+
+    pub(super) async fn release(&mut self) -> Result<Flow, Error> {
+        let succeeded = self.status.phase == Some(RequestPhase::Succeeded);
+        let rollback =
+            self.request.spec.action == RequestAction::Rollback && !self.request.spec.dry_run;
+        let flags_disabled =
+            conditions::is_true(&self.status.conditions, condition::FLAGS_DISABLED);
+        let record = LastRollback {
+            name: self.name(),
+            time: Some(Time(now())),
+            outcome: Some(if succeeded { "Succeeded" } else { "Failed" }.into()),
+            flags_disabled: rollback.then_some(flags_disabled),
+        };
+        // A dry run or a failed restore leaves the guard's rollback state as it was. The
+        // guard's phase and conditions are its own evaluation's to decide, at once.
+        let mut status = json!({ "activeRollback": null });
+        if rollback {
+            status["lastRollback"] = serde_json::to_value(record).expect("serialises");
+        } else if succeeded
+            && self.request.spec.action == RequestAction::Restore
+            && !self.request.spec.dry_run
+        {
+            status["lastRestore"] = serde_json::to_value(record).expect("serialises");
+        }
+        if self.patch_guard_status(status).await? {
+            self.prune_history().await;
+        }
+        Ok(Flow::Next)
+    }
+
+    /// Patches the guard's rollback fields with its resourceVersion as a precondition, so
+    /// two requests cannot both take the slot. On a conflict the guard is re-read and
+    /// false returned: the state machine then decides again on the fresh guard.
+    pub(super) async fn patch_guard_status(
+        &mut self,
+        status: serde_json::Value,
+    ) -> Result<bool, Error> {
+        let guard = self.guard();
+        let patch = json!({ "metadata": { "resourceVersion": guard.resource_version() }, "status": status });
+        let guard_name = guard.name_any();
+        match self
+            .guards
+            .patch_status(&guard_name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(updated) => {
+                self.guard = Some(updated);
+                // The slot changed: the guard's evaluation decides its phase and conditions now.
+                let _ = self
+                    .ctx
+                    .guard_changed
+                    .send(ObjectRef::new(&guard_name).within(&self.namespace));
+                Ok(true)
+            }
+            Err(e) if is_conflict(&e) => {
+                self.guard = self.guards.get_opt(&guard_name).await?;
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether this request still holds the guard's slot, asked of the API server (after
+    /// the flags ConfigMap was read, so an emergency that took the slot since is seen).
+    pub(super) async fn still_holds_slot(&mut self) -> Result<bool, Error> {
+        self.guard = self
+            .guards
+            .get_opt(&self.request.spec.guard_ref.name)
+            .await?;
+        Ok(self
+            .guard
+            .as_ref()
+            .and_then(|g| g.status.as_ref())
+            .and_then(|s| s.active_rollback.as_deref())
+            == Some(self.name().as_str()))
+    }
+
+    /// This request is an emergency that took the slot from another request.
+    pub(super) fn took_over(&self) -> bool {
+        step::is_emergency(&self.request.spec)
+            && self.status.timeline.iter().any(|t| t.step == "Superseding")
+    }
+
+    /// Deletes the guard's finished requests that `spec.rollback.history` no longer keeps,
+    /// each with its snapshot Secret (by the name the operator gives it). Runs as a request
+    /// finishes, so the history stays bounded. Best effort: a failure never fails a rollback.
+    pub(super) async fn prune_history(&self) {
+        let guard = self.guard();
+        let policy = &guard.spec.rollback.history;
+        let Ok(all) = self.requests.list(&ListParams::default()).await else {
+            return;
+        };
+        let mine: Vec<_> = all
+            .items
+            .into_iter()
+            .filter(|r| r.spec.guard_ref.name == guard.name_any())
+            .collect();
+        let records = mine
+            .iter()
+            .map(|r| history::Record {
+                name: r.name_any(),
+                created: r.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                finished: step::is_terminal(r.status.as_ref().and_then(|s| s.phase)),
+            })
+            .collect();
+        let status = guard.status.clone().unwrap_or_default();
+        let protected: std::collections::BTreeSet<&str> = [
+            status.active_rollback.as_deref(),
+            status.last_rollback.as_ref().map(|r| r.name.as_str()),
+            status.last_restore.as_ref().map(|r| r.name.as_str()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let expired = history::expired(
+            records,
+            usize::try_from(policy.keep).unwrap_or(1).max(1),
+            policy.keep_for.to_std().unwrap_or(Duration::MAX),
+            now(),
+            &protected,
+        );
+        for name in expired {
+            let snapshot = mine
+                .iter()
+                .find(|r| r.name_any() == name)
+                .and_then(|r| r.status.as_ref()?.snapshot_ref.as_ref())
+                .map(|s| s.name.clone())
+                .filter(|s| *s == snapshot::secret_name(&guard.name_any(), &name));
+            if let Err(e) = self.requests.delete(&name, &Default::default()).await {
+                tracing::warn!(request = %name, error = %e, "could not delete an expired RollbackRequest");
+                continue;
+            }
+            tracing::info!(request = %name, guard = %guard.name_any(), "deleted a RollbackRequest past spec.rollback.history");
+            if let Some(secret) = snapshot {
+                match self.secrets.delete(&secret, &Default::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => {
+                        tracing::warn!(snapshot = %secret, error = %e, "could not delete an expired request's snapshot")
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! Step 4, *Disable flags* (or restore them): the planned change recorded first, then one
+//! write with the ConfigMap's resourceVersion as precondition, retried on conflict; dry runs.
+
+use super::*;
+
+impl Run {
+    pub(super) async fn dry_run(&mut self) -> Result<Flow, Error> {
+        self.accept();
+        let cm = match self.get_flags().await? {
+            Ok(cm) => cm,
+            Err((reason, message)) => return self.fail(reason, message).await,
+        };
+        let plan = match self.plan(&cm).await? {
+            Ok(plan) => plan,
+            Err(message) => return self.fail("InvalidFlags", message).await,
+        };
+        let names: Vec<_> = plan.changes.iter().map(|c| c.name.as_str()).collect();
+        let message = format!(
+            "dry run: would change {} flag(s){}{}; nothing was changed",
+            names.len(),
+            if names.is_empty() { "" } else { ": " },
+            names.join(", ")
+        );
+        self.status.flags_changed = Some(plan.changes);
+        self.status.conflicts = plan.conflicts;
+        self.status.phase = Some(RequestPhase::Succeeded);
+        self.status.message = Some(message.clone());
+        self.status.completed_at = Some(MicroTime(now()));
+        self.set_condition(condition::COMPLETE, TRUE, "DryRun", message.clone());
+        self.record("DryRun", message.clone());
+        self.event(EventType::Normal, "RollbackSucceeded", message);
+        self.flush_events().await;
+        self.save().await?;
+        Ok(Flow::Next)
+    }
+
+    pub(super) async fn write_flags(&mut self) -> Result<Flow, Error> {
+        let uid = self.request.uid().unwrap_or_default();
+        let name = self.name();
+        // A write retried against the fresh object on conflict, so concurrent edits of other
+        // keys are never lost.
+        let (plan_changes, conflicts, written, cm) = loop {
+            let cm = match self.flags_seen.take() {
+                Some(cm) => cm,
+                None => match self.get_flags().await? {
+                    Ok(cm) => cm,
+                    Err((reason, message)) => return self.fail(reason, message).await,
+                },
+            };
+            let writing = conditions::status_of(&self.status.conditions, condition::FLAGS_DISABLED)
+                == Some(UNKNOWN);
+            if writing && cm.annotations().get(LAST_CHANGE_ANNOTATION) == Some(&uid) {
+                // Written before a restart: record it, do not write again.
+                let changes = self.status.flags_changed.clone().unwrap_or_default();
+                break (changes, self.status.conflicts.clone(), true, cm);
+            }
+            if self.request.spec.action == RequestAction::Restore
+                && !self.still_holds_slot().await?
+            {
+                // An emergency took the guard after this restore began: writing the flags
+                // back on now would undo it. The next step ends this request Superseded.
+                return Ok(Flow::Next);
+            }
+            let plan = match self.plan(&cm).await? {
+                Ok(plan) => plan,
+                Err(message) => return self.fail("InvalidFlags", message).await,
+            };
+            // An emergency that took the slot from another request writes even when every
+            // flag is already off (the annotation alone): a superseded restore about to
+            // write then meets a conflict, looks at the slot again and stops.
+            if plan.is_empty() && !self.took_over() {
+                break (plan.changes, plan.conflicts, false, cm);
+            }
+            // The plan is recorded before the write, so a restart after the write still
+            // knows what changed.
+            self.status.flags_changed = Some(plan.changes.clone());
+            self.status.conflicts = plan.conflicts.clone();
+            self.set_condition(
+                condition::FLAGS_DISABLED,
+                UNKNOWN,
+                "Writing",
+                format!("writing {} flag(s)", plan.changes.len()),
+            );
+            self.save().await?;
+            crate::fault::pause("before-flags-write", &name).await;
+            let patch = json!({
+                "metadata": {
+                    "resourceVersion": cm.resource_version(),
+                    "annotations": { LAST_CHANGE_ANNOTATION: uid },
+                },
+                "data": plan.writes,
+            });
+            let params = PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            };
+            match self
+                .config_maps
+                .patch(&cm.name_any(), &params, &Patch::Merge(&patch))
+                .await
+            {
+                Ok(updated) => {
+                    crate::fault::point("flags-written", &name).await;
+                    let written = !plan.is_empty();
+                    break (plan.changes, plan.conflicts, written, updated);
+                }
+                Err(e) if is_conflict(&e) => continue,
+                // Forbidden (RBAC, an admission policy), invalid, immutable or gone: asking
+                // again changes nothing. Nothing was written.
+                Err(e) => {
+                    let Some(answer) = refused(&e) else {
+                        return Err(e.into());
+                    };
+                    let message = format!(
+                        "writing ConfigMap {:?}: {answer}; no flag was changed",
+                        cm.name_any()
+                    );
+                    self.status.flags_changed = Some(Vec::new());
+                    self.status.conflicts = Vec::new();
+                    self.set_condition(
+                        condition::FLAGS_DISABLED,
+                        FALSE,
+                        "WriteRefused",
+                        message.clone(),
+                    );
+                    return self.fail("WriteRefused", message).await;
+                }
+            }
+        };
+
+        let at = now();
+        self.status.flags_changed = Some(plan_changes.clone());
+        self.status.conflicts = conflicts.clone();
+        self.status.flags_changed_at = Some(MicroTime(at));
+        let since_created = seconds_between(self.created(), at);
+        self.status
+            .durations
+            .get_or_insert_with(Durations::default)
+            .flag_disable = Some(since_created);
+        let names: Vec<_> = plan_changes.iter().map(|c| c.name.as_str()).collect();
+        let restore = self.request.spec.action == RequestAction::Restore;
+        let (reason, message) = match (restore, names.is_empty()) {
+            (false, true) => (
+                "AlreadyOff",
+                "every selected flag was already off; nothing to change".to_string(),
+            ),
+            (false, false) => (
+                "FlagsDisabled",
+                format!(
+                    "turned off {} flag(s) in ConfigMap {:?}: {}",
+                    names.len(),
+                    cm.name_any(),
+                    names.join(", ")
+                ),
+            ),
+            (true, _) => (
+                "FlagsRestored",
+                format!(
+                    "restored {} flag(s) in ConfigMap {:?}{}{}",
+                    names.len(),
+                    cm.name_any(),
+                    if names.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", names.join(", "))
+                    },
+                    if conflicts.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; left alone, edited since the rollback: {}",
+                            conflicts
+                                .iter()
+                                .map(|c| c.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    }
+                ),
+            ),
+        };
+        self.set_condition(condition::FLAGS_DISABLED, TRUE, reason, message.clone());
+        if !restore {
+            self.status.phase = Some(RequestPhase::Verifying);
+        }
+        self.record(reason, message.clone());
+        let by_state = self.disabled_by_state(&plan_changes);
+        if !restore && let Some(note) = &by_state {
+            self.record("FlagsDisabledByState", note.clone());
+        }
+        self.save().await?;
+        if !restore {
+            self.event(EventType::Normal, "FlagsDisabled", message);
+            if let Some(note) = by_state {
+                self.event(EventType::Warning, "FlagsDisabledByState", note);
+            }
+        }
+        if written && self.guard().spec.flags.refresh_pods {
+            // Recorded with the next step's status write; a refresh is best effort and
+            // harmless to repeat.
+            match self.refresh_pods(&cm).await {
+                Ok(refreshed) => self.record(
+                    "PodsRefreshed",
+                    format!(
+                        "annotated {refreshed} pod(s) that mount ConfigMap {:?}",
+                        cm.name_any()
+                    ),
+                ),
+                Err(problem) => {
+                    let message = format!(
+                        "spec.flags.refreshPods: {problem}; pods that mount ConfigMap {:?} see the change only after the kubelet's sync (about a minute). The operator needs list and patch on pods (chart value rbac.refreshPods=true)",
+                        cm.name_any()
+                    );
+                    self.record("PodRefreshFailed", message.clone());
+                    self.event(EventType::Warning, "PodRefreshFailed", message);
+                }
+            }
+        }
+        Ok(Flow::Next)
+    }
+
+    /// forceDisableAll on flagd boolean flags with no `false` variant turns them off with
+    /// `state: DISABLED`, which flagd answers with the application's code default: said in
+    /// the timeline and a Warning Event, naming them. From the record, so it holds after a
+    /// restart too.
+    pub(super) fn disabled_by_state(&self, changes: &[FlagChange]) -> Option<String> {
+        if self.guard().spec.flags.format != crate::api::guard::FlagFormat::Flagd {
+            return None;
+        }
+        let names = flags::disabled_by_state(changes);
+        (!names.is_empty()).then(|| {
+            format!(
+                "forceDisableAll: {} ha{} no false variant; set state: DISABLED, so flagd answers the application's code default (which may be true)",
+                names.join(", "),
+                if names.len() == 1 { "s" } else { "ve" }
+            )
+        })
+    }
+
+    /// Annotates pods that mount the flags ConfigMap as a volume, so the kubelet refreshes
+    /// the projected file now rather than after its sync period. Best effort.
+    pub(super) async fn refresh_pods(&self, cm: &ConfigMap) -> Result<usize, String> {
+        let pods: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        let list = pods
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| format!("listing pods: {e}"))?;
+        let mut refreshed = 0;
+        let mut failed = Vec::new();
+        let cm_name = cm.name_any();
+        let revision = cm.resource_version().unwrap_or_default();
+        for pod in list.items {
+            let mounts = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.volumes.as_ref())
+                .is_some_and(|vs| {
+                    vs.iter()
+                        .any(|v| v.config_map.as_ref().is_some_and(|c| c.name == cm_name))
+                });
+            if mounts {
+                let patch =
+                    json!({"metadata": {"annotations": {FLAGS_REVISION_ANNOTATION: revision}}});
+                if let Err(e) = pods
+                    .patch(
+                        &pod.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await
+                {
+                    tracing::warn!(pod = %pod.name_any(), error = %e, "could not refresh pod");
+                    failed.push(format!("annotating pod {:?}: {e}", pod.name_any()));
+                } else {
+                    refreshed += 1;
+                }
+            }
+        }
+        if failed.is_empty() {
+            Ok(refreshed)
+        } else {
+            Err(failed.join("; "))
+        }
+    }
+}
