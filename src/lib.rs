@@ -18,6 +18,7 @@ pub mod notify;
 pub mod prometheus;
 pub mod report;
 pub mod rollback;
+pub mod slo;
 pub mod triggers;
 pub mod trust;
 

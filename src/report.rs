@@ -820,8 +820,7 @@ pub fn incident_record(request: &RollbackRequest, guard: Option<&RolloutGuard>) 
     let created = request.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let slo_spec = guard.map(|g| g.spec.slo.clone()).unwrap_or_default();
     let durations = status.durations.clone().unwrap_or_default();
-    let mut slo: Vec<SloRecord> = slo_spec
-        .judge(&durations)
+    let mut slo: Vec<SloRecord> = crate::slo::judge(&slo_spec, &durations)
         .into_iter()
         .map(|v| SloRecord {
             name: v.name.into(),

@@ -654,43 +654,6 @@ pub struct SloSpec {
     pub stability: GoDuration,
 }
 
-/// One SLO target judged against a request's measured duration.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SloVerdict<'a> {
-    pub name: &'static str,
-    pub took: Option<f64>,
-    pub target: &'a GoDuration,
-    /// None: not measured (yet).
-    pub met: Option<bool>,
-}
-
-impl SloSpec {
-    /// Each request-level target against `durations` (seconds).
-    pub fn judge(&self, durations: &crate::api::request::Durations) -> Vec<SloVerdict<'_>> {
-        [
-            ("flagDisable", durations.flag_disable, &self.flag_disable),
-            ("notification", durations.notification, &self.notification),
-            (
-                "healthVerification",
-                durations.health_verification,
-                &self.health_verification,
-            ),
-            ("total", durations.total, &self.total),
-        ]
-        .into_iter()
-        .map(|(name, took, target)| SloVerdict {
-            name,
-            took,
-            target,
-            met: match (took, target.to_std()) {
-                (Some(took), Ok(t)) => Some(took <= t.as_secs_f64()),
-                _ => None,
-            },
-        })
-        .collect()
-    }
-}
-
 impl Default for SloSpec {
     fn default() -> Self {
         Self {

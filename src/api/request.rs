@@ -353,3 +353,11 @@ pub struct TimelineEntry {
     #[serde(default)]
     pub message: String,
 }
+
+/// Succeeded, Failed or Superseded: the request has finished.
+pub fn is_terminal(phase: Option<RequestPhase>) -> bool {
+    matches!(
+        phase,
+        Some(RequestPhase::Succeeded | RequestPhase::Failed | RequestPhase::Superseded)
+    )
+}

@@ -6,10 +6,10 @@
 use super::assess::{self, Assessment, Context as AssessContext, Notice, Outcome};
 use crate::Error;
 use crate::api::guard::RolloutGuard;
+use crate::api::request::is_terminal;
 use crate::api::request::{RequestAction, RequestMode, RollbackRequestSpec, TriggeredBy};
 use crate::api::{GUARD_LABEL, LocalObjectReference, RollbackRequest, SYSTEM_REQUESTER};
 use crate::prometheus::{Prometheus, SharedQueries, Target};
-use crate::rollback::step::is_terminal;
 use crate::triggers;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
@@ -195,7 +195,7 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
                 namespace: Some(namespace.clone()),
                 labels: Some(BTreeMap::from([(
                     GUARD_LABEL.to_string(),
-                    crate::rollback::snapshot::label_value(&name),
+                    crate::api::names::label_value(&name),
                 )])),
                 owner_references: guard.controller_owner_ref(&()).map(|o| vec![o]),
                 annotations: Some(BTreeMap::from([(
@@ -372,7 +372,7 @@ fn drift(
     // on the guard: not drift.
     let last_change = cm
         .annotations()
-        .get(crate::rollback::reconciler::LAST_CHANGE_ANNOTATION);
+        .get(crate::api::names::LAST_CHANGE_ANNOTATION);
     let by_restore = last_change.is_some_and(|uid| {
         ctx.requests.state().iter().any(|r| {
             r.uid().as_ref() == Some(uid)
@@ -395,7 +395,7 @@ fn drift(
         crate::api::guard::FlagFormat::Plain => drifted[0].clone(),
         crate::api::guard::FlagFormat::Flagd => flags.key.clone().unwrap_or_default(),
     };
-    let manager = crate::flags::last_writer(cm, &key, crate::rollback::reconciler::FIELD_MANAGER);
+    let manager = crate::flags::last_writer(cm, &key, crate::api::names::FIELD_MANAGER);
     Some(assess::Drift {
         flags: drifted,
         manager,

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 /// Field manager of the in-app status ConfigMap.
-pub const FIELD_MANAGER: &str = "rollguard-notifier";
+pub use crate::api::names::NOTIFIER_FIELD_MANAGER as FIELD_MANAGER;
 
 /// How hard a delivery tries.
 #[derive(Clone, Copy, Debug)]

@@ -12,7 +12,7 @@ use crate::api::guard::{LastRollback, RolloutGuard, TriggerAction, WorkloadKind}
 use crate::api::request::DeliveryState;
 use crate::api::request::{
     Durations, FlagChange, HookCall, HookOutcome, HookStage, RequestAction, RequestMode,
-    RequestPhase, RollbackRequest, RollbackRequestStatus, SloOutcome, TimelineEntry,
+    RequestPhase, RollbackRequest, RollbackRequestStatus, TimelineEntry,
 };
 use crate::api::{GUARD_LABEL, LocalObjectReference, SNAPSHOT_SECRET_TYPE, SnapshotKind};
 use crate::conditions::{self, FALSE, TRUE, UNKNOWN};
@@ -42,13 +42,7 @@ mod take_snapshot;
 mod verify;
 mod write_flags;
 
-/// Annotation on the flags ConfigMap: the uid of the request that last wrote it. Lets a
-/// restarted operator see that its write already happened.
-pub const LAST_CHANGE_ANNOTATION: &str = "rollguard.dev/last-change";
-/// The field manager of the operator's ConfigMap writes (drift detection leaves it out).
-pub const FIELD_MANAGER: &str = "rollguard";
-/// Annotation on pods refreshed after a change (`refreshPods`).
-pub const FLAGS_REVISION_ANNOTATION: &str = "rollguard.dev/flags-revision";
+pub use crate::api::names::{FIELD_MANAGER, FLAGS_REVISION_ANNOTATION, LAST_CHANGE_ANNOTATION};
 
 pub struct Context {
     pub client: Client,

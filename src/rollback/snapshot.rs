@@ -7,31 +7,13 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::BTreeMap;
 
-/// Label on snapshot Secrets: `rollback` or `restore`, the action that took them.
-pub const ACTION_LABEL: &str = "rollguard.dev/action";
+pub use crate::api::names::{ACTION_LABEL, label_value};
 /// Data key holding the flags ConfigMap.
 pub const FLAGS_KEY: &str = "flags-configmap.json";
 
 /// `<guard>-snap-<request>`, shortened with a hash when it would exceed 253 characters.
 pub fn secret_name(guard: &str, request: &str) -> String {
-    bounded(&format!("{guard}-snap-{request}"), 253)
-}
-
-/// A label value (at most 63 characters), shortened with a hash when needed.
-pub fn label_value(value: &str) -> String {
-    bounded(value, 63)
-}
-
-fn bounded(value: &str, max: usize) -> String {
-    if value.len() <= max {
-        return value.to_string();
-    }
-    // FNV-1a: stable across releases, unlike std's hasher.
-    let hash = value.bytes().fold(0xcbf29ce484222325_u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    });
-    let keep = &value[..max - 9];
-    format!("{}-{:08x}", keep.trim_end_matches(['-', '.']), hash as u32)
+    crate::api::names::bounded(&format!("{guard}-snap-{request}"), 253)
 }
 
 /// One captured object: its identity and contents, as JSON.

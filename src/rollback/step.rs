@@ -4,8 +4,7 @@
 //! step that was interrupted, never one already done (SPEC §2 "Rollback steps").
 
 use crate::api::request::{
-    HookOutcome, HookStage, RequestAction, RequestMode, RequestPhase, RollbackRequestSpec,
-    RollbackRequestStatus,
+    HookOutcome, HookStage, RequestAction, RequestMode, RollbackRequestSpec, RollbackRequestStatus,
 };
 use crate::conditions::{self, is_true};
 
@@ -84,12 +83,7 @@ pub fn is_emergency(spec: &RollbackRequestSpec) -> bool {
     spec.action == RequestAction::Rollback && spec.mode == RequestMode::Immediate && !spec.dry_run
 }
 
-pub fn is_terminal(phase: Option<RequestPhase>) -> bool {
-    matches!(
-        phase,
-        Some(RequestPhase::Succeeded | RequestPhase::Failed | RequestPhase::Superseded)
-    )
-}
+pub use crate::api::request::is_terminal;
 
 pub fn next_step(
     spec: &RollbackRequestSpec,

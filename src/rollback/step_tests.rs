@@ -1,5 +1,6 @@
 use super::condition::*;
 use super::*;
+use crate::api::request::RequestPhase;
 use crate::api::request::HookCall;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 

@@ -67,35 +67,14 @@ impl Run {
         }
     }
 
-    /// The SLO outcome from the durations so far. A "started" notification still out when
-    /// its target has passed (or finally failed) misses `notification` already.
+    /// The SLO outcome from the durations so far (see [`crate::slo::outcome`]).
     pub(super) fn judge_slo(&mut self) {
-        let slo = self.guard().spec.slo.clone();
-        let durations = self.status.durations.clone().unwrap_or_default();
-        let mut missed: Vec<String> = slo
-            .judge(&durations)
-            .into_iter()
-            .filter(|v| v.met == Some(false))
-            .map(|v| v.name.to_string())
-            .collect();
-        let started: Vec<_> = self
-            .status
-            .notifications
-            .iter()
-            .filter(|r| r.event == NotifyEvent::Started)
-            .collect();
-        let target = slo.notification.to_std().ok();
-        let late = durations.notification.is_none()
-            && !started.is_empty()
-            && (started.iter().all(|r| r.state == DeliveryState::Failed)
-                || target.is_some_and(|t| now().duration_since(self.created()).unsigned_abs() > t));
-        if late && !missed.iter().any(|m| m == "notification") {
-            missed.push("notification".into());
-        }
-        self.status.slo = Some(SloOutcome {
-            met: missed.is_empty(),
-            missed,
-        });
+        self.status.slo = Some(crate::slo::outcome(
+            &self.guard().spec.slo,
+            &self.status.durations.clone().unwrap_or_default(),
+            &self.status.notifications,
+            now().duration_since(self.created()).unsigned_abs(),
+        ));
     }
 
     pub(super) async fn succeed(&mut self) -> Result<Flow, Error> {
