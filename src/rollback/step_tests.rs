@@ -1,7 +1,7 @@
 use super::condition::*;
 use super::*;
-use crate::api::request::RequestPhase;
 use crate::api::request::HookCall;
+use crate::api::request::RequestPhase;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 
 fn spec(action: &str, mode: &str) -> RollbackRequestSpec {
