@@ -5,7 +5,7 @@
 use super::history;
 use super::hooks::{self, HookPayload};
 use super::snapshot::{self, Included, SnapshotInput};
-use super::step::{self, Observed, Slot, Step, condition};
+use super::step::{self, Observed, Step, condition};
 use crate::Error;
 use crate::api::guard::NotifyEvent;
 use crate::api::guard::{LastRollback, RolloutGuard, TriggerAction, WorkloadKind};

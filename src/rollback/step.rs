@@ -77,6 +77,61 @@ pub enum Step {
     Succeed,
 }
 
+/// A request of the guard as [`slot`] sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Queued {
+    pub name: String,
+    pub created: Option<jiff::Timestamp>,
+    /// An immediate rollback that changes flags ([`is_emergency`]).
+    pub emergency: bool,
+    /// Succeeded, Failed or Superseded.
+    pub finished: bool,
+}
+
+/// Who holds the guard's rollback slot, from this request's point of view. `accepted`: this
+/// request has started (it held the slot); `active`: the guard's `activeRollback`;
+/// `last_rollback`: the guard's last rollback; `queue`: the guard's requests as the cache has
+/// them. Requests queue in creation order (names break ties); an emergency neither waits for
+/// nor queues behind anything but another emergency, and takes the slot from a holder that
+/// is not one.
+pub fn slot(
+    me: &Queued,
+    accepted: bool,
+    active: Option<&str>,
+    last_rollback: Option<&str>,
+    queue: &[Queued],
+) -> Slot {
+    if active == Some(me.name.as_str()) {
+        return Slot::Held;
+    }
+    if accepted {
+        // The slot is someone else's: an emergency took it. Name it, also when it has
+        // finished already (then it is the guard's last rollback).
+        return active
+            .or(last_rollback)
+            .map_or(Slot::Free, |by| Slot::Behind(by.to_string()));
+    }
+    let in_flight = |r: &&Queued| !r.finished;
+    if let Some(other) = active
+        && let Some(holder) = queue.iter().filter(in_flight).find(|r| r.name == other)
+    {
+        return if me.emergency && !holder.emergency {
+            Slot::Takeover(other.to_string())
+        } else {
+            Slot::Behind(other.to_string())
+        };
+    }
+    let key = |r: &Queued| (r.created, r.name.clone());
+    let mine = key(me);
+    queue
+        .iter()
+        .filter(in_flight)
+        .filter(|r| r.name != me.name && key(r) < mine)
+        .filter(|r| !me.emergency || r.emergency)
+        .min_by_key(|r| key(r))
+        .map_or(Slot::Free, |r| Slot::Behind(r.name.clone()))
+}
+
 /// An emergency: an immediate rollback that changes flags. It does not queue behind a
 /// graceful rollback, a restore or a dry run of the same guard.
 pub fn is_emergency(spec: &RollbackRequestSpec) -> bool {

@@ -332,3 +332,79 @@ fn an_emergency_takes_the_slot_and_the_request_it_took_it_from_ends_superseded()
         }
     );
 }
+
+fn queued(name: &str, second: i64, emergency: bool, finished: bool) -> Queued {
+    Queued {
+        name: name.into(),
+        created: Some(jiff::Timestamp::from_second(second).unwrap()),
+        emergency,
+        finished,
+    }
+}
+
+#[test]
+fn the_slot_goes_in_creation_order_and_an_emergency_overtakes_all_but_emergencies() {
+    let first = queued("a-first", 10, false, false);
+    let second = queued("b-second", 20, false, false);
+    let emergency = queued("c-emergency", 30, true, false);
+    let done = queued("old", 5, false, true);
+    let queue = [
+        done.clone(),
+        first.clone(),
+        second.clone(),
+        emergency.clone(),
+    ];
+    // Nobody holds it: the oldest request in flight goes first, finished ones do not count.
+    assert_eq!(slot(&first, false, None, None, &queue), Slot::Free);
+    assert_eq!(
+        slot(&second, false, None, None, &queue),
+        Slot::Behind("a-first".into())
+    );
+    // Held by the one the guard names.
+    assert_eq!(
+        slot(&first, false, Some("a-first"), None, &queue),
+        Slot::Held
+    );
+    assert_eq!(
+        slot(&second, false, Some("a-first"), None, &queue),
+        Slot::Behind("a-first".into())
+    );
+    // An emergency takes it from a graceful holder, and queues behind nothing graceful.
+    assert_eq!(
+        slot(&emergency, false, Some("a-first"), None, &queue),
+        Slot::Takeover("a-first".into())
+    );
+    assert_eq!(slot(&emergency, false, None, None, &queue), Slot::Free);
+    // ...but waits for another emergency.
+    let earlier = queued("0-emergency", 1, true, false);
+    let with_earlier = [earlier.clone(), emergency.clone()];
+    assert_eq!(
+        slot(&emergency, false, None, None, &with_earlier),
+        Slot::Behind("0-emergency".into())
+    );
+    assert_eq!(
+        slot(&emergency, false, Some("0-emergency"), None, &with_earlier),
+        Slot::Behind("0-emergency".into())
+    );
+    // Same second: names break the tie.
+    let twin = queued("a-twin", 10, false, false);
+    assert_eq!(
+        slot(&twin, false, None, None, &[first.clone(), twin.clone()]),
+        Slot::Behind("a-first".into())
+    );
+}
+
+#[test]
+fn an_accepted_request_that_lost_the_slot_names_who_took_it() {
+    let me = queued("mine", 10, false, false);
+    assert_eq!(
+        slot(&me, true, Some("emergency"), None, &[]),
+        Slot::Behind("emergency".into())
+    );
+    // The emergency has finished already: it is the guard's last rollback.
+    assert_eq!(
+        slot(&me, true, None, Some("emergency"), &[]),
+        Slot::Behind("emergency".into())
+    );
+    assert_eq!(slot(&me, true, None, None, &[]), Slot::Free);
+}

@@ -3,62 +3,41 @@
 //! as a request finishes, the guard's history past `spec.rollback.history`.
 
 use super::*;
+use crate::rollback::step::Queued;
 
 impl Run {
     pub(super) fn observe(&self) -> Observed {
-        let me = self.name();
         let guard_name = &self.request.spec.guard_ref.name;
-        let active = self
-            .guard
-            .as_ref()
-            .and_then(|g| g.status.as_ref())
-            .and_then(|s| s.active_rollback.clone());
+        let status = self.guard.as_ref().and_then(|g| g.status.as_ref());
         let hooks = self.guard.as_ref().map(|g| &g.spec.rollback.hooks);
-        let observed = |slot| Observed {
+        let queued = |r: &RollbackRequest| Queued {
+            name: r.name_any(),
+            created: r.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            emergency: step::is_emergency(&r.spec),
+            finished: step::is_terminal(r.status.as_ref().and_then(|s| s.phase)),
+        };
+        let queue: Vec<Queued> = self
+            .ctx
+            .requests
+            .state()
+            .iter()
+            .filter(|r| {
+                r.namespace().as_deref() == Some(self.namespace.as_str())
+                    && r.spec.guard_ref.name == *guard_name
+            })
+            .map(|r| queued(r))
+            .collect();
+        Observed {
             guard_exists: self.guard.is_some(),
-            slot,
+            slot: step::slot(
+                &queued(&self.request),
+                self.status.started_at.is_some(),
+                status.and_then(|s| s.active_rollback.as_deref()),
+                status.and_then(|s| s.last_rollback.as_ref().map(|r| r.name.as_str())),
+                &queue,
+            ),
             pre_hooks: hooks.map_or(0, |h| h.pre_rollback.len()),
             post_hooks: hooks.map_or(0, |h| h.post_rollback.len()),
-        };
-        if active.as_deref() == Some(me.as_str()) {
-            return observed(Slot::Held);
-        }
-        if self.status.started_at.is_some() {
-            // Accepted, and the slot is someone else's: an emergency took it. Name it, also
-            // when it has finished already (then it is the guard's last rollback).
-            let by = active.or_else(|| {
-                let status = self.guard.as_ref()?.status.as_ref()?;
-                Some(status.last_rollback.as_ref()?.name.clone())
-            });
-            return observed(by.map_or(Slot::Free, Slot::Behind));
-        }
-        let in_flight = |r: &RollbackRequest| {
-            r.namespace().as_deref() == Some(self.namespace.as_str())
-                && r.spec.guard_ref.name == *guard_name
-                && !step::is_terminal(r.status.as_ref().and_then(|s| s.phase))
-        };
-        let queue = self.ctx.requests.state();
-        // An emergency neither waits for nor queues behind anything but another emergency.
-        let emergency = step::is_emergency(&self.request.spec);
-        if let Some(other) = active
-            && let Some(holder) = queue.iter().find(|r| r.name_any() == other && in_flight(r))
-        {
-            return observed(if emergency && !step::is_emergency(&holder.spec) {
-                Slot::Takeover(other)
-            } else {
-                Slot::Behind(other)
-            });
-        }
-        let key = |r: &RollbackRequest| (r.metadata.creation_timestamp.clone(), r.name_any());
-        let mine = key(&self.request);
-        let older = queue
-            .iter()
-            .filter(|r| r.name_any() != me && in_flight(r) && key(r) < mine)
-            .filter(|r| !emergency || step::is_emergency(&r.spec))
-            .min_by_key(|r| key(r));
-        match older {
-            Some(r) => observed(Slot::Behind(r.name_any())),
-            None => observed(Slot::Free),
         }
     }
 
