@@ -208,4 +208,104 @@ spec:
     async fn crash_after_the_resume_hook_is_called() {
         crash_at("postRollback-hook-called").await;
     }
+
+    /// A `triggerFiring` notice is recorded in the guard's status before it is sent; the
+    /// operator killed between the two sends it after its restart, once.
+    #[tokio::test]
+    async fn a_trigger_firing_notice_recorded_before_a_crash_is_sent_after_it() {
+        use super::common::receivers::{Behaviour, HttpReceiver};
+        use rollguard::api::RolloutGuard;
+        let Some(cluster) = cluster("guard notice crash").await else {
+            return;
+        };
+        cluster.install_crds().await;
+        let ns = cluster.namespace("crash-guard-notice").await;
+        let receiver = HttpReceiver::start(Behaviour::Accept).await;
+        cluster.apply(&format!(
+            r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: ff, namespace: {ns}, labels: {{rollguard.dev/flags: "true"}}}}
+data: {{a: "true"}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: hook, namespace: {ns}, labels: {{rollguard.dev/credentials: "true"}}}}
+stringData: {{url: "{url}", signingKey: "whsec_kUnq167pPQtnkQdOP557DIR/FBAWiJHiiV6nXhmyUqk="}}
+---
+apiVersion: rollguard.dev/v1alpha1
+kind: RolloutGuard
+metadata: {{name: g, namespace: {ns}}}
+spec:
+  interval: 1s
+  flags: {{configMapRef: {{name: ff}}, guarded: [a]}}
+  triggers: [{{name: t, query: "vector(1)", above: 0, action: alert}}]
+  notify: [{{name: audit, type: webhook, secretRef: {{name: hook}}, "on": [triggerFiring]}}]
+"#,
+            url = receiver.url
+        ));
+        let first = cluster.start_operator(
+            &ns,
+            &[
+                ("ROLLGUARD_FAULT_POINT", "guard-notice-recorded"),
+                ("ROLLGUARD_FAULT_REQUEST", "g"),
+            ],
+        );
+        wait_until(Duration::from_secs(20), "the notice to be recorded", || {
+            let hit = first.log_contains("FAULT-POINT guard-notice-recorded g");
+            async move { hit.then_some(()) }
+        })
+        .await;
+        let guards: Api<RolloutGuard> = Api::namespaced(cluster.client.clone(), &ns);
+        let pending = guards
+            .get("g")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .pending_notices;
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        first.kill();
+        assert!(
+            receiver.received().is_empty(),
+            "sent before the crash: the test would prove nothing"
+        );
+
+        let _second = cluster.start_operator(&ns, &[]);
+        wait_until(Duration::from_secs(20), "the notice to arrive", || {
+            let n = receiver.accepted().len();
+            async move { (n > 0).then_some(()) }
+        })
+        .await;
+        // Delivered, and dropped from status; two evaluations later still one delivery.
+        let evaluated = wait_until(
+            Duration::from_secs(20),
+            "the delivered notice to leave the guard's status",
+            || {
+                let guards = guards.clone();
+                async move {
+                    let status = guards.get("g").await.ok()?.status?;
+                    status
+                        .pending_notices
+                        .is_empty()
+                        .then_some(status.last_evaluation_time?)
+                }
+            },
+        )
+        .await;
+        wait_until(Duration::from_secs(20), "two more evaluations", || {
+            let guards = guards.clone();
+            let since = evaluated.0;
+            async move {
+                let at = guards.get("g").await.ok()?.status?.last_evaluation_time?;
+                (at.0.duration_since(since).as_secs_f64() >= 2.0).then_some(())
+            }
+        })
+        .await;
+        let received = receiver.received();
+        assert_eq!(received.len(), 1, "one delivery after the restart");
+        let body = received[0].json();
+        assert_eq!(body["event"], "triggerFiring");
+        assert_eq!(body["id"], pending[0].id);
+    }
 }

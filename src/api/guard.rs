@@ -725,6 +725,41 @@ pub struct RolloutGuardStatus {
     /// Since when no trigger has been breaching (for `Stable`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quiet_since: Option<Time>,
+
+    /// Notices of the guard's own moments (`triggerFiring`, `drift`), recorded before they
+    /// are sent; each stays until its delivery has finished, so an operator restart sends
+    /// it again with the same id (receivers drop the duplicate).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_notices: Vec<PendingNotice>,
+}
+
+/// A notice of a guard's moment on its way to one receiver.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingNotice {
+    /// The receiver (`spec.notify[].name`).
+    pub receiver: String,
+    /// `triggerFiring` or `drift`.
+    pub event: NotifyEvent,
+    /// The delivery id: the same on every attempt and after a restart.
+    pub id: String,
+    /// When the moment was noticed (RFC 3339).
+    pub time: String,
+    /// One line: what happened.
+    pub message: String,
+    /// The trigger, for `triggerFiring`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<FiringTrigger>,
+}
+
+/// The trigger of a `triggerFiring` notice, as it stood when it fired.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+pub struct FiringTrigger {
+    pub name: String,
+    pub value: Option<f64>,
+    pub threshold: Option<f64>,
+    /// `rollback` or `alert`.
+    pub action: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]

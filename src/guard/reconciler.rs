@@ -165,7 +165,20 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
         .set_triggers(&namespace, &name, &status.triggers);
     let recorder = &ctx.recorder;
     let reference = guard.object_ref(&());
-    let to_notify = notices_to_send(&guard, &status, &notices, now);
+    // Notices recorded before: drop those delivered, send again those a restart interrupted.
+    let (mut pending, again, delivered) =
+        crate::notify::settle_pending(previous.pending_notices.clone(), |n| {
+            ctx.outbox.guard_delivery(&guard, n)
+        });
+    let fresh: Vec<_> = notices_to_send(&guard, &status, &notices, now)
+        .into_iter()
+        .filter(|n| {
+            !pending
+                .iter()
+                .any(|p| p.receiver == n.receiver && p.id == n.id)
+        })
+        .collect();
+    pending.extend(fresh.iter().cloned());
     // Published once the status that records them is written: an evaluation on a stale view
     // (its write conflicts) announces nothing, and the next one decides again.
     let events: Vec<(EventType, &str, String)> = notices
@@ -210,6 +223,7 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
             "lastEvaluationTime": status.last_evaluation_time,
             "triggers": status.triggers,
             "quietSince": status.quiet_since,
+            "pendingNotices": pending,
         }
     });
     if orphaned {
@@ -225,8 +239,18 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
                 publish(recorder, &reference, type_, reason, note).await;
             }
             // Sent once the transition is recorded: a later evaluation does not repeat it.
-            for (notifier, notice) in to_notify {
-                ctx.outbox.send_for_guard(&guard, notifier, notice);
+            for notice in &delivered {
+                ctx.outbox.forget_guard_delivery(&guard, notice);
+            }
+            if !fresh.is_empty() {
+                crate::fault::point("guard-notice-recorded", &name).await;
+            }
+            for notice in again.iter().chain(&fresh) {
+                let Some(notifier) = guard.spec.notify.iter().find(|n| n.name == notice.receiver)
+                else {
+                    continue;
+                };
+                ctx.outbox.send_for_guard(&guard, notifier.clone(), notice);
             }
             Ok(Action::requeue(until_next_evaluation(
                 interval,

@@ -12,7 +12,9 @@ pub mod signature;
 #[cfg(test)]
 mod tests;
 
-use crate::api::guard::{GuardPhase, Notifier, NotifierType, NotifyEvent, RolloutGuard};
+use crate::api::guard::{
+    GuardPhase, Notifier, NotifierType, NotifyEvent, PendingNotice, RolloutGuard,
+};
 use crate::api::request::{
     DeliveryState, Durations, FlagChange, NotificationRecord, RequestAction, RequestMode,
     RollbackRequest, TriggeredBy,
@@ -225,14 +227,8 @@ pub struct RequestSummary {
     pub snapshot: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TriggerSummary {
-    pub name: String,
-    pub value: Option<f64>,
-    pub threshold: Option<f64>,
-    pub action: String,
-}
+/// The trigger of a `triggerFiring` notice (name, value, threshold, action).
+pub type TriggerSummary = crate::api::guard::FiringTrigger;
 
 /// The notice of a request's moment.
 pub fn request_notice(
@@ -332,6 +328,51 @@ pub fn guard_notice(
         trigger,
         message,
     }
+}
+
+/// The notice a guard recorded in `status.pendingNotices`, as it is sent.
+pub fn pending_guard_notice(guard: &RolloutGuard, pending: &PendingNotice) -> Notice {
+    Notice {
+        id: pending.id.clone(),
+        event: pending.event,
+        time: pending.time.clone(),
+        namespace: guard.namespace().unwrap_or_default(),
+        guard: guard.name_any(),
+        request: None,
+        trigger: pending.trigger.clone(),
+        message: pending.message.clone(),
+    }
+}
+
+/// Where a guard's recorded notice stands in this process: being delivered, delivered or
+/// finally failed, or unknown (recorded by a process that stopped before it finished).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivering {
+    InFlight,
+    Finished,
+    Unknown,
+}
+
+/// What becomes of a guard's recorded notices (pure): those whose delivery finished are
+/// dropped (and returned to be forgotten), those in flight stay, and those this process
+/// does not know — a restart came between recording and sending — stay and go out again.
+/// Returns (kept, to send again, finished).
+pub fn settle_pending(
+    pending: Vec<PendingNotice>,
+    state: impl Fn(&PendingNotice) -> Delivering,
+) -> (Vec<PendingNotice>, Vec<PendingNotice>, Vec<PendingNotice>) {
+    let (mut kept, mut again, mut finished) = (Vec::new(), Vec::new(), Vec::new());
+    for notice in pending {
+        match state(&notice) {
+            Delivering::Finished => finished.push(notice),
+            Delivering::InFlight => kept.push(notice),
+            Delivering::Unknown => {
+                again.push(notice.clone());
+                kept.push(notice);
+            }
+        }
+    }
+    (kept, again, finished)
 }
 
 fn title(notice: &Notice) -> String {

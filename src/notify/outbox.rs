@@ -5,9 +5,9 @@
 //! records it. A guard's own moments (drift, triggerFiring) are sent the same way; their
 //! final failure becomes a Warning Event on the guard.
 
-use super::Notice;
 use super::courier::{Courier, Delivery};
-use crate::api::guard::{Notifier, NotifyEvent, RolloutGuard};
+use super::{Delivering, Notice};
+use crate::api::guard::{Notifier, NotifyEvent, PendingNotice, RolloutGuard};
 use crate::api::request::RollbackRequest;
 use crate::metrics::Metrics;
 use kube::Resource;
@@ -46,6 +46,20 @@ pub struct Outbox {
     metrics: Arc<Metrics>,
     jobs: Mutex<HashMap<Job, JobState>>,
     wake: mpsc::UnboundedSender<ObjectRef<RollbackRequest>>,
+    /// Guard notices this process is delivering (false) or has delivered (true), by
+    /// [`guard_key`]; forgotten once the guard's status no longer records them.
+    guard_deliveries: Mutex<HashMap<String, bool>>,
+}
+
+/// A guard notice's key in the outbox: namespace, guard, receiver and delivery id.
+fn guard_key(guard: &RolloutGuard, notice: &PendingNotice) -> String {
+    format!(
+        "{}/{}/{}/{}",
+        guard.meta().namespace.as_deref().unwrap_or_default(),
+        guard.meta().name.as_deref().unwrap_or_default(),
+        notice.receiver,
+        notice.id
+    )
 }
 
 impl Outbox {
@@ -65,6 +79,7 @@ impl Outbox {
             metrics,
             jobs: Mutex::new(HashMap::new()),
             wake,
+            guard_deliveries: Mutex::new(HashMap::new()),
         });
         (outbox, woken)
     }
@@ -139,19 +154,49 @@ impl Outbox {
         });
     }
 
-    /// Sends a guard's moment (drift, triggerFiring) to one receiver; a final failure
-    /// becomes a `NotificationFailed` Warning Event on the guard.
+    /// Where a guard's recorded notice stands in this process.
+    pub fn guard_delivery(&self, guard: &RolloutGuard, notice: &PendingNotice) -> Delivering {
+        match self
+            .guard_deliveries
+            .lock()
+            .unwrap()
+            .get(&guard_key(guard, notice))
+        {
+            Some(false) => Delivering::InFlight,
+            Some(true) => Delivering::Finished,
+            None => Delivering::Unknown,
+        }
+    }
+
+    /// Drops what this process remembers of a guard notice its status no longer records.
+    pub fn forget_guard_delivery(&self, guard: &RolloutGuard, notice: &PendingNotice) {
+        self.guard_deliveries
+            .lock()
+            .unwrap()
+            .remove(&guard_key(guard, notice));
+    }
+
+    /// Sends a guard's recorded moment (drift, triggerFiring) to one receiver; a final
+    /// failure becomes a `NotificationFailed` Warning Event on the guard. The guard's next
+    /// evaluation sees it finished and drops it from status.
     pub fn send_for_guard(
         self: &Arc<Self>,
         guard: &RolloutGuard,
         notifier: Notifier,
-        notice: Notice,
+        pending: &PendingNotice,
     ) {
+        let key = guard_key(guard, pending);
+        self.guard_deliveries
+            .lock()
+            .unwrap()
+            .insert(key.clone(), false);
+        let notice = super::pending_guard_notice(guard, pending);
         let namespace = guard.meta().namespace.clone().unwrap_or_default();
         let reference = guard.object_ref(&());
         let outbox = self.clone();
         tokio::spawn(async move {
             let delivery = outbox.courier.deliver(&namespace, &notifier, &notice).await;
+            outbox.guard_deliveries.lock().unwrap().insert(key, true);
             outbox.count(&notifier, &delivery);
             if let Err(message) = &delivery.result {
                 let event = Event {

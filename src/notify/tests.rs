@@ -278,3 +278,30 @@ fn in_app_data_says_state_message_and_since() {
     let done = in_app_data(&request_notice(&request(), NotifyEvent::Completed, at()));
     assert_eq!(done["state"], "RolledBack");
 }
+
+#[test]
+fn recorded_guard_notices_are_dropped_when_delivered_kept_in_flight_and_sent_again_after_a_restart()
+{
+    use crate::api::guard::{NotifyEvent, PendingNotice};
+    use crate::notify::{Delivering, settle_pending};
+    let notice = |id: &str| PendingNotice {
+        receiver: "ops".into(),
+        event: NotifyEvent::TriggerFiring,
+        id: id.into(),
+        time: "2026-12-07T10:00:00Z".into(),
+        message: "fired".into(),
+        trigger: None,
+    };
+    let (kept, again, finished) = settle_pending(
+        vec![notice("done"), notice("flying"), notice("lost")],
+        |n| match n.id.as_str() {
+            "done" => Delivering::Finished,
+            "flying" => Delivering::InFlight,
+            _ => Delivering::Unknown,
+        },
+    );
+    let ids = |v: &[PendingNotice]| v.iter().map(|n| n.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&kept), ["flying", "lost"]);
+    assert_eq!(ids(&again), ["lost"]);
+    assert_eq!(ids(&finished), ["done"]);
+}

@@ -1,14 +1,16 @@
 //! What a guard's evaluation tells: Events, and the notices its receivers subscribe to.
 
 use super::*;
+use crate::api::guard::{FiringTrigger, PendingNotice};
 
-/// The guard's moments its receivers subscribe to: a trigger firing, flags drifting.
+/// The guard's moments its receivers subscribe to (a trigger firing, flags drifting), one
+/// record per receiver, to be written in status before they are sent.
 pub(super) fn notices_to_send(
     guard: &RolloutGuard,
     status: &crate::api::RolloutGuardStatus,
     notices: &[Notice],
     now: jiff::Timestamp,
-) -> Vec<(crate::api::guard::Notifier, crate::notify::Notice)> {
+) -> Vec<PendingNotice> {
     use crate::api::guard::NotifyEvent;
     let mut out = Vec::new();
     for notice in notices {
@@ -22,7 +24,7 @@ pub(super) fn notices_to_send(
                     .find(|t| &t.name == trigger)
                     .map(|t| format!("{:?}", t.action).to_lowercase())
                     .unwrap_or_default();
-                let summary = crate::notify::TriggerSummary {
+                let summary = FiringTrigger {
                     name: trigger.clone(),
                     value: current.and_then(|t| t.value),
                     threshold: current.and_then(|t| t.threshold),
@@ -56,7 +58,14 @@ pub(super) fn notices_to_send(
                 message.clone(),
                 now,
             );
-            out.push((notifier.clone(), notice));
+            out.push(PendingNotice {
+                receiver: notifier.name.clone(),
+                event,
+                id: notice.id,
+                time: notice.time,
+                message: notice.message,
+                trigger: notice.trigger,
+            });
         }
     }
     out
