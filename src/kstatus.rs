@@ -15,6 +15,10 @@
 //! | request | Succeeded, Superseded | False | False | Current |
 //! | request | Failed | False | True (`RollbackFailed`) | Failed |
 //!
+//! Before the operator's first status write, the CRDs' status default
+//! (`{observedGeneration: 0}`, see [`crate::api::schema::unobserved_by_default`]) makes kstatus
+//! read "generation not observed" — InProgress — instead of Current.
+//!
 //! A Degraded guard is InProgress, not Failed: Prometheus being unreachable is usually
 //! transient, the operator retries every interval and recovers on its own, and no edit of the
 //! guard is needed — a Flux health check waits (and times out if it lasts), rather than
