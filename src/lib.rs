@@ -12,6 +12,7 @@ pub mod fault;
 pub mod flags;
 pub mod guard;
 pub mod health;
+pub mod kstatus;
 pub mod leader;
 pub mod metrics;
 pub mod notify;

@@ -687,6 +687,7 @@ pub enum GuardPhase {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = super::schema::kubernetes_formats)]
+#[schemars(transform = super::schema::unobserved_by_default)]
 pub struct RolloutGuardStatus {
     /// The spec generation this status was judged for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -696,7 +697,8 @@ pub struct RolloutGuardStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<GuardPhase>,
 
-    /// Ready, Healthy, TriggersBreaching, RolledBack, FlagsDrifted, PrometheusReachable, Stable.
+    /// Ready, Healthy, TriggersBreaching, RolledBack, FlagsDrifted, PrometheusReachable, Stable;
+    /// Reconciling and Stalled as kstatus (Flux) reads them.
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

@@ -132,6 +132,7 @@ pub enum RequestPhase {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = super::schema::kubernetes_formats)]
+#[schemars(transform = super::schema::unobserved_by_default)]
 pub struct RollbackRequestStatus {
     /// The spec generation this status was written for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -141,7 +142,8 @@ pub struct RollbackRequestStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<RequestPhase>,
 
-    /// SnapshotTaken, FlagsDisabled, Notified, HealthVerified, Complete, Failed.
+    /// SnapshotTaken, FlagsDisabled, Notified, HealthVerified, Complete, Failed; Reconciling
+    /// and Stalled as kstatus (Flux) reads them.
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

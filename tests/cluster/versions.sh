@@ -32,3 +32,7 @@ cbor2==5.9.0 --hash=sha256:5326336f633cc89dfe543c78829c16c3a6449c2c03277d1ddba99
 # flagd's JavaScript core (npm @openfeature/flagd-core), for the flagd JSON schema it ships
 # (compiled in, applied by its strict parse); versions and sha512s pinned in tests/flagd/package-lock.json.
 FLAGD_CORE_NPM_VERSION=4.0.1
+# kstatus-tool: sigs.k8s.io/cli-utils' kstatus (status.Compute), the library Flux and kpt read
+# health with; tests/kstatus.rs computes the status of live rollguard objects with it. Not part
+# of TOOLS_VERSION_TAG: a new pin rebuilds only this binary.
+CLI_UTILS_VERSION=v0.37.2
