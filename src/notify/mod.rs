@@ -560,3 +560,66 @@ pub fn in_app_data(notice: &Notice) -> BTreeMap<String, String> {
         (format!("{}.json", notice.guard), per_guard.to_string()),
     ])
 }
+
+/// What the finished deliveries of a request changed in its records.
+#[derive(Debug, Default, PartialEq)]
+pub struct Merged {
+    /// (receiver, one line for the timeline and the Warning Event) of each final failure.
+    pub failures: Vec<(String, String)>,
+    /// When the first "started" notification was delivered.
+    pub first_started: Option<jiff::Timestamp>,
+}
+
+/// Merges finished deliveries — (receiver, moment, outcome) — into a request's
+/// `status.notifications` (pure): a record still `Sending` becomes `Delivered` or `Failed`
+/// with its attempts and time; a record already settled is left alone, so an outcome is
+/// recorded once.
+pub fn merge_deliveries(
+    records: &mut [NotificationRecord],
+    finished: &[(&str, NotifyEvent, &courier::Delivery)],
+) -> Merged {
+    let mut merged = Merged::default();
+    for (receiver, event, delivery) in finished {
+        let Some(record) = records
+            .iter_mut()
+            .find(|r| r.receiver == *receiver && r.event == *event)
+        else {
+            continue;
+        };
+        if record.state != DeliveryState::Sending {
+            continue;
+        }
+        record.attempts = delivery.attempts;
+        record.time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            delivery.finished,
+        ));
+        match &delivery.result {
+            Ok(()) => {
+                record.state = DeliveryState::Delivered;
+                record.message.clear();
+                if *event == NotifyEvent::Started {
+                    merged.first_started = Some(
+                        merged
+                            .first_started
+                            .map_or(delivery.finished, |f| f.min(delivery.finished)),
+                    );
+                }
+            }
+            Err(e) => {
+                record.state = DeliveryState::Failed;
+                record.message = e.clone();
+                merged.failures.push((
+                    receiver.to_string(),
+                    format!(
+                        "{} notification to {:?} ({}) failed after {} attempt(s): {e}",
+                        event_word(*event),
+                        receiver,
+                        channel_word(record.type_),
+                        delivery.attempts
+                    ),
+                ));
+            }
+        }
+    }
+    merged
+}

@@ -98,6 +98,7 @@ pub async fn reconcile(request: Arc<RollbackRequest>, ctx: Arc<Context>) -> Resu
     };
     run.guard = run.guards.get_opt(&run.request.spec.guard_ref.name).await?;
     run.settle_notifications().await?;
+    run.take_triggered_by();
     // After a restart: what was recorded as Sending goes out (again) now.
     run.send_notifications();
     // Bounded: a request takes at most a dozen steps; the bound only guards against a bug.
@@ -214,6 +215,21 @@ impl Run {
         self.guard
             .as_ref()
             .expect("steps past Claim run with a guard")
+    }
+
+    /// An automatic request carries its `triggeredBy` in an annotation from its creation;
+    /// it goes into status with the next write. Only the operator may ask as
+    /// `system:rollguard` (the admission policy), so only then is the annotation believed.
+    fn take_triggered_by(&mut self) {
+        if self.status.triggered_by.is_none()
+            && self.request.spec.requested_by == crate::api::SYSTEM_REQUESTER
+        {
+            self.status.triggered_by = self
+                .request
+                .annotations()
+                .get(crate::api::TRIGGERED_BY_ANNOTATION)
+                .and_then(|json| serde_json::from_str(json).ok());
+        }
     }
 
     fn created(&self) -> jiff::Timestamp {

@@ -68,7 +68,7 @@ pub(super) fn request_for(
     Ok((request, triggered_by))
 }
 
-/// Creates the automatic request, shows its `triggeredBy` at once and says so in an Event.
+/// Creates the automatic request and says so in an Event.
 pub(super) async fn create(
     guard: &RolloutGuard,
     auto: &assess::AutoRollback,
@@ -77,7 +77,7 @@ pub(super) async fn create(
     recorder: &Recorder,
     reference: &k8s_openapi::api::core::v1::ObjectReference,
 ) -> Result<(), Error> {
-    let (request, triggered_by) = request_for(guard, auto, now)?;
+    let (request, _) = request_for(guard, auto, now)?;
     let request_name = request.name_any();
     match requests.create(&PostParams::default(), &request).await {
         Ok(_) => {}
@@ -85,16 +85,8 @@ pub(super) async fn create(
         Err(e) if crate::is_conflict(&e) => {}
         Err(e) => return Err(e.into()),
     }
-    // Shown at once; should this write be lost, the request's reconciler takes it from
-    // the annotation when it accepts the request.
-    let triggered = json!({"status": {"triggeredBy": triggered_by}});
-    requests
-        .patch_status(
-            &request_name,
-            &PatchParams::default(),
-            &Patch::Merge(&triggered),
-        )
-        .await?;
+    // The request's status is its reconciler's alone to write: it records `triggeredBy` from
+    // the annotation at its first status write.
     // The request exists whatever becomes of this evaluation's status write: said now.
     publish(
         recorder,

@@ -137,50 +137,14 @@ impl Run {
                 self.ctx.outbox.recorded(&jobs);
                 return Ok(());
             }
-            let mut failures = Vec::new();
-            let mut first_started = None;
-            for (job, delivery, _) in &finished {
-                let Some(record) = self
-                    .status
-                    .notifications
-                    .iter_mut()
-                    .find(|r| r.receiver == job.receiver && r.event == job.event)
-                else {
-                    continue;
-                };
-                if record.state != DeliveryState::Sending {
-                    continue;
-                }
-                record.attempts = delivery.attempts;
-                record.time = Some(MicroTime(delivery.finished));
-                match &delivery.result {
-                    Ok(()) => {
-                        record.state = DeliveryState::Delivered;
-                        record.message.clear();
-                        if job.event == NotifyEvent::Started {
-                            first_started = Some(
-                                first_started.map_or(delivery.finished, |f: jiff::Timestamp| {
-                                    f.min(delivery.finished)
-                                }),
-                            );
-                        }
-                    }
-                    Err(e) => {
-                        record.state = DeliveryState::Failed;
-                        record.message = e.clone();
-                        failures.push((
-                            job.receiver.clone(),
-                            format!(
-                                "{} notification to {:?} ({}) failed after {} attempt(s): {e}",
-                                notify::event_word(job.event),
-                                job.receiver,
-                                notify::channel_word(record.type_),
-                                delivery.attempts
-                            ),
-                        ));
-                    }
-                }
-            }
+            let outcomes: Vec<_> = finished
+                .iter()
+                .map(|(job, delivery, _)| (job.receiver.as_str(), job.event, delivery))
+                .collect();
+            let notify::Merged {
+                failures,
+                first_started,
+            } = notify::merge_deliveries(&mut self.status.notifications, &outcomes);
             let mut notification_took = None;
             if let Some(at) = first_started {
                 let took = seconds_between(self.created(), at);
@@ -199,18 +163,9 @@ impl Run {
                     self.judge_slo();
                 }
             }
-            self.status.observed_generation = self.request.metadata.generation;
-            let patch = json!({
-                "metadata": { "resourceVersion": self.request.resource_version() },
-                "status": self.status,
-            });
-            match self
-                .requests
-                .patch_status(&self.name(), &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(updated) => {
-                    self.request = updated;
+            // Through the one status write: a fresh read's resourceVersion as precondition.
+            match self.save().await {
+                Ok(()) => {
                     self.ctx.outbox.recorded(&jobs);
                     if let Some(took) = notification_took {
                         self.ctx.metrics.step("notification", took);
@@ -234,8 +189,8 @@ impl Run {
                     }
                     return Ok(());
                 }
-                Err(e) if is_conflict(&e) => continue,
-                Err(e) => return Err(e.into()),
+                Err(Error::Kube(e)) if is_conflict(&e) => continue,
+                Err(e) => return Err(e),
             }
         }
         Ok(())

@@ -108,16 +108,6 @@ impl Run {
         }
         self.status.phase = Some(RequestPhase::Snapshotting);
         self.status.started_at = Some(MicroTime(now()));
-        if self.status.triggered_by.is_none()
-            && self.request.spec.requested_by == crate::api::SYSTEM_REQUESTER
-        {
-            // Only the operator may ask as system:rollguard (the admission policy).
-            self.status.triggered_by = self
-                .request
-                .annotations()
-                .get(crate::api::TRIGGERED_BY_ANNOTATION)
-                .and_then(|json| serde_json::from_str(json).ok());
-        }
         self.status.message = None;
         let who = &self.request.spec.requested_by;
         let reason = &self.request.spec.reason;
