@@ -30,6 +30,24 @@ enum JobState {
 
 /// How long an outcome is remembered after it was recorded.
 const REMEMBER: std::time::Duration = std::time::Duration::from_secs(600);
+/// How long an outcome nobody recorded is kept: its request (or guard) was deleted before
+/// its reconciler could write it.
+const UNRECORDED: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Whether the outbox may forget a job (pure): recorded long enough ago, or over and never
+/// recorded for longer than [`UNRECORDED`] (its request is gone).
+fn forgotten(state: &JobState, now: std::time::Instant, wall: jiff::Timestamp) -> bool {
+    match state {
+        JobState::InFlight => false,
+        JobState::Over {
+            recorded: Some(at), ..
+        } => now.duration_since(*at) > REMEMBER,
+        JobState::Over {
+            recorded: None,
+            delivery,
+        } => wall.duration_since(delivery.finished).unsigned_abs() > UNRECORDED,
+    }
+}
 
 /// One request's notification to one receiver for one moment.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
@@ -48,7 +66,7 @@ pub struct Outbox {
     wake: mpsc::UnboundedSender<ObjectRef<RollbackRequest>>,
     /// Guard notices this process is delivering (false) or has delivered (true), by
     /// [`guard_key`]; forgotten once the guard's status no longer records them.
-    guard_deliveries: Mutex<HashMap<String, bool>>,
+    guard_deliveries: Mutex<HashMap<String, (bool, std::time::Instant)>>,
 }
 
 /// A guard notice's key in the outbox: namespace, guard, receiver and delivery id.
@@ -149,9 +167,13 @@ impl Outbox {
                 recorded.get_or_insert(now);
             }
         }
-        all.retain(|_, state| {
-            !matches!(state, JobState::Over { recorded: Some(at), .. } if now.duration_since(*at) > REMEMBER)
-        });
+        all.retain(|_, state| !forgotten(state, now, jiff::Timestamp::now()));
+        drop(all);
+        // Guard notices whose guard's status no longer asks about them (a deleted guard).
+        self.guard_deliveries
+            .lock()
+            .unwrap()
+            .retain(|_, (finished, at)| !(*finished && now.duration_since(*at) > UNRECORDED));
     }
 
     /// Where a guard's recorded notice stands in this process.
@@ -162,8 +184,8 @@ impl Outbox {
             .unwrap()
             .get(&guard_key(guard, notice))
         {
-            Some(false) => Delivering::InFlight,
-            Some(true) => Delivering::Finished,
+            Some((false, _)) => Delivering::InFlight,
+            Some((true, _)) => Delivering::Finished,
             None => Delivering::Unknown,
         }
     }
@@ -189,14 +211,18 @@ impl Outbox {
         self.guard_deliveries
             .lock()
             .unwrap()
-            .insert(key.clone(), false);
+            .insert(key.clone(), (false, std::time::Instant::now()));
         let notice = super::pending_guard_notice(guard, pending);
         let namespace = guard.meta().namespace.clone().unwrap_or_default();
         let reference = guard.object_ref(&());
         let outbox = self.clone();
         tokio::spawn(async move {
             let delivery = outbox.courier.deliver(&namespace, &notifier, &notice).await;
-            outbox.guard_deliveries.lock().unwrap().insert(key, true);
+            outbox
+                .guard_deliveries
+                .lock()
+                .unwrap()
+                .insert(key, (true, std::time::Instant::now()));
             outbox.count(&notifier, &delivery);
             if let Err(message) = &delivery.result {
                 let event = Event {
@@ -249,5 +275,39 @@ impl Outbox {
                 "notification failed"
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn over(recorded: Option<Instant>, finished: jiff::Timestamp) -> JobState {
+        JobState::Over {
+            delivery: Delivery {
+                attempts: 1,
+                result: Ok(()),
+                finished,
+            },
+            recorded,
+        }
+    }
+
+    #[test]
+    fn outcomes_are_forgotten_once_recorded_long_enough_or_never_recorded_for_an_hour() {
+        let now = Instant::now() + Duration::from_secs(7200);
+        let wall = jiff::Timestamp::now();
+        let hours_ago = |h: i64| wall - jiff::SignedDuration::from_hours(h);
+        assert!(!forgotten(&JobState::InFlight, now, wall));
+        assert!(!forgotten(&over(Some(now), wall), now, wall));
+        assert!(forgotten(
+            &over(Some(now - Duration::from_secs(601)), wall),
+            now,
+            wall
+        ));
+        // Its request was deleted before the outcome could be recorded.
+        assert!(!forgotten(&over(None, hours_ago(0)), now, wall));
+        assert!(forgotten(&over(None, hours_ago(2)), now, wall));
     }
 }
