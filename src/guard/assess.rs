@@ -23,6 +23,10 @@ pub mod condition {
     /// Beyond SPEC §1: False while evaluations start later than their interval allows
     /// (the operator's evaluation slots were taken); absent until the first late one.
     pub const ON_SCHEDULE: &str = "OnSchedule";
+    /// Beyond SPEC §1: False when `health.timeout` ends before verification can judge the
+    /// rollback triggers (two intervals after the flags change, or a shorter range); absent
+    /// until the first time it does not fit.
+    pub const VERIFICATION_IN_TIME: &str = "VerificationInTime";
 }
 
 /// One trigger's evaluation: a reading, or why there is none (an error is never a breach).
@@ -119,6 +123,10 @@ pub enum Notice {
     PrometheusUnreachable {
         message: String,
     },
+    /// Warning Event `HealthTimeoutTooShort`, once per transition.
+    HealthTimeoutTooShort {
+        message: String,
+    },
     InvalidSpec {
         message: String,
     },
@@ -155,6 +163,20 @@ pub fn rolled_back(status: &RolloutGuardStatus) -> bool {
         Some(restore) => restore.time < rollback.time,
         None => true,
     }
+}
+
+/// The first rollback trigger verification cannot judge within `health.timeout`, and when
+/// it could (see [`crate::triggers::window`]).
+fn verification_gap(spec: &RolloutGuardSpec) -> Option<(String, std::time::Duration)> {
+    let timeout = spec.health.timeout.to_std().ok()?;
+    let floor = crate::triggers::window::floor(spec.interval.to_std().ok()?);
+    spec.triggers
+        .iter()
+        .filter(|t| t.action == crate::api::guard::TriggerAction::Rollback)
+        .find_map(|t| {
+            let after = crate::triggers::window::judged_after(&t.query, floor)?;
+            (after >= timeout).then(|| (t.name.clone(), after))
+        })
 }
 
 fn cooling_down(spec: &RolloutGuardSpec, status: &RolloutGuardStatus, now: Timestamp) -> bool {
@@ -297,6 +319,36 @@ fn decide(ctx: &Context<'_>, outcomes: &[Outcome]) -> Assessment {
             TRUE,
             "OnTime",
             "evaluations start within their interval".into(),
+        ),
+        None => {}
+    }
+
+    match verification_gap(spec) {
+        Some((trigger, after)) => {
+            let message = format!(
+                "spec.health.timeout ({}) ends before verification can judge trigger {trigger:?}: its ranges hold only samples taken after the flags changed {}s after the change (two intervals, or the range if shorter); every rollback would fail verification — raise spec.health.timeout or shorten spec.interval",
+                spec.health.timeout,
+                after.as_secs()
+            );
+            if was(condition::VERIFICATION_IN_TIME) != Some(FALSE) {
+                notices.push(Notice::HealthTimeoutTooShort {
+                    message: message.clone(),
+                });
+            }
+            set(
+                &mut status,
+                condition::VERIFICATION_IN_TIME,
+                FALSE,
+                "HealthTimeoutTooShort",
+                message,
+            );
+        }
+        None if was(condition::VERIFICATION_IN_TIME).is_some() => set(
+            &mut status,
+            condition::VERIFICATION_IN_TIME,
+            TRUE,
+            "Fits",
+            "verification can judge every rollback trigger within spec.health.timeout".into(),
         ),
         None => {}
     }

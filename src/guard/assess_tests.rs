@@ -666,3 +666,52 @@ fn kstatus(status: &RolloutGuardStatus) -> (Option<&str>, Option<&str>) {
         conditions::status_of(&status.conditions, crate::kstatus::STALLED),
     )
 }
+
+#[test]
+fn a_health_timeout_shorter_than_verification_needs_is_said_once_and_cleared_when_fixed() {
+    let windowed = |timeout: &str| {
+        spec(serde_json::json!({
+            "interval": "1m",
+            "health": {"timeout": timeout},
+            "triggers": [{"name": "errors", "query": "rate(errors_total[5m])", "above": 1, "for": "0s"}],
+        }))
+    };
+    let too_short = windowed("90s");
+    let runs = run(&too_short, &[(0, Ok(0.0)), (60, Ok(0.0))]);
+    let condition = conditions::get(&runs[0].status.conditions, condition::VERIFICATION_IN_TIME)
+        .expect("the condition");
+    assert_eq!(condition.status, FALSE);
+    assert!(
+        condition.message.contains("spec.health.timeout (90s)")
+            && condition.message.contains("\"errors\"")
+            && condition.message.contains("120s"),
+        "{}",
+        condition.message
+    );
+    let told = |a: &Assessment| {
+        a.notices
+            .iter()
+            .filter(|n| matches!(n, Notice::HealthTimeoutTooShort { .. }))
+            .count()
+    };
+    assert_eq!((told(&runs[0]), told(&runs[1])), (1, 0));
+
+    // Raised: True from then on. A query without ranges is judged at once: never too short.
+    let fixed = assess_quietly(
+        &windowed("3m"),
+        &runs[1].status,
+        &[reading(0.0, &too_short.triggers[0])],
+        at(120),
+    );
+    assert_eq!(
+        conditions::status_of(&fixed.status.conditions, condition::VERIFICATION_IN_TIME),
+        Some(TRUE)
+    );
+    let plain = run(
+        &spec(serde_json::json!({"health": {"timeout": "1s"}})),
+        &[(0, Ok(0.0))],
+    );
+    assert!(
+        conditions::get(&plain[0].status.conditions, condition::VERIFICATION_IN_TIME).is_none()
+    );
+}

@@ -189,6 +189,7 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
                 Notice::TriggerBreaching { message, .. } => ("TriggerBreaching", message),
                 Notice::TriggerFiring { message, .. } => ("TriggerFiring", message),
                 Notice::PrometheusUnreachable { message } => ("PrometheusUnreachable", message),
+                Notice::HealthTimeoutTooShort { message } => ("HealthTimeoutTooShort", message),
                 Notice::InvalidSpec { message } => ("InvalidSpec", message),
                 Notice::FlagsDrifted { message } => ("FlagsDrifted", message),
             };

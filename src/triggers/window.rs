@@ -21,6 +21,21 @@ pub enum Verification {
     WaitFor(Duration),
 }
 
+/// The shortest range verification asks for: two guard intervals (a range must hold two
+/// samples, and a guard's interval is no shorter than the scrape interval).
+pub fn floor(interval: Duration) -> Duration {
+    2 * interval
+}
+
+/// How long after the flags change verification can first judge `query` (zero for a query
+/// without ranges); None if it does not parse.
+pub fn judged_after(query: &str, floor: Duration) -> Option<Duration> {
+    match verification_query(query, Duration::ZERO, floor).ok()? {
+        Verification::Query(_) => Some(Duration::ZERO),
+        Verification::WaitFor(wait) => Some(wait),
+    }
+}
+
 /// The query that judges `query` `since` after the flags changed (see the module docs).
 /// `floor`: the shortest range worth asking for (two samples: at least two scrape intervals).
 pub fn verification_query(

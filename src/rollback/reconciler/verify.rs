@@ -131,11 +131,13 @@ impl Run {
             .flags_changed_at
             .as_ref()
             .map_or(Duration::ZERO, |t| now().duration_since(t.0).unsigned_abs());
-        let floor = 2 * guard
-            .spec
-            .interval
-            .to_std()
-            .unwrap_or(Duration::from_secs(15));
+        let floor = triggers::window::floor(
+            guard
+                .spec
+                .interval
+                .to_std()
+                .unwrap_or(Duration::from_secs(15)),
+        );
         for trigger in rollback_triggers {
             let query = match triggers::window::verification_query(&trigger.query, since, floor) {
                 Ok(Verification::Query(query)) => query,
