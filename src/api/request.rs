@@ -182,6 +182,11 @@ pub struct RollbackRequestStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<MicroTime>,
 
+    /// An emergency: the restores of its guard that were waiting when it took the guard and
+    /// were asked for no later than it. They end `Superseded` instead of undoing it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overtook: Vec<String>,
+
     /// When the flags ConfigMap was changed (or found already changed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flags_changed_at: Option<MicroTime>,

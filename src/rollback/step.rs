@@ -38,6 +38,9 @@ pub struct Observed {
     /// false: the guard named by `spec.guardRef` does not exist.
     pub guard_exists: bool,
     pub slot: Slot,
+    /// A restore not yet started: an emergency of the guard created no earlier than it (in
+    /// flight or succeeded) — the later intent wins, so the restore never runs after it.
+    pub overtaken_by: Option<String>,
     /// Pre/post hooks configured on the guard.
     pub pre_hooks: usize,
     pub post_hooks: usize,
@@ -86,6 +89,14 @@ pub struct Queued {
     pub emergency: bool,
     /// Succeeded, Failed or Superseded.
     pub finished: bool,
+    /// Failed.
+    pub failed: bool,
+    /// A restore (not a dry run).
+    pub restore: bool,
+    /// Accepted (`startedAt`).
+    pub started: bool,
+    /// An emergency's `status.overtook`.
+    pub overtook: Vec<String>,
 }
 
 /// Who holds the guard's rollback slot, from this request's point of view. `accepted`: this
@@ -132,6 +143,33 @@ pub fn slot(
         .map_or(Slot::Free, |r| Slot::Behind(r.name.clone()))
 }
 
+/// The restores an emergency overtakes as it takes the guard: waiting (not started), and
+/// asked for no later than it — at the same second too, since the API server keeps creation
+/// times to the second and the flags had better stay off. A restore asked for after the
+/// emergency took the guard is not among them, and runs after it.
+pub fn to_overtake(me: &Queued, queue: &[Queued]) -> Vec<String> {
+    let mut names: Vec<String> = queue
+        .iter()
+        .filter(|r| r.restore && !r.started && !r.finished && r.name != me.name)
+        .filter(|r| r.created <= me.created)
+        .map(|r| r.name.clone())
+        .collect();
+    names.sort();
+    names
+}
+
+/// For a restore that has not started: the emergency that overtook it (see
+/// [`to_overtake`]), unless that emergency failed.
+pub fn overtaken(me: &Queued, accepted: bool, queue: &[Queued]) -> Option<String> {
+    if !me.restore || accepted {
+        return None;
+    }
+    queue
+        .iter()
+        .find(|r| r.emergency && !r.failed && r.overtook.contains(&me.name))
+        .map(|r| r.name.clone())
+}
+
 /// An emergency: an immediate rollback that changes flags. It does not queue behind a
 /// graceful rollback, a restore or a dry run of the same guard.
 pub fn is_emergency(spec: &RollbackRequestSpec) -> bool {
@@ -159,6 +197,11 @@ pub fn next_step(
                 "spec.guardRef.name: RolloutGuard {:?} does not exist in this namespace",
                 spec.guard_ref.name
             ),
+        };
+    }
+    if let Some(by) = &observed.overtaken_by {
+        return Step::Superseded {
+            by: Some(by.clone()),
         };
     }
     // Accepted means it held the slot; the only way to lose it is an emergency taking it.

@@ -15,6 +15,7 @@ fn held(pre: usize, post: usize) -> Observed {
     Observed {
         guard_exists: true,
         slot: Slot::Held,
+        overtaken_by: None,
         pre_hooks: pre,
         post_hooks: post,
     }
@@ -182,6 +183,7 @@ fn a_missing_guard_fails_naming_the_field_and_value() {
     let observed = Observed {
         guard_exists: false,
         slot: Slot::Free,
+        overtaken_by: None,
         pre_hooks: 0,
         post_hooks: 0,
     };
@@ -339,6 +341,10 @@ fn queued(name: &str, second: i64, emergency: bool, finished: bool) -> Queued {
         created: Some(jiff::Timestamp::from_second(second).unwrap()),
         emergency,
         finished,
+        failed: false,
+        restore: false,
+        started: false,
+        overtook: Vec::new(),
     }
 }
 
@@ -407,4 +413,66 @@ fn an_accepted_request_that_lost_the_slot_names_who_took_it() {
         Slot::Behind("emergency".into())
     );
     assert_eq!(slot(&me, true, None, None, &[]), Slot::Free);
+}
+
+#[test]
+fn an_emergency_overtakes_the_restores_waiting_when_it_takes_the_guard() {
+    let waiting = |name: &str, second: i64| Queued {
+        restore: true,
+        ..queued(name, second, false, false)
+    };
+    let emergency = queued("emergency", 10, true, false);
+    let queue = [
+        waiting("restore-before", 5),
+        waiting("restore-same-second", 10),
+        waiting("restore-after", 11),
+        Queued {
+            started: true,
+            ..waiting("restore-running", 1)
+        },
+        queued("graceful-rollback", 2, false, false),
+    ];
+    assert_eq!(
+        to_overtake(&emergency, &queue),
+        ["restore-before", "restore-same-second"]
+    );
+    // The overtaken restore ends Superseded, naming the emergency; while it succeeds too.
+    let recorded = Queued {
+        overtook: to_overtake(&emergency, &queue),
+        ..emergency.clone()
+    };
+    let me = waiting("restore-same-second", 10);
+    assert_eq!(
+        overtaken(&me, false, std::slice::from_ref(&recorded)),
+        Some("emergency".into())
+    );
+    let succeeded = Queued {
+        finished: true,
+        ..recorded.clone()
+    };
+    assert_eq!(
+        overtaken(&me, false, std::slice::from_ref(&succeeded)),
+        Some("emergency".into())
+    );
+    // Not once started, not after a failed emergency, not a restore asked for later.
+    assert_eq!(overtaken(&me, true, std::slice::from_ref(&recorded)), None);
+    let failed = Queued {
+        failed: true,
+        ..recorded.clone()
+    };
+    assert_eq!(overtaken(&me, false, &[failed]), None);
+    assert_eq!(
+        overtaken(&waiting("restore-after", 11), false, &[recorded]),
+        None
+    );
+    let observed = Observed {
+        overtaken_by: Some("emergency".into()),
+        ..held(0, 0)
+    };
+    assert_eq!(
+        next_step(&spec("restore", "graceful"), &with(&[]), &observed),
+        Step::Superseded {
+            by: Some("emergency".into())
+        }
+    );
 }

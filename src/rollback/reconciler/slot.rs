@@ -6,18 +6,32 @@ use super::*;
 use crate::rollback::step::Queued;
 
 impl Run {
-    pub(super) fn observe(&self) -> Observed {
-        let guard_name = &self.request.spec.guard_ref.name;
-        let status = self.guard.as_ref().and_then(|g| g.status.as_ref());
-        let hooks = self.guard.as_ref().map(|g| &g.spec.rollback.hooks);
-        let queued = |r: &RollbackRequest| Queued {
+    /// A request as the slot decisions see it.
+    fn queued(r: &RollbackRequest) -> Queued {
+        let status = r.status.as_ref();
+        Queued {
             name: r.name_any(),
             created: r.metadata.creation_timestamp.as_ref().map(|t| t.0),
             emergency: step::is_emergency(&r.spec),
-            finished: step::is_terminal(r.status.as_ref().and_then(|s| s.phase)),
-        };
-        let queue: Vec<Queued> = self
-            .ctx
+            finished: step::is_terminal(status.and_then(|s| s.phase)),
+            failed: status.and_then(|s| s.phase) == Some(RequestPhase::Failed),
+            restore: r.spec.action == RequestAction::Restore && !r.spec.dry_run,
+            started: status.is_some_and(|s| s.started_at.is_some()),
+            overtook: status.map(|s| s.overtook.clone()).unwrap_or_default(),
+        }
+    }
+
+    fn queued_self(&self) -> Queued {
+        let mut me = Self::queued(&self.request);
+        me.started = self.status.started_at.is_some();
+        me.overtook = self.status.overtook.clone();
+        me
+    }
+
+    /// The guard's requests, from the controller's cache.
+    fn guard_queue(&self) -> Vec<Queued> {
+        let guard_name = &self.request.spec.guard_ref.name;
+        self.ctx
             .requests
             .state()
             .iter()
@@ -25,13 +39,22 @@ impl Run {
                 r.namespace().as_deref() == Some(self.namespace.as_str())
                     && r.spec.guard_ref.name == *guard_name
             })
-            .map(|r| queued(r))
-            .collect();
+            .map(|r| Self::queued(r))
+            .collect()
+    }
+
+    pub(super) fn observe(&self) -> Observed {
+        let status = self.guard.as_ref().and_then(|g| g.status.as_ref());
+        let hooks = self.guard.as_ref().map(|g| &g.spec.rollback.hooks);
+        let queue = self.guard_queue();
+        let me = self.queued_self();
+        let accepted = me.started;
         Observed {
             guard_exists: self.guard.is_some(),
+            overtaken_by: step::overtaken(&me, accepted, &queue),
             slot: step::slot(
-                &queued(&self.request),
-                self.status.started_at.is_some(),
+                &me,
+                accepted,
                 status.and_then(|s| s.active_rollback.as_deref()),
                 status.and_then(|s| s.last_rollback.as_ref().map(|r| r.name.as_str())),
                 &queue,
@@ -69,6 +92,9 @@ impl Run {
         // Recorded together with the first step's status write, one round trip fewer on
         // the way to the flags; a restart before it finds the slot held and starts there.
         self.accept();
+        if step::is_emergency(&self.request.spec) && self.status.overtook.is_empty() {
+            self.overtake_waiting_restores();
+        }
         if let Some(other) = supersedes {
             self.record(
                 "Superseding",
@@ -78,6 +104,24 @@ impl Run {
             );
         }
         Ok(Flow::Next)
+    }
+
+    /// An emergency takes the guard: restores asked for no later than it and still waiting
+    /// would undo it when their turn comes; they are recorded here and end `Superseded`.
+    fn overtake_waiting_restores(&mut self) {
+        let me = self.queued_self();
+        let queue = self.guard_queue();
+        let overtaken = step::to_overtake(&me, &queue);
+        if !overtaken.is_empty() {
+            self.record(
+                "Overtaking",
+                format!(
+                    "emergency: RollbackRequest(s) {} asked to restore the flags no later than this rollback and would undo it; they end Superseded",
+                    overtaken.join(", ")
+                ),
+            );
+            self.status.overtook = overtaken;
+        }
     }
 
     /// An emergency took the slot while this request was under way: it ends here. What it

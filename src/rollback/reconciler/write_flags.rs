@@ -72,16 +72,23 @@ impl Run {
                 break (plan.changes, plan.conflicts, false, cm);
             }
             // The plan is recorded before the write, so a restart after the write still
-            // knows what changed.
-            self.status.flags_changed = Some(plan.changes.clone());
-            self.status.conflicts = plan.conflicts.clone();
-            self.set_condition(
-                condition::FLAGS_DISABLED,
-                UNKNOWN,
-                "Writing",
-                format!("writing {} flag(s)", plan.changes.len()),
-            );
-            self.save().await?;
+            // knows what changed. A retry after a conflict whose plan is the one recorded
+            // (a writer changed other keys) writes at once: a status write in between would
+            // only widen the window in which a busy writer wins again.
+            let recorded = writing
+                && self.status.flags_changed.as_ref() == Some(&plan.changes)
+                && self.status.conflicts == plan.conflicts;
+            if !recorded {
+                self.status.flags_changed = Some(plan.changes.clone());
+                self.status.conflicts = plan.conflicts.clone();
+                self.set_condition(
+                    condition::FLAGS_DISABLED,
+                    UNKNOWN,
+                    "Writing",
+                    format!("writing {} flag(s)", plan.changes.len()),
+                );
+                self.save().await?;
+            }
             crate::fault::pause("before-flags-write", &name).await;
             let patch = json!({
                 "metadata": {
