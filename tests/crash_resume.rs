@@ -224,24 +224,16 @@ spec:
         cluster.apply(&format!(
             r#"
 apiVersion: v1
-kind: ConfigMap
-metadata: {{name: ff, namespace: {ns}, labels: {{rollguard.dev/flags: "true"}}}}
-data: {{a: "true"}}
----
-apiVersion: v1
 kind: Secret
 metadata: {{name: hook, namespace: {ns}, labels: {{rollguard.dev/credentials: "true"}}}}
 stringData: {{url: "{url}", signingKey: "whsec_kUnq167pPQtnkQdOP557DIR/FBAWiJHiiV6nXhmyUqk="}}
 ---
-apiVersion: rollguard.dev/v1alpha1
-kind: RolloutGuard
-metadata: {{name: g, namespace: {ns}}}
-spec:
-  interval: 1s
-  flags: {{configMapRef: {{name: ff}}, guarded: [a]}}
-  triggers: [{{name: t, query: "vector(1)", above: 0, action: alert}}]
-  notify: [{{name: audit, type: webhook, secretRef: {{name: hook}}, "on": [triggerFiring]}}]
-"#,
+{}"#,
+            super::common::flags_and_guard(
+                &ns,
+                r#"{a: "true"}"#,
+                "  interval: 1s\n  triggers: [{name: t, query: \"vector(1)\", above: 0, action: alert}]\n  notify: [{name: audit, type: webhook, secretRef: {name: hook}, \"on\": [triggerFiring]}]",
+            ),
             url = receiver.url
         ));
         let first = cluster.start_operator(

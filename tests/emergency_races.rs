@@ -45,19 +45,10 @@ async fn an_emergency_during_a_restore_leaves_the_flags_off() {
             "apiVersion: rollguard.dev/v1alpha1\nkind: RollbackRequest\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{guardRef: {{name: g}}, requestedBy: ops, reason: race, {spec}}}\n"
         )
     };
-    env.cluster.apply(&format!(
-        r#"
-apiVersion: v1
-kind: ConfigMap
-metadata: {{name: ff, namespace: {ns}, labels: {{rollguard.dev/flags: "true"}}}}
-data: {{a: "true", keep: "me"}}
----
-apiVersion: rollguard.dev/v1alpha1
-kind: RolloutGuard
-metadata: {{name: g, namespace: {ns}}}
-spec:
-  flags: {{configMapRef: {{name: ff}}, guarded: [a]}}
-"#
+    env.cluster.apply(&common::flags_and_guard(
+        ns,
+        r#"{a: "true", keep: "me"}"#,
+        "",
     ));
     let requests = env.requests();
     env.cluster.apply(&request("rollback", "mode: immediate"));

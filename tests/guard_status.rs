@@ -36,21 +36,10 @@ async fn phase_and_conditions_never_contradict_and_follow_the_slot_at_once() {
         return;
     };
     let ns = env.ns.clone();
-    env.cluster.apply(&format!(
-        r#"
-apiVersion: v1
-kind: ConfigMap
-metadata: {{name: ff, namespace: {ns}, labels: {{rollguard.dev/flags: "true"}}}}
-data: {{a: "true"}}
----
-apiVersion: rollguard.dev/v1alpha1
-kind: RolloutGuard
-metadata: {{name: g, namespace: {ns}}}
-spec:
-  interval: 5m
-  flags: {{configMapRef: {{name: ff}}, guarded: [a]}}
-  triggers: [{{name: t, query: "vector(0)", above: 1}}]
-"#
+    env.cluster.apply(&common::flags_and_guard(
+        &ns,
+        r#"{a: "true"}"#,
+        "  interval: 5m\n  triggers: [{name: t, query: \"vector(0)\", above: 1}]",
     ));
     let guards: kube::Api<RolloutGuard> = env.api();
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();

@@ -15,20 +15,10 @@ async fn finished_requests_past_the_history_go_with_their_snapshots() {
         return;
     };
     let ns = env.ns.clone();
-    env.cluster.apply(&format!(
-        r#"
-apiVersion: v1
-kind: ConfigMap
-metadata: {{name: ff, namespace: {ns}, labels: {{rollguard.dev/flags: "true"}}}}
-data: {{a: "true"}}
----
-apiVersion: rollguard.dev/v1alpha1
-kind: RolloutGuard
-metadata: {{name: g, namespace: {ns}}}
-spec:
-  flags: {{configMapRef: {{name: ff}}, guarded: [a]}}
-  rollback: {{history: {{keep: 2, keepFor: 0s}}}}
-"#
+    env.cluster.apply(&common::flags_and_guard(
+        &ns,
+        r#"{a: "true"}"#,
+        "  rollback: {history: {keep: 2, keepFor: 0s}}",
     ));
     let requests = env.requests();
     for (name, action) in [

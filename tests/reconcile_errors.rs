@@ -37,20 +37,12 @@ kind: RoleBinding
 metadata: {{name: operator, namespace: {ns}}}
 roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: operator-without-guard-status}}
 subjects: [{{kind: ServiceAccount, name: operator, namespace: {ns}}}]
----
-apiVersion: v1
-kind: ConfigMap
-metadata: {{name: ff, namespace: {ns}, labels: {{rollguard.dev/flags: "true"}}}}
-data: {{a: "true"}}
----
-apiVersion: rollguard.dev/v1alpha1
-kind: RolloutGuard
-metadata: {{name: g, namespace: {ns}}}
-spec:
-  interval: 1s
-  flags: {{configMapRef: {{name: ff}}, guarded: [a]}}
-  triggers: [{{name: t, query: "vector(0)", above: 1}}]
 "#
+    ));
+    cluster.apply(&common::flags_and_guard(
+        &ns,
+        r#"{a: "true"}"#,
+        "  interval: 1s\n  triggers: [{name: t, query: \"vector(0)\", above: 1}]",
     ));
     let kubeconfig = service_account_kubeconfig(&cluster, &ns, "operator");
     let kubeconfig_arg = kubeconfig.to_string_lossy().to_string();

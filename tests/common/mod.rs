@@ -482,3 +482,24 @@ impl Env {
             .collect()
     }
 }
+
+/// The manifests many tests start from: ConfigMap `ff` (opted in, `data` in YAML flow style)
+/// and guard `g` over its flag `a`, with `spec` (YAML lines indented two spaces, may be
+/// empty) beside `flags`.
+pub fn flags_and_guard(ns: &str, data: &str, spec: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: ff, namespace: {ns}, labels: {{rollguard.dev/flags: "true"}}}}
+data: {data}
+---
+apiVersion: rollguard.dev/v1alpha1
+kind: RolloutGuard
+metadata: {{name: g, namespace: {ns}}}
+spec:
+  flags: {{configMapRef: {{name: ff}}, guarded: [a]}}
+{spec}
+"#
+    )
+}
