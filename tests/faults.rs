@@ -92,9 +92,14 @@ fn run_seeds(kind: &str, sample: usize, cycle: u64) -> Vec<u64> {
     {
         return vec![seed];
     }
-    let n = env_usize(&format!("ROLLGUARD_FAULT_RUNS_{}", kind.to_uppercase()))
-        .or_else(|| env_usize("ROLLGUARD_FAULT_RUNS"))
-        .unwrap_or(sample);
+    let sized = env_usize(&format!("ROLLGUARD_FAULT_RUNS_{}", kind.to_uppercase()))
+        .or_else(|| env_usize("ROLLGUARD_FAULT_RUNS"));
+    let n = sized.unwrap_or(sample);
+    // The sample also replays every run that once found a difference.
+    let regressions = REGRESSIONS
+        .iter()
+        .filter(|(k, _, _)| *k == kind && sized.is_none())
+        .map(|(_, seed, _)| *seed);
     let kind_hash = kind.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
     });
@@ -103,8 +108,29 @@ fn run_seeds(kind: &str, sample: usize, cycle: u64) -> Vec<u64> {
             let seed = mix(base_seed() ^ kind_hash ^ mix(i)) % 1_000_000_000;
             seed - seed % cycle + i % cycle
         })
+        .chain(regressions)
         .collect()
 }
+
+/// Runs whose end state once differed from the uninterrupted run (kind, seed, what
+/// differed): `make test` replays each of them beside its sample.
+const REGRESSIONS: &[(&str, u64, &str)] = &[
+    (
+        "apiserver",
+        93138301,
+        "kube-apiserver killed while the drain hook is called: the hook, called once, is recorded Unknown",
+    ),
+    (
+        "apiserver",
+        703271824,
+        "kube-apiserver killed while the resume hook is called: the hook, called once, is recorded Unknown",
+    ),
+    (
+        "compaction",
+        400215581,
+        "etcd compacted (410 Gone) as a restore starts: the guard's lastRollback is lost",
+    ),
+];
 
 // ---- scripts -----------------------------------------------------------------------------
 
@@ -378,6 +404,15 @@ fn flagd_doc() -> String {
         .unwrap()
 }
 
+/// The flags ConfigMap's data before anything runs.
+fn initial_data(script: &Script) -> Value {
+    if script.flagd {
+        json!({FLAGD_KEY: flagd_doc(), "keep": "me"})
+    } else {
+        json!({"a": "true", "b": "true", "c": "true", "d": "true", "keep": "me"})
+    }
+}
+
 /// Where a run's operator talks to the API server.
 #[derive(Clone)]
 enum Route {
@@ -450,11 +485,7 @@ impl<'a> World<'a> {
         let s = &self.script;
         let ns = &self.ns;
         let labels = json!({"rollguard.dev/flags": "true"});
-        let data = if s.flagd {
-            json!({FLAGD_KEY: flagd_doc(), "keep": "me"})
-        } else {
-            json!({"a": "true", "b": "true", "c": "true", "d": "true", "keep": "me"})
-        };
+        let data = initial_data(s);
         self.create_json::<ConfigMap>(json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "ff", "namespace": ns, "labels": labels}, "data": data}))
             .await;
@@ -558,7 +589,7 @@ impl<'a> World<'a> {
             if Instant::now() > deadline {
                 return false;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -797,7 +828,8 @@ enum ApiFault {
 
 enum Fault<'p> {
     None,
-    Kill,
+    /// SIGKILL; each wave's kills are drawn within how long that wave took uninterrupted.
+    Kill(Vec<Duration>),
     Stale(&'p common::proxy::Proxy),
     Api {
         plane: &'p tokio::sync::Mutex<common::plane::Plane>,
@@ -810,6 +842,8 @@ enum Fault<'p> {
 /// What a run did and saw.
 #[derive(Default, Debug)]
 struct RunReport {
+    /// How long each wave took, from its first request's creation until all were terminal.
+    waves: Vec<Duration>,
     injected: usize,
     /// Where each fault struck (request phase at the time).
     landed: Vec<String>,
@@ -876,13 +910,20 @@ async fn run(
             for r in &w.reqs {
                 world.create_request(r).await;
             }
-            if matches!(fault, Fault::Kill) {
-                // Up to four kills while the wave is under way, each 0–2 s after the
-                // previous (re)start: the operator's start, cache sync and every step are
-                // all in reach. The phase at the kill is recorded to show where it struck.
+            let created = Instant::now();
+            if let Fault::Kill(took) = &fault {
+                // Up to four kills while the wave is under way, each at a moment drawn within
+                // the time the wave took uninterrupted, from the previous (re)start: the
+                // operator's start, cache sync and every step are all in reach. The phase at
+                // the kill is recorded to show where it struck.
+                let budget = took
+                    .get(i)
+                    .copied()
+                    .unwrap_or(Duration::from_secs(2))
+                    .as_millis() as u64;
                 let mut since = Instant::now();
                 for _ in 0..1 + rng.below(4) {
-                    let t = rng.ms(0, 2000);
+                    let t = rng.ms(0, budget * 9 / 10);
                     tokio::time::sleep_until((since + t).into()).await;
                     if world.wave_done(w, Duration::ZERO).await {
                         break;
@@ -906,6 +947,7 @@ async fn run(
                     .notes
                     .push(format!("wave {i} did not finish within 120 s"));
             }
+            report.waves.push(created.elapsed());
         }
     };
     tokio::join!(waves, api_task);
@@ -1125,6 +1167,8 @@ async fn api_fault(
 struct Tally {
     kind: &'static str,
     runs: usize,
+    /// RollbackRequests in the runs counted.
+    requests: usize,
     injected: usize,
     differed: usize,
     repeats: usize,
@@ -1154,7 +1198,21 @@ impl Tally {
         got: &Value,
         report: RunReport,
     ) {
+        if report.injected == 0 {
+            // Nothing struck (e.g. the step never came): not a run of this fault kind.
+            let line = format!(
+                "[faults] {} seed {seed} script {} fault {fault}: no fault struck [{}] {} (not counted)",
+                self.kind,
+                script.name,
+                report.landed.join("; "),
+                report.notes.join("; ")
+            );
+            println!("{line}");
+            self.lines.push(line);
+            return;
+        }
         self.runs += 1;
+        self.requests += script.waves.iter().map(|w| w.reqs.len()).sum::<usize>();
         self.injected += report.injected;
         self.repeats += report.repeats;
         let mut lines = Vec::new();
@@ -1201,9 +1259,10 @@ impl Tally {
             return None;
         }
         let summary = format!(
-            "FAULT TALLY {}: {} runs, {} faults injected, {} runs whose end state differed (base seed {}; {} repeated calls with the same id)",
+            "FAULT TALLY {}: {} runs ({} requests), {} faults injected, {} runs whose end state differed (base seed {}; {} repeated calls with the same id)",
             self.kind,
             self.runs,
+            self.requests,
             self.injected,
             self.differed,
             base_seed(),
@@ -1237,10 +1296,20 @@ fn assert_tallies(failures: impl IntoIterator<Item = Option<String>>) {
 }
 
 /// The uninterrupted runs, one per script, computed on first use.
-struct Baselines(BTreeMap<String, Value>);
+struct Baselines(BTreeMap<String, (Value, Vec<Duration>)>);
 
 impl Baselines {
+    /// The uninterrupted end state.
     async fn get(&mut self, cluster: &Cluster, script: &Script) -> Value {
+        self.with_durations(cluster, script).await.0
+    }
+
+    /// The uninterrupted end state and how long each wave took.
+    async fn with_durations(
+        &mut self,
+        cluster: &Cluster,
+        script: &Script,
+    ) -> (Value, Vec<Duration>) {
         if let Some(v) = self.0.get(&script.name) {
             return v.clone();
         }
@@ -1252,8 +1321,30 @@ impl Baselines {
             report.notes
         );
         println!("[faults] uninterrupted {}: {state}", script.name);
-        self.0.insert(script.name.clone(), state.clone());
-        state
+        // A script that ends restoring every guard ends with the flags it began with, byte
+        // for byte (and the GitOps writer's last value): the uninterrupted run is checked
+        // against that before it serves as the oracle.
+        let last = script.waves.last().unwrap();
+        if !last.racy
+            && last.reqs.iter().all(|r| r.kind == Kind::Restore)
+            && last.reqs.len() == script.guards
+        {
+            let mut initial = initial_data(script);
+            if script.gitops {
+                initial["gitops-final"] = "final".into();
+            }
+            let mut lines = Vec::new();
+            diff(".flags", &initial, &state["flags"], &mut lines);
+            assert!(
+                lines.is_empty(),
+                "uninterrupted run of {}: the restores did not give back the flags it began with\n  {}",
+                script.name,
+                lines.join("\n  ")
+            );
+        }
+        self.0
+            .insert(script.name.clone(), (state.clone(), report.waves.clone()));
+        (state, report.waves)
     }
 }
 
@@ -1280,8 +1371,10 @@ async fn stale_watches_leave_the_same_end_state() {
         let want = baselines.get(&cluster, &script).await;
         let lag = common::proxy::Lag {
             seed,
+            min: Duration::ZERO,
             max: Duration::from_millis(3000),
             late_percent: 50 + rng.below(51),
+            only: None,
         };
         let proxy = common::proxy::Proxy::start(cluster.client.clone(), Some(lag.clone())).await;
         let (got, report) = run(&cluster, &script, Fault::Stale(&proxy), seed).await;
@@ -1310,8 +1403,8 @@ async fn operator_killed_at_random_moments_leaves_the_same_end_state() {
     let mut baselines = Baselines(BTreeMap::new());
     for seed in run_seeds("kill", 4, 6) {
         let script = kill_script(seed);
-        let want = baselines.get(&cluster, &script).await;
-        let (got, report) = run(&cluster, &script, Fault::Kill, seed).await;
+        let (want, took) = baselines.with_durations(&cluster, &script).await;
+        let (got, report) = run(&cluster, &script, Fault::Kill(took), seed).await;
         tally.add(seed, &script, "SIGKILL", &want, &got, report);
     }
     assert_tallies([tally.finish()]);
@@ -1429,4 +1522,63 @@ async fn api_server_killed_paused_or_compacted_leaves_the_same_end_state() {
         );
     }
     assert_tallies([apiserver, tally.finish()]);
+}
+
+/// Not a fault but a race the differential oracle cannot see (the uninterrupted run has it
+/// too): an SRE's emergency rollback created right after a restore, in the same second.
+/// The emergency is the later word: the flags must end off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emergency_created_right_after_a_restore_leaves_the_flags_off() {
+    let Some(cluster) = common::cluster("faults emergency after restore").await else {
+        return;
+    };
+    cluster.install_crds().await;
+    let script = emergency_races_restore();
+    let world = World::create(&cluster, &script, Route::Direct).await;
+    world.start_operator();
+    world.create_request(&script.waves[0].reqs[0]).await;
+    assert!(
+        world
+            .wave_done(&script.waves[0], Duration::from_secs(60))
+            .await
+    );
+    // Both in one second, the restore first (as two SREs would, a moment apart).
+    let wall = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+    };
+    tokio::time::sleep(Duration::from_millis(
+        1000 - u64::from(wall().subsec_millis()),
+    ))
+    .await;
+    let second = wall().as_secs();
+    for r in &script.waves[1].reqs {
+        world.create_request(r).await;
+    }
+    assert_eq!(wall().as_secs(), second, "both requests in one second");
+    assert!(
+        world
+            .wave_done(&script.waves[1], Duration::from_secs(60))
+            .await
+    );
+    let state = settle(&world).await;
+    let mut told = String::new();
+    for name in ["rs", "em"] {
+        let r = world.api::<RollbackRequest>().get(name).await.unwrap();
+        let s = r.status.unwrap_or_default();
+        told += &format!("{name}: {:?}, {:?}\n", s.phase, s.message);
+        for t in s.timeline {
+            told += &format!("  {} {} {}\n", t.time.0, t.step, t.message);
+        }
+    }
+    let flags = &state["flags"];
+    assert_eq!(
+        (flags["a"].as_str(), flags["b"].as_str()),
+        (Some("false"), Some("false")),
+        "a restore (rs) and then an emergency rollback (em) in the same second left the \
+         flags on:\n{told}guard: {}",
+        state["guards"]["g0"]
+    );
+    world.kill_operator();
 }

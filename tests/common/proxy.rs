@@ -17,14 +17,16 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How watch frames are held back: each watch stream draws a delay range from the seed;
-/// `late_percent` of the streams lag (each frame 0..`max` late, never overtaking the one
-/// before it), the others are prompt.
+/// How watch frames are held back: `late_percent` of the watch streams (drawn from the
+/// seed; only those whose path ends with `only`, when set) lag, each frame `min..=max` late
+/// and never overtaking the one before it; the others are prompt.
 #[derive(Clone, Debug)]
 pub struct Lag {
     pub seed: u64,
+    pub min: Duration,
     pub max: Duration,
     pub late_percent: u64,
+    pub only: Option<&'static str>,
 }
 
 /// What the proxy saw and did.
@@ -126,6 +128,7 @@ impl Drop for Proxy {
 
 async fn forward(State(proxy): State<Arc<Shared>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    let parts_path = parts.uri.path().to_string();
     let watch = parts
         .uri
         .query()
@@ -166,12 +169,14 @@ async fn forward(State(proxy): State<Arc<Shared>>, request: Request) -> Response
     // This stream's lag: prompt, or each frame up to `max` late (in order).
     let stream_no = proxy.streams.fetch_add(1, Ordering::SeqCst);
     let lag = proxy.lag.lock().unwrap().clone();
-    let max_ms = lag.as_ref().map_or(0, |lag| {
+    let path = parts_path.clone();
+    let (min_ms, max_ms) = lag.as_ref().map_or((0, 0), |lag| {
         let r = mix(lag.seed ^ mix(stream_no));
-        if r % 100 < lag.late_percent {
-            lag.max.as_millis() as u64
+        let chosen = lag.only.is_none_or(|only| path.ends_with(only));
+        if chosen && r % 100 < lag.late_percent {
+            (lag.min.as_millis() as u64, lag.max.as_millis() as u64)
         } else {
-            0
+            (0, 0)
         }
     });
     let seed = lag.as_ref().map_or(0, |l| l.seed) ^ mix(stream_no.wrapping_add(7));
@@ -188,7 +193,7 @@ async fn forward(State(proxy): State<Arc<Shared>>, request: Request) -> Response
             let late = if max_ms == 0 {
                 0
             } else {
-                mix(seed ^ n) % (max_ms + 1)
+                min_ms + mix(seed ^ n) % (max_ms - min_ms + 1)
             };
             due = due.max(Instant::now() + Duration::from_millis(late));
             let held = due > Instant::now();
