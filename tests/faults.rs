@@ -113,7 +113,13 @@ fn run_seeds(kind: &str, sample: usize, cycle: u64) -> Vec<u64> {
 }
 
 /// Runs whose end state once differed from the uninterrupted run (kind, seed, what
-/// differed): `make test` replays each of them beside its sample.
+/// differed): `make test` replays each of them beside its sample. Only kinds whose seed
+/// fixes where the fault strikes (the API-server step) are listed: a SIGKILL or stale-watch
+/// seed replays the same delays, not the same interleaving, and the full runs found these
+/// there (the README's tally): a hook recorded Calling and never called after a SIGKILL
+/// (kill 668857494, 796018300), the guard's lastRollback lost (kill 728683016, 258127488,
+/// 458305993; stale 28552212), the guard RolledBack with the flags on after an emergency
+/// raced a restore (kill 688791130; stale 627687866).
 const REGRESSIONS: &[(&str, u64, &str)] = &[
     (
         "apiserver",
@@ -1198,7 +1204,17 @@ impl Tally {
         got: &Value,
         report: RunReport,
     ) {
-        if report.injected == 0 {
+        let mut lines = Vec::new();
+        diff("", want, got, &mut lines);
+        // A wave that outlived its deadline is a difference even if it ended the same.
+        lines.extend(
+            report
+                .notes
+                .iter()
+                .filter(|n| n.contains("did not finish"))
+                .cloned(),
+        );
+        if report.injected == 0 && lines.is_empty() {
             // Nothing struck (e.g. the step never came): not a run of this fault kind.
             let line = format!(
                 "[faults] {} seed {seed} script {} fault {fault}: no fault struck [{}] {} (not counted)",
@@ -1215,8 +1231,6 @@ impl Tally {
         self.requests += script.waves.iter().map(|w| w.reqs.len()).sum::<usize>();
         self.injected += report.injected;
         self.repeats += report.repeats;
-        let mut lines = Vec::new();
-        diff("", want, got, &mut lines);
         // A repeated call with the same id is an at-least-once repeat (the receiver drops it),
         // tolerated only where the process died or the API server lost an outcome.
         if report.repeats > 0 && !matches!(self.kind, "kill" | "apiserver") {
@@ -1226,11 +1240,12 @@ impl Tally {
             ));
         }
         let line = format!(
-            "[faults] {} seed {seed} script {} fault {fault}: {} injected [{}] {}{}",
+            "[faults] {} seed {seed} script {} fault {fault}: {} injected [{}] waves took {:?}; {}{}",
             self.kind,
             script.name,
             report.injected,
             report.landed.join("; "),
+            report.waves,
             report.notes.join("; "),
             if lines.is_empty() {
                 " -> same end state".to_string()
@@ -1435,7 +1450,7 @@ async fn api_server_killed_paused_or_compacted_leaves_the_same_end_state() {
     let Some(shared) = common::cluster("faults apiserver").await else {
         return;
     };
-    let apiserver_seeds = run_seeds("apiserver", 2, 12);
+    let apiserver_seeds = run_seeds("apiserver", 1, 12);
     let compaction_seeds = run_seeds("compaction", 1, 6);
     if apiserver_seeds.is_empty() && compaction_seeds.is_empty() {
         return;
