@@ -11,7 +11,8 @@
 //!   frames for up to 3 s, each watch stream with its own lag, so events of one kind
 //!   overtake another (tests/common/proxy.rs; Sieve's stale-state technique);
 //! - `kill`: SIGKILL of the operator at random moments (not only the named fault points),
-//!   one to three times per wave of requests, and a new process after 0–0.7 s;
+//!   drawn within how long the wave took uninterrupted, one to four times per wave of
+//!   requests, and a new process after 0–0.7 s;
 //! - `apiserver`: a private etcd + kube-apiserver (tests/common/plane.rs) killed and
 //!   restarted, or paused with SIGSTOP for 5–20 s, at each step of a rollback and a restore;
 //! - `compaction`: the private etcd compacted while the operator watches, and its watches
@@ -19,12 +20,13 @@
 //! - `concurrency`: two guards over one flagd document, a GitOps writer applying other keys
 //!   20 times a second, two SREs' requests in the same second (with and without faults).
 //!
-//! Sizes and seeds: `ROLLGUARD_FAULT_RUNS` (runs per fault kind; `make test` runs a small
-//! sample, `make faults` the full suite), `ROLLGUARD_FAULT_SEED` (the base seed; printed),
+//! Sizes and seeds: `ROLLGUARD_FAULT_RUNS_<KIND>` or `ROLLGUARD_FAULT_RUNS` (runs per fault
+//! kind; `make test` runs a small sample plus [`REGRESSIONS`], `make faults` the full suite), `ROLLGUARD_FAULT_SEED` (the base seed; printed),
 //! `ROLLGUARD_FAULT_REPLAY=<run seed>` (each fault kind runs that one seed: a failing run
 //! prints its seed), `ROLLGUARD_FAULT_KINDS` (comma-separated subset to run). A tally
 //! (runs, faults injected, runs whose end state differed) is printed and appended to
-//! target/test-logs/faults-tally.txt.
+//! target/test-logs/faults-tally.txt. A run where no fault struck is reported and not
+//! counted, unless it differed (a wave that outlives its 120 s deadline always does).
 
 mod common;
 
