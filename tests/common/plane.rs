@@ -237,7 +237,12 @@ impl Drop for Plane {
         self.kill_apiserver();
         let _ = self.etcd.kill();
         let _ = self.etcd.wait();
-        if !std::thread::panicking() {
+        if std::thread::panicking() {
+            // Keep the logs for the failure; drop the data.
+            let _ = std::fs::remove_dir_all(self.dir.join("etcd"));
+            let _ = std::fs::remove_dir_all(self.dir.join("apiserver"));
+            eprintln!("private control plane logs: {}", self.dir.display());
+        } else {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
