@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 CLUSTER_ENV := target/cluster/env
 
-.PHONY: help build test unit integration lint crds deploy readme-reference cluster-up cluster-down tools demo demo-down bench clean
+.PHONY: help build test faults unit integration lint crds deploy readme-reference cluster-up cluster-down tools demo demo-down bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -42,6 +42,19 @@ unit: ## Unit tests only (no cluster)
 # Tests build the operator with test-only fault points (crash-resume tests); release builds never have them.
 test: lint cluster-up ## Lint, then unit and integration tests against the local control plane
 	source $(CLUSTER_ENV) && $(CARGO) test --locked --lib --bins --tests --features fault-injection
+
+# make test runs a fixed sample of tests/faults.rs; this runs the full suite, a fresh base seed
+# each time unless ROLLGUARD_FAULT_SEED is given (each run prints its seed for
+# ROLLGUARD_FAULT_REPLAY). Sizes per fault kind: ROLLGUARD_FAULT_RUNS_<KIND>.
+faults: cluster-up ## The full fault suite (stale watches, SIGKILL, API server outages, compaction, concurrency) with its tally
+	source $(CLUSTER_ENV) && \
+	ROLLGUARD_FAULT_SEED=$${ROLLGUARD_FAULT_SEED:-$$(date +%s)} \
+	ROLLGUARD_FAULT_RUNS_KILL=$${ROLLGUARD_FAULT_RUNS_KILL:-60} \
+	ROLLGUARD_FAULT_RUNS_STALE=$${ROLLGUARD_FAULT_RUNS_STALE:-24} \
+	ROLLGUARD_FAULT_RUNS_APISERVER=$${ROLLGUARD_FAULT_RUNS_APISERVER:-12} \
+	ROLLGUARD_FAULT_RUNS_COMPACTION=$${ROLLGUARD_FAULT_RUNS_COMPACTION:-6} \
+	ROLLGUARD_FAULT_RUNS_CONCURRENCY=$${ROLLGUARD_FAULT_RUNS_CONCURRENCY:-6} \
+	$(CARGO) test --locked --features fault-injection --test faults -- --nocapture
 
 bench: cluster-up ## Benchmarks against the local control plane (figures go to BENCHMARKS.md)
 	source $(CLUSTER_ENV) && $(CARGO) bench --locked --bench rollback_latency

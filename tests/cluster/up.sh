@@ -8,6 +8,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 # shellcheck source=versions.sh
 source "$here/versions.sh"
+# shellcheck source=control-plane.sh
+source "$here/control-plane.sh"
 
 state=${CLUSTER_STATE:-$repo/target/cluster}
 etcd_port=${ETCD_PORT:-23790}
@@ -102,11 +104,8 @@ start() { # name command...
 	echo $! >"$state/$name.pid"
 }
 
-start etcd "$TOOLS_BIN/etcd" --name rollguard-test --data-dir "$tmp/etcd" \
-	--listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
-	--listen-peer-urls "http://127.0.0.1:$etcd_peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer_port" \
-	--initial-cluster "rollguard-test=http://127.0.0.1:$etcd_peer_port" \
-	--unsafe-no-fsync --listen-metrics-urls "" --log-level warn
+etcd_cmd "$tmp/etcd" "$etcd_port" "$etcd_peer_port"
+start etcd "${CMD[@]}"
 
 wait_for() { # what seconds command...
 	local what=$1 secs=$2
@@ -128,20 +127,8 @@ wait_for() { # what seconds command...
 }
 wait_for etcd 30 curl -sf "http://127.0.0.1:$etcd_port/health" || die "etcd did not start"
 
-start kube-apiserver "$TOOLS_BIN/kube-apiserver" \
-	--etcd-servers "http://127.0.0.1:$etcd_port" \
-	--bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
-	--cert-dir "$tmp/apiserver" \
-	--tls-cert-file "$pki/serving.crt" --tls-private-key-file "$pki/serving.key" \
-	--client-ca-file "$pki/ca.crt" \
-	--authorization-mode RBAC \
-	--service-account-issuer "https://127.0.0.1:$api_port" \
-	--service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
-	--service-cluster-ip-range 10.0.0.0/24 \
-	--disable-admission-plugins ServiceAccount \
-	--allow-privileged=true \
-	--endpoint-reconciler-type none \
-	--profiling=false
+apiserver_cmd "$etcd_port" "$api_port" "$tmp/apiserver" "$pki"
+start kube-apiserver "${CMD[@]}"
 wait_for kube-apiserver 120 curl -sf --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" \
 	"https://127.0.0.1:$api_port/readyz" || die "kube-apiserver did not become ready"
 

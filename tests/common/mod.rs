@@ -5,6 +5,8 @@
 //! failure instead, so CI can never pass by skipping.
 #![allow(dead_code)]
 
+pub mod plane;
+pub mod proxy;
 pub mod receivers;
 pub mod tenancy;
 
