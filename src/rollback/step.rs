@@ -123,13 +123,16 @@ pub fn slot(
             .map_or(Slot::Free, |by| Slot::Behind(by.to_string()));
     }
     let in_flight = |r: &&Queued| !r.finished;
-    if let Some(other) = active
-        && let Some(holder) = queue.iter().filter(in_flight).find(|r| r.name == other)
-    {
-        return if me.emergency && !holder.emergency {
-            Slot::Takeover(other.to_string())
-        } else {
-            Slot::Behind(other.to_string())
+    // The guard names a holder: it is the holder until it frees the slot — also when it has
+    // finished (its release, which records the guard's last rollback, comes next) or is not
+    // in the cache (the guard frees the slot of a deleted request).
+    if let Some(other) = active {
+        let holder = queue.iter().find(|r| r.name == other);
+        return match holder {
+            Some(h) if !h.finished && me.emergency && !h.emergency => {
+                Slot::Takeover(other.to_string())
+            }
+            _ => Slot::Behind(other.to_string()),
         };
     }
     let key = |r: &Queued| (r.created, r.name.clone());

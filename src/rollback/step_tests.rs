@@ -392,6 +392,29 @@ fn the_slot_goes_in_creation_order_and_an_emergency_overtakes_all_but_emergencie
         slot(&emergency, false, Some("0-emergency"), None, &with_earlier),
         Slot::Behind("0-emergency".into())
     );
+    // A holder that has finished but not yet freed the slot is still the holder: its
+    // release records the guard's last rollback (the fault suite's compaction run).
+    let finished_holder = queued("a-first", 10, false, true);
+    assert_eq!(
+        slot(
+            &second,
+            false,
+            Some("a-first"),
+            None,
+            &[finished_holder.clone(), second.clone()]
+        ),
+        Slot::Behind("a-first".into())
+    );
+    assert_eq!(
+        slot(
+            &emergency,
+            false,
+            Some("a-first"),
+            None,
+            &[finished_holder, emergency.clone()]
+        ),
+        Slot::Behind("a-first".into())
+    );
     // Same second: names break the tie.
     let twin = queued("a-twin", 10, false, false);
     assert_eq!(
