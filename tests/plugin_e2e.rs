@@ -237,10 +237,12 @@ async fn status_and_report_of_real_requests_match_their_golden_files() {
     assert_eq!(code, 0, "stdout:\n{ok_out}\nstderr:\n{err}");
     let succeeded = created_name(&ok_out);
     // The dashboard once both guards are evaluated and g's slot is released with its
-    // rollback recorded; `broken` never had a request, so it stays Invalid.
+    // rollback recorded and judged (phase RolledBack, decided by the guard's evaluation that
+    // the release wakes); `broken` never had a request, so it stays Invalid.
     let g = settled("g", |s| {
         s.active_rollback.is_none()
             && s.last_rollback.is_some()
+            && s.phase == Some(GuardPhase::RolledBack)
             && s.conditions
                 .iter()
                 .any(|c| c.type_ == "PrometheusReachable")
