@@ -263,405 +263,34 @@ pub fn assess(ctx: &Context<'_>, outcomes: &[Outcome]) -> Assessment {
 }
 
 fn decide(ctx: &Context<'_>, outcomes: &[Outcome]) -> Assessment {
-    let spec = ctx.spec;
-    let prev = ctx.previous;
-    let now = ctx.now;
-    let mut status = RolloutGuardStatus {
-        observed_generation: ctx.generation,
-        last_evaluation_time: Some(Time(now)),
-        conditions: prev.conditions.clone(),
-        active_rollback: prev.active_rollback.clone(),
-        last_rollback: prev.last_rollback.clone(),
-        last_restore: prev.last_restore.clone(),
-        ..Default::default()
-    };
-    let mut notices = Vec::new();
-    let set = |status: &mut RolloutGuardStatus,
-               type_: &str,
-               value: &str,
-               reason: &str,
-               message: String| {
-        conditions::set(
-            &mut status.conditions,
-            type_,
-            value,
-            reason,
-            message,
-            ctx.generation,
-            Time(now),
-        );
-    };
-    let was = |type_: &str| conditions::status_of(&prev.conditions, type_);
-
-    match ctx.late {
-        Some(late) => {
-            let message = format!(
-                "this evaluation waited {}s, longer than its interval ({}), for one of the operator's evaluation slots (--guard-concurrency, --guard-concurrency-per-source)",
-                late.as_secs(),
-                spec.interval
-            );
-            if was(condition::ON_SCHEDULE) != Some(FALSE) {
-                notices.push(Notice::EvaluationLate {
-                    message: message.clone(),
-                });
-            }
-            set(
-                &mut status,
-                condition::ON_SCHEDULE,
-                FALSE,
-                "EvaluationLate",
-                message,
-            );
-        }
-        None if was(condition::ON_SCHEDULE).is_some() => set(
-            &mut status,
-            condition::ON_SCHEDULE,
-            TRUE,
-            "OnTime",
-            "evaluations start within their interval".into(),
-        ),
-        None => {}
-    }
-
-    match verification_gap(spec) {
-        Some((trigger, after)) => {
-            let message = format!(
-                "spec.health.timeout ({}) ends before verification can judge trigger {trigger:?}: its ranges hold only samples taken after the flags changed {}s after the change (two intervals, or the range if shorter); every rollback would fail verification — raise spec.health.timeout or shorten spec.interval",
-                spec.health.timeout,
-                after.as_secs()
-            );
-            if was(condition::VERIFICATION_IN_TIME) != Some(FALSE) {
-                notices.push(Notice::HealthTimeoutTooShort {
-                    message: message.clone(),
-                });
-            }
-            set(
-                &mut status,
-                condition::VERIFICATION_IN_TIME,
-                FALSE,
-                "HealthTimeoutTooShort",
-                message,
-            );
-        }
-        None if was(condition::VERIFICATION_IN_TIME).is_some() => set(
-            &mut status,
-            condition::VERIFICATION_IN_TIME,
-            TRUE,
-            "Fits",
-            "verification can judge every rollback trigger within spec.health.timeout".into(),
-        ),
-        None => {}
-    }
-
+    let mut judge = judge::Judge::new(ctx);
+    judge.schedule();
+    judge.verification_fit();
     if let Some(problem) = &ctx.invalid {
-        status.phase = Some(GuardPhase::Invalid);
-        status.triggers = prev.triggers.clone();
-        if prev.phase != Some(GuardPhase::Invalid)
-            || conditions::get(&prev.conditions, condition::READY).map(|c| &c.message)
-                != Some(problem)
-        {
-            notices.push(Notice::InvalidSpec {
-                message: problem.clone(),
-            });
-        }
-        set(
-            &mut status,
-            condition::READY,
-            FALSE,
-            "InvalidSpec",
-            problem.clone(),
-        );
-        return Assessment {
-            status,
-            notices,
-            rollback: None,
-        };
+        judge.invalid(problem);
+        return judge.done(None);
     }
-    let rolling_back = status.active_rollback.is_some() && !ctx.active_dry_run;
-    if spec.suspend {
-        status.phase = Some(if rolling_back {
-            GuardPhase::RollingBack
-        } else {
-            GuardPhase::Suspended
-        });
-        status.triggers = prev.triggers.clone();
-        set(
-            &mut status,
-            condition::READY,
-            TRUE,
-            "Suspended",
-            "spec.suspend is true: triggers are not evaluated".into(),
-        );
-        return Assessment {
-            status,
-            notices,
-            rollback: None,
-        };
+    let rolling_back = judge.status.active_rollback.is_some() && !ctx.active_dry_run;
+    if ctx.spec.suspend {
+        judge.suspended(rolling_back);
+        return judge.done(None);
     }
-
-    // Triggers.
-    let mut errors = Vec::new();
-    let mut fired: Option<(String, Option<f64>)> = None;
-    let mut statuses = Vec::new();
-    for (trigger, outcome) in spec.triggers.iter().zip(outcomes) {
-        let before = prev.triggers.iter().find(|t| t.name == trigger.name);
-        let after = advance(trigger, before, outcome, now);
-        if let Err(e) = outcome {
-            errors.push(format!("trigger {:?}: {e}", trigger.name));
-        }
-        if after.breaching && outcome.is_ok() && !before.is_some_and(|b| b.breaching) {
-            notices.push(Notice::TriggerBreaching {
-                trigger: trigger.name.clone(),
-                message: describe(trigger, &after, "breaching"),
-            });
-        }
-        let was_firing = before.is_some_and(|b| {
-            prev.last_evaluation_time
-                .as_ref()
-                .is_some_and(|t| firing(trigger, b, t.0))
-        });
-        let firing_now = firing(trigger, &after, now);
-        if firing_now && !was_firing {
-            notices.push(Notice::TriggerFiring {
-                trigger: trigger.name.clone(),
-                message: describe(trigger, &after, "firing"),
-            });
-        }
-        // The state, not the moment: a trigger still firing when a cooldown ends, a request
-        // in flight finishes or a restore re-enables the flags rolls them back then.
-        if firing_now && trigger.action == TriggerAction::Rollback && fired.is_none() {
-            fired = Some((trigger.name.clone(), after.value));
-        }
-        statuses.push(after);
-    }
-    status.triggers = statuses;
-
-    let breaching: Vec<String> = status
-        .triggers
-        .iter()
-        .filter(|t| t.breaching)
-        .map(|t| t.name.clone())
-        .collect();
-    let reachable = errors.is_empty();
-    if reachable {
-        set(
-            &mut status,
-            condition::PROMETHEUS_REACHABLE,
-            TRUE,
-            "QueriesSucceeded",
-            "every trigger query answered".into(),
-        );
-    } else {
-        let message = errors.join("; ");
-        if was(condition::PROMETHEUS_REACHABLE) != Some(FALSE) {
-            notices.push(Notice::PrometheusUnreachable {
-                message: message.clone(),
-            });
-        }
-        set(
-            &mut status,
-            condition::PROMETHEUS_REACHABLE,
-            FALSE,
-            "QueryFailed",
-            format!("{message}; last good values kept, no rollback on errors"),
-        );
-    }
-    if breaching.is_empty() {
-        set(
-            &mut status,
-            condition::TRIGGERS_BREACHING,
-            FALSE,
-            "NoBreach",
-            "no trigger is breaching".into(),
-        );
-        status.quiet_since = prev
-            .quiet_since
-            .clone()
-            .filter(|_| prev.triggers.iter().all(|t| !t.breaching))
-            .or(Some(Time(now)));
-    } else {
-        set(
-            &mut status,
-            condition::TRIGGERS_BREACHING,
-            TRUE,
-            "Breaching",
-            format!("breaching: {}", breaching.join(", ")),
-        );
-        status.quiet_since = None;
-    }
-    match (reachable, breaching.is_empty()) {
-        (_, false) => set(
-            &mut status,
-            condition::HEALTHY,
-            FALSE,
-            "TriggersBreaching",
-            format!("breaching: {}", breaching.join(", ")),
-        ),
-        (true, true) => set(
-            &mut status,
-            condition::HEALTHY,
-            TRUE,
-            "NoBreach",
-            "every trigger is within its threshold".into(),
-        ),
-        (false, true) => set(
-            &mut status,
-            condition::HEALTHY,
-            UNKNOWN,
-            "PrometheusUnreachable",
-            "some triggers could not be evaluated".into(),
-        ),
-    }
-
-    // Rollback state.
-    let is_rolled_back = rolled_back(&status);
-    if is_rolled_back {
-        let rollback = status
-            .last_rollback
-            .clone()
-            .expect("rolled back has a last rollback");
-        if rollback.outcome.as_deref() == Some("Succeeded") {
-            set(
-                &mut status,
-                condition::ROLLED_BACK,
-                TRUE,
-                "RollbackSucceeded",
-                format!("rolled back by {}", rollback.name),
-            );
-        } else {
-            set(
-                &mut status,
-                condition::ROLLED_BACK,
-                TRUE,
-                "VerificationFailed",
-                format!(
-                    "the guarded flags were turned off by {}, but its health verification failed: the cause may be elsewhere",
-                    rollback.name
-                ),
-            );
-        }
-        let window = spec.health.stability_window.to_std().unwrap_or_default();
-        let quiet_from = [status.quiet_since.as_ref(), rollback.time.as_ref()]
-            .into_iter()
-            .flatten()
-            .map(|t| t.0)
-            .max();
-        let stable = reachable
-            && breaching.is_empty()
-            && quiet_from.is_some_and(|t| now.duration_since(t).unsigned_abs() >= window);
-        if stable {
-            set(
-                &mut status,
-                condition::STABLE,
-                TRUE,
-                "Quiet",
-                format!(
-                    "no trigger has breached for spec.health.stabilityWindow ({})",
-                    spec.health.stability_window
-                ),
-            );
-        } else {
-            set(
-                &mut status,
-                condition::STABLE,
-                FALSE,
-                "Settling",
-                format!(
-                    "waiting for triggers to stay quiet for {}",
-                    spec.health.stability_window
-                ),
-            );
-        }
-        match ctx.drift.as_ref() {
-            Some(drift) if !drift.flags.is_empty() => {
-                let who = drift
-                    .manager
-                    .as_deref()
-                    .unwrap_or("an unknown field manager");
-                let message = format!(
-                    "flag(s) {} turned back on by {who} since rollback {}; rollguard did not do it (use a restore)",
-                    drift.flags.join(", "),
-                    rollback.name
-                );
-                if was(condition::FLAGS_DRIFTED) != Some(TRUE) {
-                    notices.push(Notice::FlagsDrifted {
-                        message: message.clone(),
-                    });
-                }
-                set(
-                    &mut status,
-                    condition::FLAGS_DRIFTED,
-                    TRUE,
-                    "FlagsDrifted",
-                    message,
-                );
-            }
-            Some(_) => set(
-                &mut status,
-                condition::FLAGS_DRIFTED,
-                FALSE,
-                "NoDrift",
-                "the guarded flags are as the rollback left them".into(),
-            ),
-            // Not judged this time (a request of the guard in flight, the flags being
-            // written by a restore, or unreadable): what was said stands.
-            None => {}
-        }
-    } else {
-        set(
-            &mut status,
-            condition::ROLLED_BACK,
-            FALSE,
-            "NotRolledBack",
-            "the guarded flags are as the rollout left them".into(),
-        );
-        status
-            .conditions
-            .retain(|c| c.type_ != condition::STABLE && c.type_ != condition::FLAGS_DRIFTED);
-    }
-
-    status.phase = Some(if rolling_back {
-        GuardPhase::RollingBack
-    } else if is_rolled_back {
-        GuardPhase::RolledBack
-    } else if !reachable {
-        GuardPhase::Degraded
-    } else if !breaching.is_empty() {
-        GuardPhase::Breaching
-    } else {
-        GuardPhase::Monitoring
-    });
-    let (ready, reason, message) = if reachable {
-        (
-            TRUE,
-            "Evaluating",
-            format!(
-                "{} trigger(s) evaluated every {}",
-                spec.triggers.len(),
-                spec.interval
-            ),
-        )
-    } else {
-        (
-            FALSE,
-            "PrometheusUnreachable",
-            "trigger queries are failing; see PrometheusReachable".to_string(),
-        )
-    };
-    set(&mut status, condition::READY, ready, reason, message);
-
+    let judge::Triggers {
+        reachable,
+        breaching,
+        fired,
+    } = judge.triggers(outcomes);
+    let is_rolled_back = judge.rollback_state(reachable, &breaching);
+    judge.phase_and_ready(rolling_back, is_rolled_back, reachable, &breaching);
+    let spec = ctx.spec;
     let rollback = fired.filter(|_| {
         spec.rollback.mode == RollbackMode::Automatic
-            && status.active_rollback.is_none()
+            && judge.status.active_rollback.is_none()
             && ctx.request_in_flight.is_none()
             && !is_rolled_back
-            && !cooling_down(spec, &status, now)
+            && !cooling_down(spec, &judge.status, ctx.now)
     });
-    Assessment {
-        status,
-        notices,
-        rollback: rollback.map(|(trigger, value)| AutoRollback { trigger, value }),
-    }
+    judge.done(rollback.map(|(trigger, value)| AutoRollback { trigger, value }))
 }
 
 fn describe(trigger: &Trigger, status: &TriggerStatus, what: &str) -> String {
@@ -689,6 +318,8 @@ fn describe(trigger: &Trigger, status: &TriggerStatus, what: &str) -> String {
         trigger.name, trigger.for_
     )
 }
+
+mod judge;
 
 #[cfg(test)]
 #[path = "assess_tests.rs"]
