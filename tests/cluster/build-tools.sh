@@ -139,7 +139,7 @@ build_prometheus() {
 	# Not part of TOOLS_VERSION_TAG: rebuild when a cached binary reports another version.
 	[[ -x $out && -x $tool ]] && [[ $("$out" --version 2>/dev/null | head -n1) == "$want"* ]] &&
 		[[ $("$tool" --version 2>/dev/null | head -n1) == "promtool, version $PROMETHEUS_VERSION "* ]] && return 0
-	log "building prometheus and promtool $PROMETHEUS_VERSION ($PROMETHEUS_GO_MODULE_VERSION; first time on this machine: ~5 min)"
+	log "building prometheus and promtool $PROMETHEUS_VERSION ($PROMETHEUS_GO_MODULE_VERSION; first time on this machine: ~3 min)"
 	local gobin pkg=github.com/prometheus/common/version
 	gobin=$(mktemp -d "$TOOLS_SRC/prometheus.XXXXXX")
 	GOBIN="$gobin" go install -trimpath -tags remove_all_sd -ldflags "-s -w \
