@@ -77,7 +77,7 @@ flags_of() {
 # --- 1. the stage -----------------------------------------------------------------------------
 chapter "1. Setting the stage"
 say "A local control plane (etcd + kube-apiserver, no nodes) and Prometheus, on loopback."
-note "First run on a machine: builds the tools once (~13 min); afterwards seconds."
+note "First run on a machine: builds the tools once (~16 min); afterwards seconds."
 run make --no-print-directory cluster-up
 # CLUSTER_STATE (and the port variables) pick another control plane, as for tests/cluster/up.sh.
 cluster_env=${CLUSTER_STATE:-target/cluster}/env
