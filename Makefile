@@ -1,9 +1,9 @@
 # rollguard — the commands a developer and CI need. `make help` lists them.
 SHELL := /bin/bash
 CARGO ?= cargo
-CLUSTER_ENV := target/cluster/env
+CLUSTER_ENV := $(or $(CLUSTER_STATE),target/cluster)/env
 
-.PHONY: help build test faults unit integration lint crds deploy readme-reference cluster-up cluster-down tools demo demo-down bench clean
+.PHONY: help build test faults unit integration lint crds deploy readme-reference prerequisites cluster-up cluster-down tools demo demo-down bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -24,13 +24,16 @@ deploy: ## Re-render deploy/rollguard.yaml from charts/rollguard (default values
 	tests/cluster/build-tools.sh helm
 	deploy/render.sh > deploy/rollguard.yaml.tmp && mv deploy/rollguard.yaml.tmp deploy/rollguard.yaml
 
+prerequisites: ## Install what this machine lacks: Debian packages (as root) and rustup's clippy and rustfmt
+	tests/cluster/prerequisites.sh
+
 tools: ## Build the local control plane's tools, helm and the python-tools venv once per machine (~/.cache/rollguard)
 	tests/cluster/build-tools.sh all
 
 readme-reference: ## Regenerate README.md's CRD field reference from the schema
 	$(CARGO) run --locked --quiet --bin rollguard -- crd --reference --splice README.md
 
-cluster-up: ## Start etcd, kube-apiserver and Prometheus on loopback; writes target/cluster/env
+cluster-up: ## Start etcd, kube-apiserver and Prometheus 3 on loopback (installs and builds what is missing); writes target/cluster/env
 	tests/cluster/up.sh
 
 cluster-down: ## Stop exactly what cluster-up started and remove its state
@@ -40,7 +43,7 @@ unit: ## Unit tests only (no cluster)
 	$(CARGO) test --locked --lib --bins
 
 # Tests build the operator with test-only fault points (crash-resume tests); release builds never have them.
-test: lint cluster-up ## Lint, then unit and integration tests against the local control plane
+test: prerequisites lint cluster-up ## Install what is missing, lint, then unit and integration tests against the local control plane
 	source $(CLUSTER_ENV) && $(CARGO) test --locked --lib --bins --tests --features fault-injection
 
 # make test runs a fixed sample of tests/faults.rs; this runs the full suite, a fresh base seed

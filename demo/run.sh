@@ -77,10 +77,12 @@ flags_of() {
 # --- 1. the stage -----------------------------------------------------------------------------
 chapter "1. Setting the stage"
 say "A local control plane (etcd + kube-apiserver, no nodes) and Prometheus, on loopback."
-note "First run on a machine: builds the tools once (~13 min); afterwards seconds."
+note "First run on a machine: builds the tools once (~16 min); afterwards seconds."
 run make --no-print-directory cluster-up
+# CLUSTER_STATE (and the port variables) pick another control plane, as for tests/cluster/up.sh.
+cluster_env=${CLUSTER_STATE:-target/cluster}/env
 # shellcheck source=/dev/null
-source target/cluster/env
+source "$cluster_env"
 export PATH=$repo/target/debug:$PATH # kubectl finds the plugin `kubectl-rollguard` here
 
 say "Building the operator, the kubectl plugin and the simulated shop."
@@ -331,7 +333,7 @@ run kubectl rollguard status -n "$NS"
 chapter "The end — ${OK}the story took $((SECONDS - started_at))s${R}"
 say "Everything is still running, so explore:"
 explore() { if [[ -n ${2:-} ]]; then printf '  %-62s # %s\n' "$1" "$2"; else printf '  %s\n' "$1"; fi; }
-explore "source target/cluster/env; export PATH=\$PWD/target/debug:\$PATH"
+explore "source $cluster_env; export PATH=\$PWD/target/debug:\$PATH"
 explore "kubectl get rolloutguards,rollbackrequests -n $NS"
 explore "kubectl rollguard status -n $NS -o wide"
 explore "kubectl rollguard rollback $GUARD -n $NS --reason 'try it' --immediate --watch"

@@ -1021,3 +1021,69 @@ async fn a_windowed_trigger_verifies_once_the_errors_stop_after_the_flags_change
         "the 5m rate must still be high after the rollback for this test to mean anything"
     );
 }
+
+/// Prometheus 3 names: a metric and a label whose names are outside the legacy charset, scraped
+/// as such and quoted in PromQL (`{"shop.errors_total", "service.name"="checkout"}`). The
+/// trigger reads them, and verification sends its shortened copy of the query — rendered back
+/// to text by rollguard — which Prometheus must accept with the names still quoted.
+#[tokio::test]
+async fn a_trigger_on_utf8_metric_and_label_names_breaches_and_verifies() {
+    let Some(env) = setup("utf8_names").await else {
+        return;
+    };
+    let id = format!("u{}", unique_suffix());
+    // An error counter rising by 500 a second while flag `a` is on.
+    let total = Arc::new(Mutex::new(0.0_f64));
+    let (counter, config_maps) = (total.clone(), env.config_maps());
+    tokio::spawn(async move {
+        loop {
+            let on = config_maps
+                .get("ff")
+                .await
+                .ok()
+                .and_then(|cm| cm.data)
+                .is_some_and(|d| d.get("a").map(String::as_str) == Some("true"));
+            if on {
+                *counter.lock().unwrap() += 100.0;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let served = total.clone();
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let v = *served.lock().unwrap();
+            async move { format!("{{\"shop.errors_total\",\"service.name\"=\"checkout\"}} {v}\n") }
+        }),
+    );
+    let addr = common::serve(app).await;
+    let targets = serde_json::json!([{"targets": [addr.to_string()], "labels": {"test": id}}]);
+    std::fs::write(
+        env.cluster.prom_sd_dir.join(format!("{id}.json")),
+        targets.to_string(),
+    )
+    .unwrap();
+
+    let query = format!(
+        r#"sum by ("service.name") (rate({{"shop.errors_total", "service.name"="checkout", test="{id}"}}[5m]))"#
+    );
+    env.guard(
+        "g",
+        &format!(
+            "  triggers: [{{name: errors, query: \"{}\", above: 1, for: 1h}}]\n  health: {{timeout: 20s}}",
+            query.replace('"', "\\\"")
+        ),
+    );
+    env.guard_until("g", "the trigger breaching on the UTF-8 series", |g| {
+        trigger_breaching(g, "errors") == Some(true)
+    })
+    .await;
+    env.cluster.apply(&format!(
+        "apiVersion: rollguard.dev/v1alpha1\nkind: RollbackRequest\nmetadata: {{name: rb, namespace: {}}}\nspec: {{guardRef: {{name: g}}, requestedBy: ops, reason: errors, mode: immediate}}\n",
+        env.ns
+    ));
+    let done = common::finished(&env.requests(), "rb").await;
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Some(RequestPhase::Succeeded), "{status:#?}");
+}

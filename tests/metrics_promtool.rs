@@ -3,9 +3,10 @@
 //! classic text 0.0.4 unless OpenMetrics is asked for. That Prometheus itself scrapes the
 //! OpenMetrics answer is tests/metrics_e2e.rs.
 //!
-//! promtool comes with Debian's `prometheus` package (as `prometheus` does, which the local
-//! control plane runs); `PROMTOOL` overrides the path. Without it the test says why and
-//! returns; under `CI=true` that is a failure.
+//! promtool is Prometheus 3's, built beside the `prometheus` the local control plane runs
+//! (tests/cluster/build-tools.sh prometheus) and on PATH through the cluster's env file;
+//! `PROMTOOL` overrides the path. Without it the test says why and returns; under `CI=true`
+//! that is a failure.
 
 mod common;
 
@@ -25,7 +26,7 @@ pub fn promtool() -> Option<PathBuf> {
     if let Some(path) = found.filter(|p| p.is_file()) {
         return Some(path);
     }
-    let msg = "no promtool: install Debian's `prometheus` package (it ships /usr/bin/promtool) or set PROMTOOL";
+    let msg = "no promtool on PATH: `source target/cluster/env` (make test does; tests/cluster/build-tools.sh prometheus builds it) or set PROMTOOL";
     assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
     eprintln!("SKIPPED: {msg}");
     None

@@ -210,6 +210,28 @@ mod tests {
         );
     }
 
+    /// Prometheus 3 names: metric and label names outside the legacy charset are quoted. The
+    /// shortened query is sent as text, so they must come out quoted again (tests/guard_e2e.rs
+    /// sends such a query to Prometheus 3).
+    #[test]
+    fn utf8_metric_and_label_names_stay_quoted_in_the_shortened_query() {
+        let q = r#"sum by ("service.name") (rate({"shop.errors.total", "service.name"="checkout"}[5m]))"#;
+        let Verification::Query(v) = query(q, 40, 2) else {
+            panic!()
+        };
+        assert!(
+            v.contains(r#""service.name"="checkout""#) && v.contains(r#"by ("service.name")"#),
+            "{v}"
+        );
+        assert!(v.contains("[40s]"), "{v}");
+        assert!(
+            v.contains(r#""shop.errors.total""#) && !v.contains("service.name="),
+            "{v}"
+        );
+        // What it renders parses back to itself (matcher order aside, the same selector).
+        assert_eq!(parser::parse(&v).unwrap().to_string(), v);
+    }
+
     #[test]
     fn a_query_that_does_not_parse_is_an_error() {
         assert!(verification_query("rate(x[5m]", S(60), S(30)).is_err());

