@@ -7,7 +7,7 @@ use crate::notify::courier::{Courier, RetryPolicy};
 use crate::notify::outbox::Outbox;
 use crate::prometheus::{Prometheus, SharedQueries};
 use crate::rollback::reconciler::{self, Context};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -184,8 +184,19 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
     );
     let requests: Api<RollbackRequest> = api(&client, &scope);
     let guards: Api<RolloutGuard> = api(&client, &scope);
-    let controller = Controller::new(requests, watcher::Config::default());
-    let store = controller.store();
+    // The requests' cache, indexed by guard as the watch fills it.
+    let (store, writer) = reflector::store();
+    let indexed = crate::requests::Requests::new(store.clone());
+    let index = indexed.clone();
+    let request_events = watcher(requests, watcher::Config::default())
+        .default_backoff()
+        .map_ok(move |event| {
+            index.apply(&event);
+            event
+        })
+        .reflect(writer)
+        .applied_objects();
+    let controller = Controller::for_stream(request_events, store.clone());
     // Notifications are delivered beside the rollbacks; a finished delivery wakes its
     // request so the outcome is recorded.
     let (outbox, mut delivered) = Outbox::new(
@@ -208,7 +219,7 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
         prometheus: Prometheus::new(egress.clone()),
         egress: egress.clone(),
         default_prometheus_url: args.prometheus_url.clone(),
-        requests: store.clone(),
+        requests: indexed.clone(),
         metrics: metrics.clone(),
         outbox: outbox.clone(),
         guard_changed,
@@ -218,17 +229,16 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
         "rollguard controller starting"
     );
     // A guard's change (e.g. its rollback slot freed) wakes the requests waiting on it.
-    let queue = store.clone();
+    let queue = indexed.clone();
     let request_controller = controller
         .watches(
             guards.clone(),
             watcher::Config::default(),
             move |guard: RolloutGuard| {
-                let (ns, name) = (guard.namespace(), guard.name_any());
+                let ns = guard.namespace().unwrap_or_default();
                 queue
-                    .state()
+                    .of_guard(&ns, &guard.name_any())
                     .into_iter()
-                    .filter(|r| r.namespace() == ns && r.spec.guard_ref.name == name)
                     .filter(|r| {
                         !crate::rollback::step::is_terminal(r.status.as_ref().and_then(|s| s.phase))
                     })
@@ -253,7 +263,7 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
         prometheus: Prometheus::new(egress),
         queries: SharedQueries::with_metrics(metrics.clone()),
         default_prometheus_url: args.prometheus_url.clone(),
-        requests: store.clone(),
+        requests: indexed.clone(),
         metrics: metrics.clone(),
         outbox,
         fairness: shared.fairness.clone(),

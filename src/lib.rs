@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod notify;
 pub mod prometheus;
 pub mod report;
+pub mod requests;
 pub mod rollback;
 pub mod slo;
 pub mod triggers;

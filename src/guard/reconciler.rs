@@ -15,7 +15,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -40,7 +39,7 @@ pub struct Context {
     pub prometheus: Prometheus,
     pub queries: SharedQueries,
     pub default_prometheus_url: Option<String>,
-    pub requests: Store<RollbackRequest>,
+    pub requests: crate::requests::Requests,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Receivers of `triggerFiring` and `drift` are told through it.
     pub outbox: Arc<crate::notify::outbox::Outbox>,
@@ -99,20 +98,14 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
     } else {
         Vec::new()
     };
-    let of_guard = |r: &RollbackRequest| {
-        r.namespace().as_deref() == Some(namespace.as_str()) && r.spec.guard_ref.name == name
-    };
-    let in_flight = ctx
-        .requests
-        .state()
-        .into_iter()
-        .find(|r| of_guard(r) && !is_terminal(r.status.as_ref().and_then(|s| s.phase)))
+    let mine = ctx.requests.of_guard(&namespace, &name);
+    let in_flight = mine
+        .iter()
+        .find(|r| !is_terminal(r.status.as_ref().and_then(|s| s.phase)))
         .map(|r| r.name_any());
     let active_dry_run = previous.active_rollback.as_ref().is_some_and(|active| {
-        ctx.requests
-            .state()
-            .iter()
-            .any(|r| of_guard(r) && r.name_any() == *active && r.spec.dry_run)
+        mine.iter()
+            .any(|r| r.name_any() == *active && r.spec.dry_run)
     });
     // The slot names a request that was deleted before it finished: nobody will release it.
     let orphaned = match &previous.active_rollback {

@@ -28,7 +28,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use std::sync::Arc;
@@ -52,7 +52,7 @@ pub struct Context {
     pub egress: crate::egress::Egress,
     pub default_prometheus_url: Option<String>,
     /// Every RollbackRequest the controller watches (the queue of each guard).
-    pub requests: Store<RollbackRequest>,
+    pub requests: crate::requests::Requests,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Notifications in flight beside the rollback.
     pub outbox: Arc<Outbox>,

@@ -12,10 +12,9 @@ pub(super) fn drift(
 ) -> Option<assess::Drift> {
     let last = status.last_rollback.as_ref()?;
     // From the controller's cache of requests: no API call per evaluation.
-    let key = ObjectRef::<RollbackRequest>::new(&last.name).within(namespace);
     let changes = ctx
         .requests
-        .get(&key)
+        .get(namespace, &last.name)
         .and_then(|r| r.status.clone())
         .and_then(|s| s.flags_changed)?;
     let flags = &guard.spec.flags;
@@ -26,11 +25,10 @@ pub(super) fn drift(
         .annotations()
         .get(crate::api::names::LAST_CHANGE_ANNOTATION);
     let by_restore = last_change.is_some_and(|uid| {
-        ctx.requests.state().iter().any(|r| {
-            r.uid().as_ref() == Some(uid)
-                && r.spec.action == RequestAction::Restore
-                && r.spec.guard_ref.name == guard.name_any()
-        })
+        ctx.requests
+            .of_guard(namespace, &guard.name_any())
+            .iter()
+            .any(|r| r.uid().as_ref() == Some(uid) && r.spec.action == RequestAction::Restore)
     });
     if by_restore {
         return None;

@@ -30,15 +30,10 @@ impl Run {
 
     /// The guard's requests, from the controller's cache.
     fn guard_queue(&self) -> Vec<Queued> {
-        let guard_name = &self.request.spec.guard_ref.name;
         self.ctx
             .requests
-            .state()
+            .of_guard(&self.namespace, &self.request.spec.guard_ref.name)
             .iter()
-            .filter(|r| {
-                r.namespace().as_deref() == Some(self.namespace.as_str())
-                    && r.spec.guard_ref.name == *guard_name
-            })
             .map(|r| Self::queued(r))
             .collect()
     }
