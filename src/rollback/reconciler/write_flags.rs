@@ -39,6 +39,8 @@ impl Run {
         let name = self.name();
         // A write retried against the fresh object on conflict, so concurrent edits of other
         // keys are never lost.
+        // The request whose stamp the flags ConfigMap carried at the last attempt (restores).
+        let mut last_writer: Option<Option<String>> = None;
         let (plan_changes, conflicts, written, cm) = loop {
             let cm = match self.flags_seen.take() {
                 Some(cm) => cm,
@@ -54,12 +56,21 @@ impl Run {
                 let changes = self.status.flags_changed.clone().unwrap_or_default();
                 break (changes, self.status.conflicts.clone(), true, cm);
             }
-            if self.request.spec.action == RequestAction::Restore
-                && !self.still_holds_slot().await?
-            {
-                // An emergency took the guard after this restore began: writing the flags
-                // back on now would undo it. The next step ends this request Superseded.
-                return Ok(Flow::Next);
+            // A restore asks whether it still holds the guard after reading the ConfigMap: an
+            // emergency that took the guard since would be undone by this write. On a retry it
+            // asks again only if another request of rollguard wrote the flags since (its
+            // stamp changed); a conflict with a writer of other keys adds no round trip to a
+            // window that writer may win again.
+            if self.request.spec.action == RequestAction::Restore {
+                let writer = cm.annotations().get(LAST_CHANGE_ANNOTATION).cloned();
+                let ask = last_writer
+                    .as_ref()
+                    .is_none_or(|before| *before != writer && writer.as_deref() != Some(&uid));
+                last_writer = Some(writer);
+                if ask && !self.still_holds_slot().await? {
+                    // The next step ends this request Superseded.
+                    return Ok(Flow::Next);
+                }
             }
             let plan = match self.plan(&cm).await? {
                 Ok(plan) => plan,
