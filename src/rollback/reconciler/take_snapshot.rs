@@ -62,19 +62,31 @@ impl Run {
 
     /// What this request would write to the ConfigMap now, or why it cannot run.
     pub(super) async fn plan(&self, cm: &ConfigMap) -> Result<Result<Plan, String>, Error> {
-        Ok(match self.request.spec.action {
-            RequestAction::Rollback => self.plan_rollback(cm),
-            RequestAction::Restore => match self.restore_source().await? {
-                Ok((source, changes)) => {
-                    let snapshot_data = snapshot::flags_data(&source).unwrap_or_default();
-                    let data = cm.data.clone().unwrap_or_default();
-                    let spec = &self.guard().spec.flags;
-                    flags::plan_restore(spec, &cm.name_any(), &data, &changes, &snapshot_data)
-                        .map_err(|e| self.flag_error(e))
-                }
-                Err(message) => Err(message),
-            },
-        })
+        let source = match self.request.spec.action {
+            RequestAction::Rollback => None,
+            RequestAction::Restore => Some(self.restore_source().await?),
+        };
+        Ok(self.plan_from(cm, source.as_ref()))
+    }
+
+    /// The plan against `cm`, a restore's from its source read once (a retry after a
+    /// conflict re-reads only the ConfigMap).
+    pub(super) fn plan_from(
+        &self,
+        cm: &ConfigMap,
+        source: Option<&Result<(Secret, Vec<FlagChange>), String>>,
+    ) -> Result<Plan, String> {
+        match source {
+            None => self.plan_rollback(cm),
+            Some(Ok((source, changes))) => {
+                let snapshot_data = snapshot::flags_data(source).unwrap_or_default();
+                let data = cm.data.clone().unwrap_or_default();
+                let spec = &self.guard().spec.flags;
+                flags::plan_restore(spec, &cm.name_any(), &data, changes, &snapshot_data)
+                    .map_err(|e| self.flag_error(e))
+            }
+            Some(Err(message)) => Err(message.clone()),
+        }
     }
 
     /// restore: the snapshot to restore from and the changes its rollback made.

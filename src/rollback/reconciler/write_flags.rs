@@ -41,6 +41,12 @@ impl Run {
         // keys are never lost.
         // The request whose stamp the flags ConfigMap carried at the last attempt (restores).
         let mut last_writer: Option<Option<String>> = None;
+        // A restore's snapshot and the changes it undoes, read once: each attempt then reads
+        // only the ConfigMap before its write.
+        let source = match self.request.spec.action {
+            RequestAction::Restore => Some(self.restore_source().await?),
+            RequestAction::Rollback => None,
+        };
         let (plan_changes, conflicts, written, cm) = loop {
             let cm = match self.flags_seen.take() {
                 Some(cm) => cm,
@@ -72,7 +78,7 @@ impl Run {
                     return Ok(Flow::Next);
                 }
             }
-            let plan = match self.plan(&cm).await? {
+            let plan = match self.plan_from(&cm, source.as_ref()) {
                 Ok(plan) => plan,
                 Err(message) => return self.fail("InvalidFlags", message).await,
             };
