@@ -252,7 +252,16 @@ impl Courier {
 
     async fn in_app(&self, namespace: &str, notice: &Notice) -> Result<(), Failure> {
         let config_maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
-        let patch = serde_json::json!({
+        let current = config_maps.get_opt(IN_APP_CONFIG_MAP).await.map_err(|e| {
+            Failure::transient(format!("reading ConfigMap {IN_APP_CONFIG_MAP:?}: {e}"))
+        })?;
+        if let Some(data) = current.as_ref().and_then(|cm| cm.data.as_ref())
+            && super::in_app_outdated(data, notice)
+        {
+            // A later moment of the guard is shown already; it stands.
+            return Ok(());
+        }
+        let mut patch = serde_json::json!({
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {
@@ -261,6 +270,14 @@ impl Courier {
             },
             "data": super::in_app_data(notice),
         });
+        // Applied on the version just read: a later moment written meanwhile is a conflict,
+        // and the retry reads it.
+        if let Some(version) = current
+            .as_ref()
+            .and_then(|cm| cm.metadata.resource_version.clone())
+        {
+            patch["metadata"]["resourceVersion"] = version.into();
+        }
         config_maps
             .patch(
                 IN_APP_CONFIG_MAP,

@@ -508,6 +508,18 @@ pub fn in_app_state(notice: &Notice) -> GuardPhase {
 /// The data of the `rollguard-status` ConfigMap: the namespace's latest notice (`state`,
 /// `message`, `since`, `guard`, `event`, `request`) and the same per guard under
 /// `<guard>.json`, so an application can show a banner.
+/// Whether the in-app ConfigMap already shows a later moment of the notice's guard than
+/// `notice` (its deliveries run side by side: "started" may arrive after "completed"), so
+/// writing `notice` would show an older state.
+pub fn in_app_outdated(current: &BTreeMap<String, String>, notice: &Notice) -> bool {
+    let shown = current
+        .get(&format!("{}.json", notice.guard))
+        .and_then(|json| serde_json::from_str::<serde_json::Value>(json).ok())
+        .and_then(|v| v["since"].as_str()?.parse::<jiff::Timestamp>().ok());
+    let this = notice.time.parse::<jiff::Timestamp>().ok();
+    matches!((shown, this), (Some(shown), Some(this)) if shown > this)
+}
+
 pub fn in_app_data(notice: &Notice) -> BTreeMap<String, String> {
     let state = format!("{:?}", in_app_state(notice));
     let request = notice

@@ -305,3 +305,30 @@ fn recorded_guard_notices_are_dropped_when_delivered_kept_in_flight_and_sent_aga
     assert_eq!(ids(&again), ["lost"]);
     assert_eq!(ids(&finished), ["done"]);
 }
+
+#[test]
+fn an_in_app_notice_older_than_the_one_shown_is_outdated() {
+    use crate::notify::{Notice, in_app_data, in_app_outdated};
+    let notice = |event, time: &str| Notice {
+        id: "x".into(),
+        event,
+        time: time.into(),
+        namespace: "shop".into(),
+        guard: "g".into(),
+        request: None,
+        trigger: None,
+        message: "m".into(),
+    };
+    let started = notice(NotifyEvent::Started, "2026-12-07T10:00:00.100Z");
+    let completed = notice(NotifyEvent::Completed, "2026-12-07T10:00:00.900Z");
+    let shown = in_app_data(&completed);
+    assert!(in_app_outdated(&shown, &started));
+    assert!(!in_app_outdated(&shown, &completed));
+    assert!(!in_app_outdated(&in_app_data(&started), &completed));
+    // Another guard's notice is not this guard's.
+    let other = Notice {
+        guard: "h".into(),
+        ..started.clone()
+    };
+    assert!(!in_app_outdated(&shown, &other));
+}

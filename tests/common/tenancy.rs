@@ -100,7 +100,8 @@ pub fn install_chart(
     bound: &[&str],
     sets: &[&str],
 ) -> Chart {
-    let tag = unique_suffix();
+    // Not all digits: helm's --set would read such a label value as a number.
+    let tag = format!("p{}", unique_suffix());
     for ns in bound {
         let (ok, _, err) = cluster.kubectl(&[
             "label",
@@ -110,7 +111,7 @@ pub fn install_chart(
         ]);
         assert!(ok, "{err}");
     }
-    let release = format!("t{tag}");
+    let release = format!("t{}", &tag[1..]);
     let selector =
         format!("admissionPolicy.namespaceSelector.matchLabels.rollguard\\.dev/test-policy={tag}");
     let mut all = vec![selector.as_str()];
