@@ -492,23 +492,7 @@ spec:
   rollback: {{mode: automatic}}
 "#
     ));
-    let automatic = wait_until(
-        Duration::from_secs(30),
-        "an automatic rollback of g2",
-        || {
-            let requests = requests.clone();
-            async move {
-                requests
-                    .list(&ListParams::default().labels("rollguard.dev/guard=g2"))
-                    .await
-                    .ok()?
-                    .items
-                    .into_iter()
-                    .next()
-            }
-        },
-    )
-    .await;
+    let automatic = common::automatic_request(&requests, "g2", Duration::from_secs(30)).await;
     assert_eq!(automatic.spec.requested_by, "system:rollguard");
     errors.store(false, Ordering::SeqCst);
     let name = automatic.metadata.name.unwrap();

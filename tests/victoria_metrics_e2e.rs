@@ -14,7 +14,7 @@ mod common;
 use axum::{Router, routing::get};
 use common::{Env, wait_until};
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use rollguard::api::RollbackRequest;
 use rollguard::api::guard::GuardPhase;
 use rollguard::api::request::RequestPhase;
@@ -219,23 +219,7 @@ async fn a_rate_trigger_on_victoria_metrics_fires_a_rollback_that_verifies_once_
     // The bug: half the requests fail. The trigger breaches, holds for 3 s and fires.
     failing.store(true, Ordering::SeqCst);
     let requests = env.requests();
-    let request = wait_until(
-        Duration::from_secs(60),
-        "an automatic RollbackRequest",
-        || {
-            let requests = requests.clone();
-            async move {
-                requests
-                    .list(&ListParams::default().labels("rollguard.dev/guard=g"))
-                    .await
-                    .ok()?
-                    .items
-                    .into_iter()
-                    .next()
-            }
-        },
-    )
-    .await;
+    let request = common::automatic_request(&requests, "g", Duration::from_secs(60)).await;
     let name = request.metadata.name.clone().unwrap();
     assert_eq!(request.spec.requested_by, "system:rollguard");
 

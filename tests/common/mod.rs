@@ -509,3 +509,30 @@ spec:
 "#
     )
 }
+
+/// Waits up to `timeout` for the first automatic RollbackRequest of guard `guard` (labelled
+/// `rollguard.dev/guard`) and returns it.
+pub async fn automatic_request(
+    requests: &Api<rollguard::api::RollbackRequest>,
+    guard: &str,
+    timeout: Duration,
+) -> rollguard::api::RollbackRequest {
+    let selector = format!("rollguard.dev/guard={guard}");
+    wait_until(
+        timeout,
+        &format!("an automatic RollbackRequest of guard {guard}"),
+        || {
+            let (requests, selector) = (requests.clone(), selector.clone());
+            async move {
+                requests
+                    .list(&kube::api::ListParams::default().labels(&selector))
+                    .await
+                    .ok()?
+                    .items
+                    .into_iter()
+                    .next()
+            }
+        },
+    )
+    .await
+}
