@@ -82,25 +82,40 @@ async fn crds_install_and_samples_apply_cleanly() {
     let samples = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/samples");
     let (ok, out, err) = cluster.kubectl(&["apply", "-f", samples]);
     assert!(ok, "samples did not apply:\n{out}\n{err}");
-    // Applying the same manifests again changes nothing: no object gets a new
-    // resourceVersion. (kubectl may still print "configured" for guards: JSON merge patches
-    // resend lists whose items the API server defaulted, and the server finds no change.)
-    let versions = |cluster: &Cluster| {
-        let jsonpath =
-            "{range .items[*]}{.kind}/{.metadata.name}={.metadata.resourceVersion}{\"\\n\"}{end}";
+    // Applying the same manifests again changes nothing: each object's generation, labels,
+    // annotations, spec and status stay as they were. (kubectl may still print "configured"
+    // for guards: JSON merge patches resend lists whose items the API server defaulted, and
+    // the server finds no change.) The first update of an object no operator has written yet
+    // may store the status the CRD defaults (`{observedGeneration: 0}`, which kstatus reads
+    // as "not observed yet"): the API server drops status on create and defaults it on read,
+    // so that one write changes no content. From then on a re-apply writes nothing at all:
+    // no object gets a new resourceVersion.
+    let read = |cluster: &Cluster, field: &str| {
+        let jsonpath = format!(
+            "{{range .items[*]}}{{.kind}}/{{.metadata.name}} {field}{{\"\\n\"}}{{end}}"
+        );
         let (ok, out, err) =
             cluster.kubectl(&["get", "-f", samples, "-o", &format!("jsonpath={jsonpath}")]);
         assert!(ok, "{err}");
         out
     };
-    let before = versions(&cluster);
+    let content = "gen={.metadata.generation} labels={.metadata.labels} annotations={.metadata.annotations} spec={.spec} status={.status}";
+    let before = read(&cluster, content);
     assert_eq!(before.lines().count(), 7, "{before}");
     let (ok, _, err) = cluster.kubectl(&["apply", "-f", samples]);
     assert!(ok, "{err}");
     assert_eq!(
-        versions(&cluster),
+        read(&cluster, content),
         before,
         "re-applying the samples changed an object"
+    );
+    let versions = read(&cluster, "{.metadata.resourceVersion}");
+    let (ok, _, err) = cluster.kubectl(&["apply", "-f", samples]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        read(&cluster, "{.metadata.resourceVersion}"),
+        versions,
+        "re-applying the samples wrote an object"
     );
 
     // The unquoted `on:` key of the flagd sample reaches the API as `true:` (YAML 1.1) and
