@@ -91,9 +91,8 @@ async fn crds_install_and_samples_apply_cleanly() {
     // so that one write changes no content. From then on a re-apply writes nothing at all:
     // no object gets a new resourceVersion.
     let read = |cluster: &Cluster, field: &str| {
-        let jsonpath = format!(
-            "{{range .items[*]}}{{.kind}}/{{.metadata.name}} {field}{{\"\\n\"}}{{end}}"
-        );
+        let jsonpath =
+            format!("{{range .items[*]}}{{.kind}}/{{.metadata.name}} {field}{{\"\\n\"}}{{end}}");
         let (ok, out, err) =
             cluster.kubectl(&["get", "-f", samples, "-o", &format!("jsonpath={jsonpath}")]);
         assert!(ok, "{err}");
