@@ -62,8 +62,7 @@ impl<'a, 'c> Judge<'a, 'c> {
 
     /// `OnSchedule`: whether this evaluation started within its interval.
     pub(super) fn schedule(&mut self) {
-        let (ctx, spec, prev, now) = (self.ctx, self.ctx.spec, self.ctx.previous, self.ctx.now);
-        let _ = (ctx, spec, prev, now);
+        let (ctx, spec) = (self.ctx, self.ctx.spec);
         match ctx.late {
             Some(late) => {
                 let message = format!(
@@ -91,8 +90,7 @@ impl<'a, 'c> Judge<'a, 'c> {
     /// `VerificationInTime`: whether verification can judge the rollback triggers within
     /// `health.timeout`.
     pub(super) fn verification_fit(&mut self) {
-        let (ctx, spec, prev, now) = (self.ctx, self.ctx.spec, self.ctx.previous, self.ctx.now);
-        let _ = (ctx, spec, prev, now);
+        let spec = self.ctx.spec;
         match verification_gap(spec) {
             Some((trigger, after)) => {
                 let message = format!(
@@ -124,8 +122,7 @@ impl<'a, 'c> Judge<'a, 'c> {
 
     /// Phase `Invalid`: what only the operator can judge is wrong.
     pub(super) fn invalid(&mut self, problem: &String) {
-        let (ctx, spec, prev, now) = (self.ctx, self.ctx.spec, self.ctx.previous, self.ctx.now);
-        let _ = (ctx, spec, prev, now);
+        let prev = self.ctx.previous;
         self.status.phase = Some(GuardPhase::Invalid);
         self.status.triggers = prev.triggers.clone();
         if prev.phase != Some(GuardPhase::Invalid)
@@ -141,8 +138,7 @@ impl<'a, 'c> Judge<'a, 'c> {
 
     /// `spec.suspend`: not evaluated.
     pub(super) fn suspended(&mut self, rolling_back: bool) {
-        let (ctx, spec, prev, now) = (self.ctx, self.ctx.spec, self.ctx.previous, self.ctx.now);
-        let _ = (ctx, spec, prev, now);
+        let prev = self.ctx.previous;
         self.status.phase = Some(if rolling_back {
             GuardPhase::RollingBack
         } else {
@@ -159,8 +155,7 @@ impl<'a, 'c> Judge<'a, 'c> {
 
     /// Each trigger's new state, its transitions, and the conditions they make.
     pub(super) fn triggers(&mut self, outcomes: &[Outcome]) -> Triggers {
-        let (ctx, spec, prev, now) = (self.ctx, self.ctx.spec, self.ctx.previous, self.ctx.now);
-        let _ = (ctx, spec, prev, now);
+        let (spec, prev, now) = (self.ctx.spec, self.ctx.previous, self.ctx.now);
         let mut errors = Vec::new();
         let mut fired: Option<(String, Option<f64>)> = None;
         let mut statuses = Vec::new();
@@ -277,8 +272,7 @@ impl<'a, 'c> Judge<'a, 'c> {
 
     /// `RolledBack`, `Stable`, `FlagsDrifted`; whether the flags are off by a rollback.
     pub(super) fn rollback_state(&mut self, reachable: bool, breaching: &[String]) -> bool {
-        let (ctx, spec, prev, now) = (self.ctx, self.ctx.spec, self.ctx.previous, self.ctx.now);
-        let _ = (ctx, spec, prev, now);
+        let (ctx, spec, now) = (self.ctx, self.ctx.spec, self.ctx.now);
         let is_rolled_back = rolled_back(&self.status);
         if is_rolled_back {
             let rollback = self
@@ -385,8 +379,7 @@ impl<'a, 'c> Judge<'a, 'c> {
         reachable: bool,
         breaching: &[String],
     ) {
-        let (ctx, spec, prev, now) = (self.ctx, self.ctx.spec, self.ctx.previous, self.ctx.now);
-        let _ = (ctx, spec, prev, now);
+        let spec = self.ctx.spec;
         self.status.phase = Some(if rolling_back {
             GuardPhase::RollingBack
         } else if is_rolled_back {
