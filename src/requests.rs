@@ -85,16 +85,6 @@ impl Requests {
             .filter(|r| r.spec.guard_ref.name == guard)
             .collect()
     }
-
-    /// One request by namespace and name.
-    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<RollbackRequest>> {
-        self.store.get(&ObjectRef::new(name).within(namespace))
-    }
-
-    /// The store behind the index (readiness).
-    pub fn store(&self) -> &Store<RollbackRequest> {
-        &self.store
-    }
 }
 
 #[cfg(test)]

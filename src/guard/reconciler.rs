@@ -124,13 +124,7 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
     }
     // A request in flight (a restore, or another rollback) is changing the flags itself.
     let drift = if assess::rolled_back(&previous) && in_flight.is_none() {
-        drift(
-            &guard,
-            &ctx,
-            &namespace,
-            &previous,
-            flags_config_map.as_ref(),
-        )
+        drift(&guard, &mine, &previous, flags_config_map.as_ref())
     } else {
         None
     };

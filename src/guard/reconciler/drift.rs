@@ -3,18 +3,17 @@
 use super::*;
 
 /// While rolled back: which flags the last rollback turned off are on again, and who did it.
+/// `requests`: the guard's requests, from the controller's cache (no API call).
 pub(super) fn drift(
     guard: &RolloutGuard,
-    ctx: &Context,
-    namespace: &str,
+    requests: &[Arc<RollbackRequest>],
     status: &crate::api::RolloutGuardStatus,
     flags_config_map: Option<&ConfigMap>,
 ) -> Option<assess::Drift> {
     let last = status.last_rollback.as_ref()?;
-    // From the controller's cache of requests: no API call per evaluation.
-    let changes = ctx
-        .requests
-        .get(namespace, &last.name)
+    let changes = requests
+        .iter()
+        .find(|r| r.name_any() == last.name)
         .and_then(|r| r.status.clone())
         .and_then(|s| s.flags_changed)?;
     let flags = &guard.spec.flags;
@@ -25,8 +24,7 @@ pub(super) fn drift(
         .annotations()
         .get(crate::api::names::LAST_CHANGE_ANNOTATION);
     let by_restore = last_change.is_some_and(|uid| {
-        ctx.requests
-            .of_guard(namespace, &guard.name_any())
+        requests
             .iter()
             .any(|r| r.uid().as_ref() == Some(uid) && r.spec.action == RequestAction::Restore)
     });
