@@ -67,6 +67,27 @@ true
 {{- end -}}
 
 {{/*
+matchResources of the people-facing admission policies' bindings: the namespaces of
+admissionPolicy.namespaceSelector and, when the scope names namespaces, only those. Another
+release serving other namespaces (one operator per namespace set) then never judges this
+release's namespaces by its own rules, e.g. refuses this operator's system:rollguard requests.
+Empty when neither narrows anything (every namespace).
+*/}}
+{{- define "rollguard.policyMatchResources" -}}
+{{- $selector := deepCopy (.Values.admissionPolicy.namespaceSelector | default dict) -}}
+{{- $scope := include "rollguard.scopeNamespaces" . | fromJsonArray -}}
+{{- if $scope -}}
+{{- $served := dict "key" "kubernetes.io/metadata.name" "operator" "In" "values" $scope -}}
+{{- $_ := set $selector "matchExpressions" (append (get $selector "matchExpressions" | default list) $served) -}}
+{{- end -}}
+{{- if $selector -}}
+matchResources:
+  namespaceSelector:
+    {{- toYaml $selector | nindent 4 }}
+{{- end -}}
+{{- end -}}
+
+{{/*
 CEL for an optional string field: (list "object" "spec" "prometheus" "address") gives the
 field's value, or '' when it or anything on the way is absent or null.
 */}}
