@@ -63,6 +63,7 @@ pub struct Metrics {
     pub prometheus_queries: Family<OutcomeLabels, Counter>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub notifications: Family<NotificationLabels, Counter>,
+    pub evaluation_delay: Histogram,
     pub leader: Gauge,
     ready: AtomicBool,
     standing_by: AtomicBool,
@@ -133,6 +134,15 @@ impl Metrics {
             "Notification deliveries finished, by channel and outcome (retries included in one)",
             notifications.clone(),
         );
+        // Seconds from the interval boundary an evaluation belongs to until it starts (slot
+        // waits included); evaluations are due just past each boundary.
+        let evaluation_delay =
+            Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0]);
+        registry.register(
+            "guard_evaluation_delay_seconds",
+            "Guard evaluations by how long after their interval boundary they started",
+            evaluation_delay.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -149,6 +159,7 @@ impl Metrics {
             prometheus_queries,
             reconcile_errors,
             notifications,
+            evaluation_delay,
             leader,
             ready: AtomicBool::new(false),
             standing_by: AtomicBool::new(false),

@@ -73,6 +73,17 @@ pub fn lateness(waited: Duration, interval: Duration) -> Option<Duration> {
     (waited > interval).then_some(waited)
 }
 
+/// How long after its interval boundary an evaluation starts: guards are due just past each
+/// wall-clock multiple of `interval`, so an evaluation that arrived `arrived` after the Unix
+/// epoch and then waited `waited` for a slot starts this long after the boundary it arrived
+/// in. (A guard woken between boundaries, by a spec change or a pushed alert, counts from
+/// the boundary before it.)
+pub fn start_delay(arrived: Duration, waited: Duration, interval: Duration) -> Duration {
+    let interval_ms = interval.as_millis().max(1);
+    let into_interval = arrived.as_millis() % interval_ms;
+    Duration::from_millis(u64::try_from(into_interval).unwrap_or(u64::MAX)) + waited
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +131,22 @@ mod tests {
         assert!(
             third.is_err(),
             "a third evaluation ran past the global bound"
+        );
+    }
+
+    #[test]
+    fn an_evaluation_starts_its_wait_plus_its_arrival_past_the_boundary() {
+        let fifteen = Duration::from_secs(15);
+        // Arrived 5 ms past a boundary (as scheduled), admitted at once.
+        let arrived = Duration::from_millis(1_000 * 15 * 1_000 + 5);
+        assert_eq!(
+            start_delay(arrived, Duration::ZERO, fifteen),
+            Duration::from_millis(5)
+        );
+        // The same arrival, two seconds waiting for a slot.
+        assert_eq!(
+            start_delay(arrived, Duration::from_secs(2), fifteen),
+            Duration::from_millis(2_005)
         );
     }
 

@@ -72,11 +72,17 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
         .and_then(|p| p.address.as_deref())
         .or(ctx.default_prometheus_url.as_deref());
     let waiting = std::time::Instant::now();
+    let arrived = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let _admission = ctx
         .fairness
         .admit(&super::fairness::source(&namespace, address))
         .await;
     let late = super::fairness::lateness(waiting.elapsed(), interval);
+    ctx.metrics
+        .evaluation_delay
+        .observe(super::fairness::start_delay(arrived, waiting.elapsed(), interval).as_secs_f64());
     let mut previous = guard.status.clone().unwrap_or_default();
     let requests: Api<RollbackRequest> = Api::namespaced(ctx.client.clone(), &namespace);
 
