@@ -12,7 +12,7 @@ use common::{Env, wait_until};
 use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::ListParams;
 use rollguard::api::request::{DeliveryState, RequestPhase};
-use rollguard::api::{RollbackRequest, RolloutGuard};
+use rollguard::api::RolloutGuard;
 use std::time::Duration;
 
 const PROM_TOKEN: &str = "mkPromToken7c1e9";
@@ -38,25 +38,6 @@ fn plugin(env: &Env, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-/// Waits until request `name` is over and none of its notifications is still being sent.
-async fn settled(env: &Env, name: &str) -> RollbackRequest {
-    let api = env.requests();
-    wait_until(Duration::from_secs(60), &format!("{name} settled"), || {
-        let api = api.clone();
-        async move {
-            let r = api.get(name).await.ok()?;
-            let s = r.status.as_ref()?;
-            let over = matches!(s.phase?, RequestPhase::Succeeded | RequestPhase::Failed);
-            let settled = !s.notifications.is_empty()
-                && s.notifications
-                    .iter()
-                    .all(|n| n.state != DeliveryState::Sending);
-            (over && settled).then_some(r)
-        }
-    })
-    .await
 }
 
 #[tokio::test]
@@ -147,7 +128,7 @@ spec:
     env.cluster.apply(&format!(
         "apiVersion: rollguard.dev/v1alpha1\nkind: RollbackRequest\nmetadata: {{name: rb, namespace: {ns}}}\nspec: {{guardRef: {{name: g}}, requestedBy: ops, reason: marker test, mode: immediate}}\n"
     ));
-    let rb = settled(&env, "rb").await;
+    let rb = env.settled("rb").await;
     assert_eq!(
         rb.status.as_ref().unwrap().phase,
         Some(RequestPhase::Succeeded)
@@ -155,7 +136,7 @@ spec:
     env.cluster.apply(&format!(
         "apiVersion: rollguard.dev/v1alpha1\nkind: RollbackRequest\nmetadata: {{name: rs, namespace: {ns}}}\nspec: {{guardRef: {{name: g}}, requestedBy: ops, action: restore}}\n"
     ));
-    let rs = settled(&env, "rs").await;
+    let rs = env.settled("rs").await;
     assert_eq!(
         rs.status.as_ref().unwrap().phase,
         Some(RequestPhase::Succeeded)
