@@ -11,8 +11,8 @@ use common::receivers::{Behaviour, Form, HttpReceiver, library_verify};
 use common::{Env, wait_until};
 use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::ListParams;
-use rollguard::api::request::{DeliveryState, RequestPhase};
 use rollguard::api::RolloutGuard;
+use rollguard::api::request::{DeliveryState, RequestPhase};
 use std::time::Duration;
 
 const PROM_TOKEN: &str = "mkPromToken7c1e9";
