@@ -29,7 +29,8 @@ fn secret(env: &Env, name: &str, data: serde_json::Value) {
 }
 
 /// ConfigMap `ff` (flags `a`, `b` on), guard `g` over both with a PagerDuty receiver
-/// `oncall` and a Teams receiver `chat` (both with their default `on`), and `extra` spec.
+/// `oncall` (its default `on`) and a Teams receiver `chat` (every request moment and
+/// `stable`), and `extra` spec.
 fn setup(env: &Env, receiver: &SchemaReceiver, extra: &str) {
     secret(
         env,
@@ -55,7 +56,7 @@ spec:
   flags: {{configMapRef: {{name: ff}}, guarded: [a, b]}}
   notify:
     - {{name: oncall, type: pagerduty, secretRef: {{name: pd}}}}
-    - {{name: chat, type: teams, secretRef: {{name: teams-hook}}}}
+    - {{name: chat, type: teams, secretRef: {{name: teams-hook}}, "on": [started, completed, failed, unhealthy, stable]}}
 {extra}
 "#,
         ns = env.ns
@@ -287,7 +288,8 @@ async fn an_unhealthy_rollback_escalates_its_alert_and_a_restore_is_not_paged() 
 /// sends, and the receiver refuses what the schema or the client refuses (so the
 /// end-to-end checks above can fail).
 #[tokio::test]
-async fn the_card_schema_and_pagerdutys_client_take_every_payload_rollguard_renders_and_refuse_broken_ones() {
+async fn the_card_schema_and_pagerdutys_client_take_every_payload_rollguard_renders_and_refuse_broken_ones()
+ {
     use rollguard::notify::{ReportLink, guard_notice, pagerduty, request_notice, teams};
     let Some(receiver) = SchemaReceiver::start() else {
         return;

@@ -598,6 +598,16 @@ impl NotifyEvent {
         NotifyEvent::TriggerFiring,
         NotifyEvent::Stable,
     ];
+    /// The default `on` of every receiver but PagerDuty: every moment but `stable`, which
+    /// came later and is told only to receivers that list it.
+    pub const DEFAULT: [NotifyEvent; 6] = [
+        NotifyEvent::Started,
+        NotifyEvent::Completed,
+        NotifyEvent::Failed,
+        NotifyEvent::Unhealthy,
+        NotifyEvent::Drift,
+        NotifyEvent::TriggerFiring,
+    ];
     /// What a PagerDuty receiver takes, and its default: the moments that trigger a
     /// rollback's alert and the one that resolves it.
     pub const PAGERDUTY: [NotifyEvent; 4] = [
@@ -627,8 +637,8 @@ pub struct Notifier {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<LocalObjectReference>,
 
-    /// Which moments to send; default: all of them (`pagerduty`: started, failed,
-    /// unhealthy and stable, the only ones it takes).
+    /// Which moments to send; default: all of them but `stable` (`pagerduty`: started,
+    /// failed, unhealthy and stable, the only ones it takes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 7))]
     #[x_kube(merge_strategy = ListMerge::Set)]
@@ -650,7 +660,7 @@ impl Notifier {
             .or_else(|| self.on_yaml11.clone())
             .unwrap_or_else(|| match self.type_ {
                 NotifierType::PagerDuty => NotifyEvent::PAGERDUTY.to_vec(),
-                _ => NotifyEvent::ALL.to_vec(),
+                _ => NotifyEvent::DEFAULT.to_vec(),
             })
     }
 }

@@ -64,7 +64,7 @@ pub(super) fn at() -> jiff::Timestamp {
 }
 
 #[test]
-fn receivers_are_routed_by_their_on_list_and_all_moments_by_default() {
+fn receivers_are_routed_by_their_on_list_and_all_moments_but_stable_by_default() {
     let notify = vec![
         notifier("ops", NotifierType::Slack, Some(vec![NotifyEvent::Started])),
         notifier("audit", NotifierType::Webhook, None),
@@ -83,7 +83,10 @@ fn receivers_are_routed_by_their_on_list_and_all_moments_by_default() {
     assert_eq!(names(NotifyEvent::Started), ["ops", "audit"]);
     assert_eq!(names(NotifyEvent::Failed), ["audit", "oncall"]);
     assert_eq!(names(NotifyEvent::Drift), ["audit"]);
-    assert_eq!(names(NotifyEvent::Stable), ["audit"]);
+    assert!(
+        names(NotifyEvent::Stable).is_empty(),
+        "stable is told only when listed"
+    );
 }
 
 #[test]
@@ -93,7 +96,7 @@ fn a_pagerduty_receiver_takes_the_moments_that_trigger_and_resolve_by_default_an
         notifier("chat", NotifierType::Teams, None),
     ];
     assert_eq!(notify[0].events(), NotifyEvent::PAGERDUTY);
-    assert_eq!(notify[1].events(), NotifyEvent::ALL);
+    assert_eq!(notify[1].events(), NotifyEvent::DEFAULT);
     let names = |v: Vec<&Notifier>| v.iter().map(|n| n.name.clone()).collect::<Vec<_>>();
     assert_eq!(
         names(request_receivers(
@@ -113,10 +116,7 @@ fn a_pagerduty_receiver_takes_the_moments_that_trigger_and_resolve_by_default_an
     );
     assert_eq!(names(receivers(&notify, NotifyEvent::Completed)), ["chat"]);
     assert_eq!(names(receivers(&notify, NotifyEvent::Drift)), ["chat"]);
-    assert_eq!(
-        names(receivers(&notify, NotifyEvent::Stable)),
-        ["oncall", "chat"]
-    );
+    assert_eq!(names(receivers(&notify, NotifyEvent::Stable)), ["oncall"]);
     let ending = |ending, action| {
         ending_events(&notify, ending, action)
             .into_iter()
