@@ -311,6 +311,19 @@ fn the_webhook_body_is_the_documented_schema() {
     assert_eq!(v["request"]["flagsChanged"][0]["to"], "false");
     assert_eq!(v["request"]["durations"]["flagDisable"], 0.041);
     assert!(v["trigger"].is_null());
+    // Absent until judged; `rollback` only for `stable`.
+    assert!(v["request"].get("slo").is_none() && v.get("rollback").is_none());
+    let mut judged = request();
+    judged.status.as_mut().unwrap().slo = Some(crate::api::request::SloOutcome {
+        met: true,
+        missed: vec![],
+    });
+    let body = webhook_body(&request_notice(&judged, NotifyEvent::Completed, at()));
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        v["request"]["slo"],
+        serde_json::json!({"met": true, "missed": []})
+    );
 }
 
 #[test]
