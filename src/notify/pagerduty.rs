@@ -66,7 +66,7 @@ pub fn event(
         "client": "rollguard",
         "payload": {
             "summary": summary(notice),
-            "timestamp": notice.time,
+            "timestamp": timestamp(&notice.time),
             "severity": severity,
             "source": format!("{}/{}", notice.namespace, notice.guard),
             "component": notice.guard,
@@ -80,6 +80,14 @@ pub fn event(
         event["links"] = json!([{"href": link.url, "text": link.text}]);
     }
     Ok(event)
+}
+
+/// The notice's time in milliseconds (PagerDuty's own examples), not jiff's nanoseconds.
+fn timestamp(time: &str) -> String {
+    match time.parse::<jiff::Timestamp>() {
+        Ok(t) => t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        Err(_) => time.to_string(),
+    }
 }
 
 /// The alert's title: the notice's title and what happened, within PagerDuty's limit.
@@ -135,7 +143,7 @@ mod tests {
         assert_eq!(payload["component"], "phase4");
         assert_eq!(payload["group"], "shop");
         assert_eq!(payload["class"], "rollback");
-        assert_eq!(payload["timestamp"], "2026-11-27T10:15:00Z");
+        assert_eq!(payload["timestamp"], "2026-11-27T10:15:00.000Z");
         let summary = payload["summary"].as_str().unwrap();
         assert!(
             summary.starts_with("Rollback started: shop/phase4: rollback incident-42"),
@@ -209,6 +217,14 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("restores"), "{err}");
+    }
+
+    #[test]
+    fn the_timestamp_is_in_milliseconds() {
+        assert_eq!(
+            timestamp("2026-12-07T12:49:23.018888904Z"),
+            "2026-12-07T12:49:23.018Z"
+        );
     }
 
     #[test]
