@@ -346,6 +346,14 @@ fn invalid_manifests(ns: &str) -> Vec<(&'static str, Value, Vec<&'static str>)> 
             vec!["spec.notify[ops].secretRef: required for type slack"],
         ),
         (
+            "pagerduty told about a moment that neither triggers nor resolves",
+            g(guard_spec_with(json!({"notify": [
+                {"name": "oncall", "type": "pagerduty", "secretRef": {"name": "pd"}, "on": ["started", "drift"]}]}))),
+            vec![
+                "spec.notify[oncall].on: a pagerduty receiver takes started, failed, unhealthy (they trigger the alert) and stable (it resolves it)",
+            ],
+        ),
+        (
             "Prometheus address not a URL",
             g(guard_spec_with(
                 json!({"prometheus": {"address": "prometheus:9090"}}),

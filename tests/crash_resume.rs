@@ -270,30 +270,7 @@ stringData: {{url: "{url}", signingKey: "whsec_kUnq167pPQtnkQdOP557DIR/FBAWiJHii
         })
         .await;
         // Delivered, and dropped from status; two evaluations later still one delivery.
-        let evaluated = wait_until(
-            Duration::from_secs(20),
-            "the delivered notice to leave the guard's status",
-            || {
-                let guards = guards.clone();
-                async move {
-                    let status = guards.get("g").await.ok()?.status?;
-                    status
-                        .pending_notices
-                        .is_empty()
-                        .then_some(status.last_evaluation_time?)
-                }
-            },
-        )
-        .await;
-        wait_until(Duration::from_secs(20), "two more evaluations", || {
-            let guards = guards.clone();
-            let since = evaluated.0;
-            async move {
-                let at = guards.get("g").await.ok()?.status?.last_evaluation_time?;
-                (at.0.duration_since(since).as_secs_f64() >= 2.0).then_some(())
-            }
-        })
-        .await;
+        super::common::guard_notices_delivered(&guards, "g").await;
         let received = receiver.received();
         assert_eq!(received.len(), 1, "one delivery after the restart");
         let body = received[0].json();

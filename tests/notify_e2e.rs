@@ -74,30 +74,6 @@ impl Env {
         ));
     }
 
-    /// Waits until the request is over and no notification of it is still being sent.
-    async fn settled(&self, name: &str) -> RollbackRequest {
-        let api = self.requests();
-        wait_until(
-            Duration::from_secs(40),
-            &format!("{name} to finish with every notification settled"),
-            || {
-                let api = api.clone();
-                let name = name.to_string();
-                async move {
-                    let r = api.get(&name).await.ok()?;
-                    let s = r.status.as_ref()?;
-                    let over = matches!(s.phase?, RequestPhase::Succeeded | RequestPhase::Failed);
-                    let settled = !s.notifications.is_empty()
-                        && s.notifications
-                            .iter()
-                            .all(|n| n.state != DeliveryState::Sending);
-                    (over && settled).then_some(r)
-                }
-            },
-        )
-        .await
-    }
-
     async fn events(&self, reason: &str) -> Vec<Event> {
         self.events_where(|e| e.reason.as_deref() == Some(reason))
             .await

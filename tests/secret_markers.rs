@@ -1,6 +1,6 @@
 //! The marker test of SPEC §5: a unique marker in every Secret value the operator reads (a
-//! Prometheus token, receiver URLs, a signing key, an SMTP password, a Secret copied into a
-//! snapshot). After failing and succeeding deliveries, a rollback, a restore and the
+//! Prometheus token, receiver URLs, a signing key, an SMTP password, a PagerDuty routing
+//! key, report links, a Secret copied into a snapshot). After failing and succeeding deliveries, a rollback, a restore and the
 //! plugin's reports, no marker appears in any status, Event, operator log line or
 //! `kubectl rollguard` output — while the deliveries prove the operator did read and use
 //! each Secret.
@@ -11,8 +11,8 @@ use common::receivers::{Behaviour, Form, HttpReceiver, library_verify};
 use common::{Env, wait_until};
 use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::ListParams;
+use rollguard::api::RolloutGuard;
 use rollguard::api::request::{DeliveryState, RequestPhase};
-use rollguard::api::{RollbackRequest, RolloutGuard};
 use std::time::Duration;
 
 const PROM_TOKEN: &str = "mkPromToken7c1e9";
@@ -23,6 +23,9 @@ const HOOK_URL: &str = "mkHookUrl3e5a7";
 const HOOK_KEY_B64: &str = "cm9sbGd1YXJkIG1hcmtlciBzaWduaW5nIGtleSAzMmI=";
 const SMTP_PASSWORD: &str = "mkSmtpPass21d8c";
 const INCLUDED: &str = "mkIncludedSecret5b30";
+const PD_KEY: &str = "mkPdRoutingKey6f2a";
+const TEAMS_URL: &str = "mkTeamsSig8d41c";
+const REPORT_URL: &str = "mkReportUrl0c7e";
 
 fn plugin(env: &Env, args: &[&str]) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-rollguard"))
@@ -38,25 +41,6 @@ fn plugin(env: &Env, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-/// Waits until request `name` is over and none of its notifications is still being sent.
-async fn settled(env: &Env, name: &str) -> RollbackRequest {
-    let api = env.requests();
-    wait_until(Duration::from_secs(60), &format!("{name} settled"), || {
-        let api = api.clone();
-        async move {
-            let r = api.get(name).await.ok()?;
-            let s = r.status.as_ref()?;
-            let over = matches!(s.phase?, RequestPhase::Succeeded | RequestPhase::Failed);
-            let settled = !s.notifications.is_empty()
-                && s.notifications
-                    .iter()
-                    .all(|n| n.state != DeliveryState::Sending);
-            (over && settled).then_some(r)
-        }
-    })
-    .await
 }
 
 #[tokio::test]
@@ -107,6 +91,15 @@ async fn no_value_of_a_secret_the_operator_reads_appears_in_any_record() {
         serde_json::json!({"smtpUrl": format!("smtp://rollguard:{SMTP_PASSWORD}@127.0.0.1:{closed}"),
             "from": "rollguard@example.test", "to": "oncall@example.test"}),
     );
+    let report_url = format!("https://reports.example/{{request}}?k={REPORT_URL}");
+    manifests += &secret(
+        "pd",
+        serde_json::json!({"routingKey": PD_KEY, "url": down.url, "reportUrl": report_url}),
+    );
+    manifests += &secret(
+        "teams",
+        serde_json::json!({"url": format!("{}?sig={TEAMS_URL}", ok.url), "reportUrl": report_url}),
+    );
     manifests += &secret("app-secret", serde_json::json!({"password": INCLUDED}));
     manifests += &format!(
         r#"apiVersion: v1
@@ -128,6 +121,8 @@ spec:
     - {{name: slack-ok, type: slack, secretRef: {{name: slack-ok}}}}
     - {{name: hook, type: webhook, secretRef: {{name: hook}}}}
     - {{name: mail, type: email, secretRef: {{name: mail}}}}
+    - {{name: pd-down, type: pagerduty, secretRef: {{name: pd}}}}
+    - {{name: teams-ok, type: teams, secretRef: {{name: teams}}}}
 "#,
         prometheus = env.cluster.prometheus_url
     );
@@ -147,7 +142,7 @@ spec:
     env.cluster.apply(&format!(
         "apiVersion: rollguard.dev/v1alpha1\nkind: RollbackRequest\nmetadata: {{name: rb, namespace: {ns}}}\nspec: {{guardRef: {{name: g}}, requestedBy: ops, reason: marker test, mode: immediate}}\n"
     ));
-    let rb = settled(&env, "rb").await;
+    let rb = env.settled("rb").await;
     assert_eq!(
         rb.status.as_ref().unwrap().phase,
         Some(RequestPhase::Succeeded)
@@ -155,7 +150,7 @@ spec:
     env.cluster.apply(&format!(
         "apiVersion: rollguard.dev/v1alpha1\nkind: RollbackRequest\nmetadata: {{name: rs, namespace: {ns}}}\nspec: {{guardRef: {{name: g}}, requestedBy: ops, action: restore}}\n"
     ));
-    let rs = settled(&env, "rs").await;
+    let rs = env.settled("rs").await;
     assert_eq!(
         rs.status.as_ref().unwrap().phase,
         Some(RequestPhase::Succeeded)
@@ -176,6 +171,8 @@ spec:
         ("slack-ok", DeliveryState::Delivered),
         ("hook", DeliveryState::Delivered),
         ("mail", DeliveryState::Failed),
+        ("pd-down", DeliveryState::Failed),
+        ("teams-ok", DeliveryState::Delivered),
     ] {
         assert!(
             states.contains(&(receiver.to_string(), state)),
@@ -183,6 +180,15 @@ spec:
         );
     }
     assert!(!down.received().is_empty() && !ok.accepted().is_empty());
+    // PagerDuty got the routing key and the report link; Teams the report link.
+    let sent = |r: &HttpReceiver| {
+        r.received()
+            .iter()
+            .map(|d| String::from_utf8_lossy(&d.body).into_owned())
+            .collect::<String>()
+    };
+    assert!(sent(&down).contains(PD_KEY) && sent(&down).contains(REPORT_URL));
+    assert!(sent(&ok).contains("AdaptiveCard") && sent(&ok).contains(REPORT_URL));
     let delivery = &hook.accepted()[0];
     if let Some(verdict) = library_verify(&hook_key, Form::Str, &delivery.headers, &delivery.body) {
         verdict.expect("the webhook verifies with the marker key");
@@ -247,6 +253,9 @@ spec:
         HOOK_URL,
         HOOK_KEY_B64,
         SMTP_PASSWORD,
+        PD_KEY,
+        TEAMS_URL,
+        REPORT_URL,
         INCLUDED,
         included_b64,
     ];

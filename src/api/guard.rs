@@ -562,6 +562,15 @@ pub enum NotifierType {
     Email,
     /// The ConfigMap `rollguard-status` in the guard's namespace; no Secret.
     InApp,
+    /// PagerDuty Events API v2; Secret key `routingKey` (the integration key), optional
+    /// `url` (default `https://events.pagerduty.com/v2/enqueue`) and `reportUrl`. A
+    /// rollback's `started`, `failed` and `unhealthy` trigger one alert per request, its
+    /// `stable` resolves it.
+    #[serde(rename = "pagerduty")]
+    PagerDuty,
+    /// Microsoft Teams Workflows webhook posting an Adaptive Card; Secret key `url`,
+    /// optional `reportUrl`.
+    Teams,
 }
 
 /// The moments a notifier can be told about.
@@ -574,10 +583,24 @@ pub enum NotifyEvent {
     Unhealthy,
     Drift,
     TriggerFiring,
+    /// The guard is `Stable` after a rollback (its triggers stayed quiet for
+    /// `health.stabilityWindow`); told once per rollback.
+    Stable,
 }
 
 impl NotifyEvent {
-    pub const ALL: [NotifyEvent; 6] = [
+    pub const ALL: [NotifyEvent; 7] = [
+        NotifyEvent::Started,
+        NotifyEvent::Completed,
+        NotifyEvent::Failed,
+        NotifyEvent::Unhealthy,
+        NotifyEvent::Drift,
+        NotifyEvent::TriggerFiring,
+        NotifyEvent::Stable,
+    ];
+    /// The default `on` of every receiver but PagerDuty: every moment but `stable`, which
+    /// came later and is told only to receivers that list it.
+    pub const DEFAULT: [NotifyEvent; 6] = [
         NotifyEvent::Started,
         NotifyEvent::Completed,
         NotifyEvent::Failed,
@@ -585,19 +608,28 @@ impl NotifyEvent {
         NotifyEvent::Drift,
         NotifyEvent::TriggerFiring,
     ];
+    /// What a PagerDuty receiver takes, and its default: the moments that trigger a
+    /// rollback's alert and the one that resolves it.
+    pub const PAGERDUTY: [NotifyEvent; 4] = [
+        NotifyEvent::Started,
+        NotifyEvent::Failed,
+        NotifyEvent::Unhealthy,
+        NotifyEvent::Stable,
+    ];
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!(has(self.on) && has(self.__true__))").message(Message::Expression("'spec.notify[' + self.name + ']: on is set twice (an unquoted on: key reaches the API as true:); keep one'".into())))]
 #[x_kube(validation = Rule::new("self.type == 'inApp' || has(self.secretRef)").message(Message::Expression("'spec.notify[' + self.name + '].secretRef: required for type ' + self.type".into())))]
+#[x_kube(validation = Rule::new("self.type != 'pagerduty' || ((!has(self.on) || self.on.all(e, e in ['started', 'failed', 'unhealthy', 'stable'])) && (!has(self.__true__) || self.__true__.all(e, e in ['started', 'failed', 'unhealthy', 'stable'])))").message(Message::Expression("'spec.notify[' + self.name + '].on: a pagerduty receiver takes started, failed, unhealthy (they trigger the alert) and stable (it resolves it)'".into())))]
 pub struct Notifier {
     /// Unique within the guard (DNS-1123 label).
     #[schemars(length(min = 1, max = 63))]
     #[x_kube(validation = dns_label("spec.notify[].name"))]
     pub name: String,
 
-    /// `slack`, `webhook`, `email` or `inApp`.
+    /// `slack`, `webhook`, `email`, `inApp`, `pagerduty` or `teams`.
     #[serde(rename = "type")]
     pub type_: NotifierType,
 
@@ -605,16 +637,17 @@ pub struct Notifier {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<LocalObjectReference>,
 
-    /// Which moments to send; default: all of them.
+    /// Which moments to send; default: all of them but `stable` (`pagerduty`: started,
+    /// failed, unhealthy and stable, the only ones it takes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 6))]
+    #[schemars(length(min = 1, max = 7))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub on: Option<Vec<NotifyEvent>>,
 
     /// `on` as YAML 1.1 parsers (kubectl, Argo CD, Flux) read an unquoted `on:` key: they
     /// turn it into `true:`. Accepted so the natural manifest works; prefer `on`.
     #[serde(default, rename = "true", skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 6))]
+    #[schemars(length(min = 1, max = 7))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub on_yaml11: Option<Vec<NotifyEvent>>,
 }
@@ -625,7 +658,10 @@ impl Notifier {
         self.on
             .clone()
             .or_else(|| self.on_yaml11.clone())
-            .unwrap_or_else(|| NotifyEvent::ALL.to_vec())
+            .unwrap_or_else(|| match self.type_ {
+                NotifierType::PagerDuty => NotifyEvent::PAGERDUTY.to_vec(),
+                _ => NotifyEvent::DEFAULT.to_vec(),
+            })
     }
 }
 
@@ -728,11 +764,16 @@ pub struct RolloutGuardStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quiet_since: Option<Time>,
 
-    /// Notices of the guard's own moments (`triggerFiring`, `drift`), recorded before they
-    /// are sent; each stays until its delivery has finished, so an operator restart sends
-    /// it again with the same id (receivers drop the duplicate).
+    /// Notices of the guard's own moments (`triggerFiring`, `drift`, `stable`), recorded
+    /// before they are sent; each stays until its delivery has finished, so an operator
+    /// restart sends it again with the same id (receivers drop the duplicate).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_notices: Vec<PendingNotice>,
+
+    /// The rollback whose `stable` moment has been recorded for the receivers: each
+    /// rollback's stability is told once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_notified: Option<String>,
 }
 
 /// A notice of a guard's moment on its way to one receiver.
@@ -741,7 +782,7 @@ pub struct RolloutGuardStatus {
 pub struct PendingNotice {
     /// The receiver (`spec.notify[].name`).
     pub receiver: String,
-    /// `triggerFiring` or `drift`.
+    /// `triggerFiring`, `drift` or `stable`.
     pub event: NotifyEvent,
     /// The delivery id: the same on every attempt and after a restart.
     pub id: String,
@@ -752,6 +793,9 @@ pub struct PendingNotice {
     /// The trigger, for `triggerFiring`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<FiringTrigger>,
+    /// The rollback (RollbackRequest) the guard is stable after, for `stable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<String>,
 }
 
 /// The trigger of a `triggerFiring` notice, as it stood when it fired.

@@ -30,7 +30,7 @@ mod validity;
 use automatic::in_flight_now;
 use drift::drift;
 use evaluate::evaluate_triggers;
-use notices::{notices_to_send, publish};
+use notices::{notices_to_send, publish, stable_notices};
 use validity::{credential_problems, problems, spec_judged};
 
 pub struct Context {
@@ -163,8 +163,10 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
         crate::notify::settle_pending(previous.pending_notices.clone(), |n| {
             ctx.outbox.guard_delivery(&guard, n)
         });
+    let (stable_notified, stable) = stable_notices(&guard, &previous, &status, now);
     let fresh: Vec<_> = notices_to_send(&guard, &status, &notices, now)
         .into_iter()
+        .chain(stable)
         .filter(|n| {
             !pending
                 .iter()
@@ -218,6 +220,7 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
             "triggers": status.triggers,
             "quietSince": status.quiet_since,
             "pendingNotices": pending,
+            "stableNotified": stable_notified,
         }
     });
     if orphaned {

@@ -168,6 +168,25 @@ impl Courier {
                 send_email(&smtp_url, &from, &to, notice, notifier).await
             }
             NotifierType::InApp => self.in_app(namespace, notice).await,
+            NotifierType::PagerDuty => {
+                let secret = self.secret(namespace, notifier).await?;
+                let routing_key = key(&secret, notifier, "routingKey")?;
+                let url = optional_key(&secret, "url")
+                    .unwrap_or_else(|| super::pagerduty::DEFAULT_URL.to_string());
+                let link = report_link(&secret, notifier, notice)?;
+                let event = super::pagerduty::event(notice, &routing_key, link.as_ref())
+                    .map_err(Failure::permanent)?;
+                let body = serde_json::to_vec(&event).expect("a PagerDuty event serialises");
+                self.post(notifier, &url, body, Vec::new()).await
+            }
+            NotifierType::Teams => {
+                let secret = self.secret(namespace, notifier).await?;
+                let url = key(&secret, notifier, "url")?;
+                let link = report_link(&secret, notifier, notice)?;
+                let body = serde_json::to_vec(&super::teams::message(notice, link.as_ref()))
+                    .expect("a Teams message serialises");
+                self.post(notifier, &url, body, Vec::new()).await
+            }
         }
     }
 
@@ -307,8 +326,37 @@ pub(crate) fn in_app_manager(guard: &str) -> String {
     format!("{FIELD_MANAGER}/{}-{hex}", &guard[..64])
 }
 
+/// The receiver's report link, from the optional Secret key `reportUrl`.
+fn report_link(
+    secret: &Secret,
+    notifier: &Notifier,
+    notice: &Notice,
+) -> Result<Option<super::ReportLink>, Failure> {
+    let Some(template) = optional_key(secret, "reportUrl") else {
+        return Ok(None);
+    };
+    super::report_link(&template, notice).map_err(|e| {
+        Failure::permanent(format!(
+            "spec.notify[{}].secretRef: Secret {:?} {e}",
+            notifier.name,
+            secret.metadata.name.as_deref().unwrap_or_default()
+        ))
+    })
+}
+
 /// A Secret key as text, or which key is missing.
 fn key(secret: &Secret, notifier: &Notifier, name: &str) -> Result<String, Failure> {
+    optional_key(secret, name).ok_or_else(|| {
+        Failure::permanent(format!(
+            "spec.notify[{}].secretRef: Secret {:?} has no key {name:?}",
+            notifier.name,
+            secret.metadata.name.as_deref().unwrap_or_default()
+        ))
+    })
+}
+
+/// A Secret key as text; None when it is absent or empty.
+fn optional_key(secret: &Secret, name: &str) -> Option<String> {
     let value = secret
         .data
         .as_ref()
@@ -321,14 +369,7 @@ fn key(secret: &Secret, notifier: &Notifier, name: &str) -> Result<String, Failu
                 .and_then(|d| d.get(name))
                 .cloned()
         });
-    match value {
-        Some(v) if !v.is_empty() => Ok(v),
-        _ => Err(Failure::permanent(format!(
-            "spec.notify[{}].secretRef: Secret {:?} has no key {name:?}",
-            notifier.name,
-            secret.metadata.name.as_deref().unwrap_or_default()
-        ))),
-    }
+    value.filter(|v| !v.is_empty())
 }
 
 /// A URL without its path and query, which for Slack webhooks hold the credential.

@@ -1,16 +1,21 @@
 //! Notifications (SPEC §2–§3): who is told what, and what the message says. Pure: the
 //! routing (`on` filters), the records a request keeps of its deliveries, the `Notified`
 //! condition, every channel's payload (Slack blocks, the webhook body, the email, the in-app
-//! status ConfigMap) and the webhook's Standard Webhooks signature ([`signature`]) are decided
-//! here; [`courier`] sends, [`outbox`] runs the
+//! status ConfigMap, the PagerDuty event ([`pagerduty`]), the Teams card ([`teams`])) and the
+//! webhook's Standard Webhooks signature ([`signature`]) are decided here; [`courier`] sends,
+//! [`outbox`] runs the
 //! deliveries beside the rollback and reports their outcomes back to the reconciler.
 
 pub mod courier;
 pub mod outbox;
+pub mod pagerduty;
 pub mod records;
+pub mod report_link;
 pub mod signature;
+pub mod teams;
 
 pub use records::{Delivering, Merged, merge_deliveries, settle_pending};
+pub use report_link::{ReportLink, report_link};
 
 #[cfg(test)]
 mod tests;
@@ -20,7 +25,7 @@ use crate::api::guard::{
 };
 use crate::api::request::{
     DeliveryState, Durations, FlagChange, NotificationRecord, RequestAction, RequestMode,
-    RollbackRequest, TriggeredBy,
+    RollbackRequest, SloOutcome, TriggeredBy,
 };
 use kube::ResourceExt;
 use serde::Serialize;
@@ -44,6 +49,7 @@ pub fn event_word(event: NotifyEvent) -> &'static str {
         NotifyEvent::Unhealthy => "unhealthy",
         NotifyEvent::Drift => "drift",
         NotifyEvent::TriggerFiring => "triggerFiring",
+        NotifyEvent::Stable => "stable",
     }
 }
 
@@ -53,6 +59,8 @@ pub fn channel_word(type_: NotifierType) -> &'static str {
         NotifierType::Webhook => "webhook",
         NotifierType::Email => "email",
         NotifierType::InApp => "inApp",
+        NotifierType::PagerDuty => "pagerduty",
+        NotifierType::Teams => "teams",
     }
 }
 
@@ -85,6 +93,23 @@ pub fn receivers(notify: &[Notifier], event: NotifyEvent) -> Vec<&Notifier> {
         .collect()
 }
 
+/// The guard's receivers told about `event` of a request with `action`. PagerDuty pages
+/// about rollbacks only: a restore's alert would have nothing to resolve it.
+pub fn request_receivers(
+    notify: &[Notifier],
+    event: NotifyEvent,
+    action: RequestAction,
+) -> Vec<&Notifier> {
+    receivers(notify, event)
+        .into_iter()
+        .filter(|n| takes_request(n, action))
+        .collect()
+}
+
+fn takes_request(notifier: &Notifier, action: RequestAction) -> bool {
+    notifier.type_ != NotifierType::PagerDuty || action == RequestAction::Rollback
+}
+
 /// How a request ended, for routing its final notification.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ending {
@@ -97,10 +122,15 @@ pub enum Ending {
 
 /// One message per receiver for a request's ending: `completed` on success; a failed health
 /// verification goes as `unhealthy` to receivers that take it and as `failed` to those that
-/// only take `failed`; any other failure goes as `failed`.
-pub fn ending_events(notify: &[Notifier], ending: Ending) -> Vec<(&Notifier, NotifyEvent)> {
+/// only take `failed`; any other failure goes as `failed`. PagerDuty: rollbacks only.
+pub fn ending_events(
+    notify: &[Notifier],
+    ending: Ending,
+    action: RequestAction,
+) -> Vec<(&Notifier, NotifyEvent)> {
     notify
         .iter()
+        .filter(|n| takes_request(n, action))
         .filter_map(|n| {
             let on = n.events();
             let takes = |e| on.contains(&e).then_some((n, e));
@@ -211,8 +241,28 @@ pub struct Notice {
     pub request: Option<RequestSummary>,
     /// The trigger, for `triggerFiring`.
     pub trigger: Option<TriggerSummary>,
+    /// The rollback the guard is stable after, for `stable`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<String>,
     /// One line: what happened.
     pub message: String,
+}
+
+impl Notice {
+    /// The request the notice is about: the request of a request moment, the rollback of
+    /// `stable`.
+    pub fn request_name(&self) -> Option<&str> {
+        self.request
+            .as_ref()
+            .map(|r| r.name.as_str())
+            .or(self.rollback.as_deref())
+    }
+
+    /// The command that prints the request's post-mortem report.
+    pub fn report_command(&self) -> Option<String> {
+        self.request_name()
+            .map(|name| format!("kubectl rollguard report {name} -n {}", self.namespace))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -227,6 +277,9 @@ pub struct RequestSummary {
     pub triggered_by: Option<TriggeredBy>,
     pub flags_changed: Vec<FlagChange>,
     pub durations: Option<Durations>,
+    /// Whether the durations met the guard's SLO, once judged (at the end).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slo: Option<SloOutcome>,
     pub snapshot: Option<String>,
 }
 
@@ -300,15 +353,18 @@ pub fn request_notice(
             triggered_by: status.triggered_by.clone(),
             flags_changed: changed,
             durations: status.durations.clone(),
+            slo: status.slo.clone(),
             snapshot: status.snapshot_ref.map(|s| s.name),
         }),
         trigger: None,
+        rollback: None,
         message,
     }
 }
 
-/// The notice of a guard's moment (`drift`, `triggerFiring`). `transition` names the
-/// transition (e.g. the time the trigger started breaching) so its id is stable.
+/// The notice of a guard's moment (`drift`, `triggerFiring`, `stable`). `transition` names
+/// the transition (e.g. the time the trigger started breaching, the rollback the guard is
+/// stable after) so its id is stable.
 pub fn guard_notice(
     guard: &RolloutGuard,
     event: NotifyEvent,
@@ -329,6 +385,7 @@ pub fn guard_notice(
         guard: guard.name_any(),
         request: None,
         trigger,
+        rollback: None,
         message,
     }
 }
@@ -343,11 +400,12 @@ pub fn pending_guard_notice(guard: &RolloutGuard, pending: &PendingNotice) -> No
         guard: guard.name_any(),
         request: None,
         trigger: pending.trigger.clone(),
+        rollback: pending.rollback.clone(),
         message: pending.message.clone(),
     }
 }
 
-fn title(notice: &Notice) -> String {
+pub(crate) fn title(notice: &Notice) -> String {
     let what = match notice.event {
         NotifyEvent::Started => "Rollback started",
         NotifyEvent::Completed => "Rollback completed",
@@ -355,6 +413,7 @@ fn title(notice: &Notice) -> String {
         NotifyEvent::Unhealthy => "Unhealthy after rollback",
         NotifyEvent::Drift => "Flags drifted",
         NotifyEvent::TriggerFiring => "Trigger firing",
+        NotifyEvent::Stable => "Stable after rollback",
     };
     let what = match &notice.request {
         Some(r) if r.action == RequestAction::Restore => what.replace("Rollback", "Restore"),
@@ -367,8 +426,8 @@ fn seconds(v: Option<f64>) -> String {
     v.map_or("-".into(), |s| format!("{s:.3}s"))
 }
 
-/// Label and value pairs shown by Slack and email.
-fn facts(notice: &Notice) -> Vec<(&'static str, String)> {
+/// Label and value pairs shown by Slack, Teams and email.
+pub(crate) fn facts(notice: &Notice) -> Vec<(&'static str, String)> {
     let mut facts = vec![("Guard", format!("{}/{}", notice.namespace, notice.guard))];
     if let Some(r) = &notice.request {
         facts.push(("Request", r.name.clone()));
@@ -407,10 +466,23 @@ fn facts(notice: &Notice) -> Vec<(&'static str, String)> {
                 seconds(d.total)
             ),
         ));
+        if let Some(slo) = &r.slo {
+            facts.push((
+                "SLO",
+                if slo.met {
+                    "met".into()
+                } else {
+                    format!("missed: {}", slo.missed.join(", "))
+                },
+            ));
+        }
         facts.push((
             "Outcome",
             r.phase.clone().unwrap_or_else(|| "Pending".into()),
         ));
+    }
+    if let Some(rollback) = &notice.rollback {
+        facts.push(("Rollback", rollback.clone()));
     }
     if let Some(t) = &notice.trigger {
         facts.push((
@@ -501,6 +573,7 @@ pub fn in_app_state(notice: &Notice) -> GuardPhase {
             _ => GuardPhase::RolledBack,
         },
         NotifyEvent::Failed | NotifyEvent::Unhealthy | NotifyEvent::Drift => GuardPhase::Degraded,
+        NotifyEvent::Stable => GuardPhase::RolledBack,
         NotifyEvent::TriggerFiring => GuardPhase::Breaching,
     }
 }
@@ -522,11 +595,7 @@ pub fn in_app_outdated(current: &BTreeMap<String, String>, notice: &Notice) -> b
 
 pub fn in_app_data(notice: &Notice) -> BTreeMap<String, String> {
     let state = format!("{:?}", in_app_state(notice));
-    let request = notice
-        .request
-        .as_ref()
-        .map(|r| r.name.clone())
-        .unwrap_or_default();
+    let request = notice.request_name().unwrap_or_default().to_string();
     let per_guard = serde_json::json!({
         "state": state,
         "message": notice.message,

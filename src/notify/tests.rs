@@ -2,7 +2,7 @@ use super::*;
 use crate::api::LocalObjectReference;
 use crate::api::request::{RequestPhase, RollbackRequestSpec, RollbackRequestStatus};
 
-fn notifier(name: &str, type_: NotifierType, on: Option<Vec<NotifyEvent>>) -> Notifier {
+pub(super) fn notifier(name: &str, type_: NotifierType, on: Option<Vec<NotifyEvent>>) -> Notifier {
     Notifier {
         name: name.into(),
         type_,
@@ -14,7 +14,7 @@ fn notifier(name: &str, type_: NotifierType, on: Option<Vec<NotifyEvent>>) -> No
     }
 }
 
-fn request() -> RollbackRequest {
+pub(super) fn request() -> RollbackRequest {
     let mut r = RollbackRequest::new(
         "incident-42",
         RollbackRequestSpec {
@@ -59,12 +59,12 @@ fn request() -> RollbackRequest {
     r
 }
 
-fn at() -> jiff::Timestamp {
+pub(super) fn at() -> jiff::Timestamp {
     "2026-11-27T10:15:00Z".parse().unwrap()
 }
 
 #[test]
-fn receivers_are_routed_by_their_on_list_and_all_moments_by_default() {
+fn receivers_are_routed_by_their_on_list_and_all_moments_but_stable_by_default() {
     let notify = vec![
         notifier("ops", NotifierType::Slack, Some(vec![NotifyEvent::Started])),
         notifier("audit", NotifierType::Webhook, None),
@@ -83,6 +83,61 @@ fn receivers_are_routed_by_their_on_list_and_all_moments_by_default() {
     assert_eq!(names(NotifyEvent::Started), ["ops", "audit"]);
     assert_eq!(names(NotifyEvent::Failed), ["audit", "oncall"]);
     assert_eq!(names(NotifyEvent::Drift), ["audit"]);
+    assert!(
+        names(NotifyEvent::Stable).is_empty(),
+        "stable is told only when listed"
+    );
+}
+
+#[test]
+fn a_pagerduty_receiver_takes_the_moments_that_trigger_and_resolve_by_default_and_only_rollbacks() {
+    let notify = vec![
+        notifier("oncall", NotifierType::PagerDuty, None),
+        notifier("chat", NotifierType::Teams, None),
+    ];
+    assert_eq!(notify[0].events(), NotifyEvent::PAGERDUTY);
+    assert_eq!(notify[1].events(), NotifyEvent::DEFAULT);
+    let names = |v: Vec<&Notifier>| v.iter().map(|n| n.name.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        names(request_receivers(
+            &notify,
+            NotifyEvent::Started,
+            RequestAction::Rollback
+        )),
+        ["oncall", "chat"]
+    );
+    assert_eq!(
+        names(request_receivers(
+            &notify,
+            NotifyEvent::Started,
+            RequestAction::Restore
+        )),
+        ["chat"]
+    );
+    assert_eq!(names(receivers(&notify, NotifyEvent::Completed)), ["chat"]);
+    assert_eq!(names(receivers(&notify, NotifyEvent::Drift)), ["chat"]);
+    assert_eq!(names(receivers(&notify, NotifyEvent::Stable)), ["oncall"]);
+    let ending = |ending, action| {
+        ending_events(&notify, ending, action)
+            .into_iter()
+            .map(|(n, e)| (n.name.clone(), e))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ending(Ending::Unhealthy, RequestAction::Rollback),
+        [
+            ("oncall".to_string(), NotifyEvent::Unhealthy),
+            ("chat".to_string(), NotifyEvent::Unhealthy)
+        ]
+    );
+    assert_eq!(
+        ending(Ending::Failed, RequestAction::Restore),
+        [("chat".to_string(), NotifyEvent::Failed)]
+    );
+    assert_eq!(
+        ending(Ending::Succeeded, RequestAction::Rollback),
+        [("chat".to_string(), NotifyEvent::Completed)]
+    );
 }
 
 #[test]
@@ -113,7 +168,7 @@ fn an_unhealthy_ending_is_one_message_per_receiver() {
         ),
     ];
     let ending = |e| {
-        ending_events(&notify, e)
+        ending_events(&notify, e, RequestAction::Rollback)
             .into_iter()
             .map(|(n, ev)| (n.name.clone(), ev))
             .collect::<Vec<_>>()
@@ -256,6 +311,19 @@ fn the_webhook_body_is_the_documented_schema() {
     assert_eq!(v["request"]["flagsChanged"][0]["to"], "false");
     assert_eq!(v["request"]["durations"]["flagDisable"], 0.041);
     assert!(v["trigger"].is_null());
+    // Absent until judged; `rollback` only for `stable`.
+    assert!(v["request"].get("slo").is_none() && v.get("rollback").is_none());
+    let mut judged = request();
+    judged.status.as_mut().unwrap().slo = Some(crate::api::request::SloOutcome {
+        met: true,
+        missed: vec![],
+    });
+    let body = webhook_body(&request_notice(&judged, NotifyEvent::Completed, at()));
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        v["request"]["slo"],
+        serde_json::json!({"met": true, "missed": []})
+    );
 }
 
 #[test]
@@ -291,6 +359,7 @@ fn recorded_guard_notices_are_dropped_when_delivered_kept_in_flight_and_sent_aga
         time: "2026-12-07T10:00:00Z".into(),
         message: "fired".into(),
         trigger: None,
+        rollback: None,
     };
     let (kept, again, finished) = settle_pending(
         vec![notice("done"), notice("flying"), notice("lost")],
@@ -317,6 +386,7 @@ fn an_in_app_notice_older_than_the_one_shown_is_outdated() {
         guard: "g".into(),
         request: None,
         trigger: None,
+        rollback: None,
         message: "m".into(),
     };
     let started = notice(NotifyEvent::Started, "2026-12-07T10:00:00.100Z");

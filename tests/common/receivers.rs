@@ -450,3 +450,107 @@ impl Drop for LibraryReceiver {
         let _ = self.child.wait();
     }
 }
+
+// ---- published schemas ----------------------------------------------------------------
+
+/// One POST as [`SchemaReceiver`] saw and judged it.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    /// `/teams` or `/pagerduty`.
+    pub path: String,
+    pub body: Vec<u8>,
+    /// `valid`, or `invalid: <the validator's or PagerDuty's client's reasons>`.
+    pub verdict: String,
+    pub answered: u16,
+}
+
+impl Checked {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+}
+
+/// tests/receivers/schema_receiver.py serving on loopback: a Teams Workflows webhook at
+/// `/teams` whose every Adaptive Card is validated against the published Adaptive Card
+/// schema by PyPI `jsonschema`, and a PagerDuty Events API v2 endpoint at `/pagerduty`
+/// whose every event must be what PagerDuty's own client (PyPI `pagerduty`) sends for its
+/// fields; each answered 202 when valid (PagerDuty with its success body), 400 when not.
+pub struct SchemaReceiver {
+    pub base_url: String,
+    /// `jsonschema <version> adaptive-card <schema id> pagerduty <version>`, as the script
+    /// reports them.
+    pub validator: String,
+    record: PathBuf,
+    child: std::process::Child,
+}
+
+impl SchemaReceiver {
+    /// None (outside CI) when the venv is missing.
+    pub fn start() -> Option<Self> {
+        let python = standardwebhooks_python()?;
+        let dir = super::repo().join("target/test-logs");
+        std::fs::create_dir_all(&dir).unwrap();
+        let record = dir.join(format!("schema-receiver-{}.jsonl", super::unique_suffix()));
+        let mut child = std::process::Command::new(python)
+            .arg(super::repo().join("tests/receivers/schema_receiver.py"))
+            .arg("serve")
+            .arg(&record)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the schema receiver");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let Some(("PORT", rest)) = line.trim().split_once(' ') else {
+            let _ = child.kill();
+            panic!("the schema receiver did not start: {line:?}");
+        };
+        let (port, validator) = rest.split_once(' ').unwrap_or((rest, ""));
+        Some(Self {
+            base_url: format!("http://127.0.0.1:{port}"),
+            validator: validator.to_string(),
+            record,
+            child,
+        })
+    }
+
+    pub fn url(&self, endpoint: &str) -> String {
+        format!("{}/{endpoint}", self.base_url)
+    }
+
+    /// Every POST so far, in arrival order (each recorded before it was answered).
+    pub fn received(&self) -> Vec<Checked> {
+        use base64::Engine;
+        let text = std::fs::read_to_string(&self.record).unwrap_or_default();
+        text.lines()
+            .map(|line| {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                Checked {
+                    path: v["path"].as_str().unwrap().to_string(),
+                    body: base64::engine::general_purpose::STANDARD
+                        .decode(v["body"].as_str().unwrap())
+                        .unwrap(),
+                    verdict: v["verdict"].as_str().unwrap().to_string(),
+                    answered: v["answered"].as_u64().unwrap() as u16,
+                }
+            })
+            .collect()
+    }
+
+    /// The POSTs to one endpoint.
+    pub fn at(&self, endpoint: &str) -> Vec<Checked> {
+        let path = format!("/{endpoint}");
+        self.received()
+            .into_iter()
+            .filter(|c| c.path == path)
+            .collect()
+    }
+}
+
+impl Drop for SchemaReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

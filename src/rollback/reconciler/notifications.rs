@@ -16,7 +16,8 @@ impl Run {
             return;
         }
         let receivers = self.guard().spec.notify.clone();
-        let wanted: Vec<_> = notify::receivers(&receivers, NotifyEvent::Started)
+        let action = self.request.spec.action;
+        let wanted: Vec<_> = notify::request_receivers(&receivers, NotifyEvent::Started, action)
             .into_iter()
             .map(|n| (n, NotifyEvent::Started))
             .collect();
@@ -29,13 +30,15 @@ impl Run {
             return;
         }
         let receivers = self.guard().spec.notify.clone();
-        let wanted = notify::ending_events(&receivers, ending);
+        let wanted = notify::ending_events(&receivers, ending, self.request.spec.action);
         notify::record_sending(&mut self.status.notifications, &wanted);
     }
 
     pub(super) fn update_notified(&mut self) {
         let receivers = self.guard().spec.notify.clone();
-        let count = notify::receivers(&receivers, NotifyEvent::Started).len();
+        let count =
+            notify::request_receivers(&receivers, NotifyEvent::Started, self.request.spec.action)
+                .len();
         let (status, reason, message) =
             notify::notified_condition(&self.status.notifications, count);
         self.set_condition(condition::NOTIFIED, status, reason, message);
