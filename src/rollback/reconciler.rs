@@ -37,6 +37,7 @@ use std::time::Duration;
 mod drain;
 mod finish;
 mod notifications;
+mod propagation;
 mod slot;
 mod take_snapshot;
 mod verify;

@@ -1,5 +1,5 @@
-//! Step 5, *Verify*: workloads Available, HTTP checks, and rollback triggers judged on the
-//! time since the flags changed, within `health.timeout`.
+//! Step 5, *Verify*: the propagation check (propagation.rs), workloads Available, HTTP checks,
+//! and rollback triggers judged on the time since the flags changed, within `health.timeout`.
 
 use super::*;
 
@@ -13,7 +13,9 @@ impl Run {
             .as_ref()
             .map(|t| t.0)
             .unwrap_or_else(now);
-        let problems = self.health_problems().await?;
+        // The propagation check first: the moment it passes is recorded before anything else.
+        let mut problems: Vec<String> = self.propagation_problem().await?.into_iter().collect();
+        problems.extend(self.health_problems().await?);
         let at = now();
         if problems.is_empty() {
             let since_created = seconds_between(self.created(), at);
