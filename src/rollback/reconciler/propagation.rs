@@ -30,14 +30,7 @@ impl Run {
         if recorded || flags.is_empty() {
             return Ok(None);
         }
-        let target = match Target::of(
-            &guard,
-            self.ctx.default_prometheus_url.as_deref(),
-            &self.secrets,
-            self.ctx.prometheus.egress(),
-        )
-        .await?
-        {
+        let target = match self.prometheus_target(&guard).await? {
             Ok(target) => target,
             Err(problem) => return Ok(Some(format!("spec.health.propagation: {problem}"))),
         };

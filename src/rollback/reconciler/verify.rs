@@ -58,6 +58,20 @@ impl Run {
         Ok(Flow::Requeue(Duration::from_millis(500)))
     }
 
+    /// Where the guard's queries go, or why they cannot go anywhere.
+    pub(super) async fn prometheus_target(
+        &self,
+        guard: &RolloutGuard,
+    ) -> Result<Result<Target, String>, kube::Error> {
+        Target::of(
+            guard,
+            self.ctx.default_prometheus_url.as_deref(),
+            &self.secrets,
+            self.ctx.prometheus.egress(),
+        )
+        .await
+    }
+
     /// What still stands between the guard and healthy (empty: healthy).
     pub(super) async fn health_problems(&self) -> Result<Vec<String>, Error> {
         let guard = self.guard().clone();
@@ -106,14 +120,7 @@ impl Run {
         if rollback_triggers.is_empty() {
             return Ok(problems);
         }
-        let target = match Target::of(
-            &guard,
-            self.ctx.default_prometheus_url.as_deref(),
-            &self.secrets,
-            self.ctx.prometheus.egress(),
-        )
-        .await?
-        {
+        let target = match self.prometheus_target(&guard).await? {
             Ok(target) => target,
             Err(problem) => {
                 problems.push(problem);
