@@ -521,7 +521,8 @@ pub struct Propagation {
     /// request's flags. `$FLAGS` in its strings stands for the flags the request changed, as
     /// a regex alternation (each name regex-escaped), e.g.
     /// `sum(rate(feature_flag_evaluations_total{feature_flag_key=~"$FLAGS",feature_flag_result_variant!="off"}[30s]))`.
-    /// Its ranges are shortened to two guard intervals (see the README, "Propagation").
+    /// Its ranges are shortened to two guard intervals (README: "Checking that a rollback
+    /// took effect").
     #[schemars(length(min = 1, max = 4096))]
     pub query: String,
 }
