@@ -14,8 +14,13 @@
 //! "serving" up to 30 s after the last one. So every range is shortened to the shortest that
 //! holds two samples (two guard intervals, [`crate::triggers::window::floor`]; never
 //! lengthened): the answer says whether the on-variant was served in the last two intervals.
-//! The first moment it says "no" is an upper bound of when serving stopped, late by at most
-//! that window plus one scrape interval and one verification poll.
+//!
+//! An answer only covers what Prometheus has scraped: evaluations since the last scrape are
+//! not in it yet. So a "none" is believed once it still holds one guard interval later (an
+//! interval no shorter than the scrape interval: by then a scrape has shown anything served
+//! before the first "none"), and the moment of the first "none" of that run is when the flags
+//! became effective: never before the last instance stopped serving the on-variant, late by at
+//! most the window plus one scrape interval and one verification poll.
 
 use crate::triggers::Series;
 use crate::triggers::window;
@@ -116,6 +121,35 @@ pub enum Reading {
     /// Some instance still serves it; the largest value (NaN or a negative value, which
     /// prove nothing, count as serving: the check fails closed).
     Serving(f64),
+}
+
+/// What an answer means for verification, given `since`: the first answer of the current run
+/// of answers that said "none" (kept between polls).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    /// Still serving, or "none" not yet confirmed: wait, remembering when "none" began.
+    Wait { since: Option<jiff::Timestamp> },
+    /// "None" since this moment, and still "none" `confirm_after` later.
+    Effective(jiff::Timestamp),
+}
+
+/// `reading` at `at` (None: the query failed, which proves nothing), after a run of "none"
+/// that began at `since`.
+pub fn settle(
+    since: Option<jiff::Timestamp>,
+    reading: Option<&Reading>,
+    at: jiff::Timestamp,
+    confirm_after: Duration,
+) -> Verdict {
+    if reading != Some(&Reading::Effective) {
+        return Verdict::Wait { since: None };
+    }
+    let since = since.filter(|s| *s <= at).unwrap_or(at);
+    if at.duration_since(since).unsigned_abs() >= confirm_after {
+        Verdict::Effective(since)
+    } else {
+        Verdict::Wait { since: Some(since) }
+    }
 }
 
 pub fn judge(answer: &[Series]) -> Reading {
@@ -227,6 +261,42 @@ mod tests {
         assert!(
             equal.contains("match it with =~ or !~") && equal.contains("feature_flag_key"),
             "{equal}"
+        );
+    }
+
+    #[test]
+    fn none_is_believed_once_it_still_holds_an_interval_later_and_dates_from_its_first_answer() {
+        let t = |s: i64| jiff::Timestamp::from_second(1_800_000_000 + s).unwrap();
+        let interval = Duration::from_secs(2);
+        let none = Reading::Effective;
+        let serving = Reading::Serving(3.0);
+        // The first "none" starts the run; it is not believed yet.
+        assert_eq!(
+            settle(None, Some(&none), t(0), interval),
+            Verdict::Wait { since: Some(t(0)) }
+        );
+        assert_eq!(
+            settle(Some(t(0)), Some(&none), t(1), interval),
+            Verdict::Wait { since: Some(t(0)) }
+        );
+        // An interval later, still "none": effective since the first one.
+        assert_eq!(
+            settle(Some(t(0)), Some(&none), t(2), interval),
+            Verdict::Effective(t(0))
+        );
+        // A scrape that shows serving after all, or a failed query, ends the run.
+        assert_eq!(
+            settle(Some(t(0)), Some(&serving), t(1), interval),
+            Verdict::Wait { since: None }
+        );
+        assert_eq!(
+            settle(Some(t(0)), None, t(3), interval),
+            Verdict::Wait { since: None }
+        );
+        // A remembered start in the future (a clock step) is not believed.
+        assert_eq!(
+            settle(Some(t(9)), Some(&none), t(3), interval),
+            Verdict::Wait { since: Some(t(3)) }
         );
     }
 

@@ -18,11 +18,16 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Evaluation counts over time: (when, [on, off]).
+type History = Vec<(std::time::Instant, [u64; 2])>;
+
 /// The application: ten evaluations of flag `a` every 100 ms, variant `on` while its file
 /// says `true`, `off` otherwise.
 struct App {
     /// The value of this test's `test` label in Prometheus.
     id: String,
+    /// The file it reads the flag from.
+    file: PathBuf,
     /// When the stand-in kubelet last rewrote the file.
     synced_at: Arc<Mutex<Option<jiff::Timestamp>>>,
 }
@@ -31,15 +36,33 @@ impl App {
     /// Serves the application, registers it with Prometheus and starts the stand-in kubelet:
     /// `sync_after` after the ConfigMap `ff` of `ns` changes, the file follows (None: never).
     async fn start(cluster: &Cluster, ns: &str, sync_after: Option<Duration>) -> App {
+        Self::start_exporting_late(cluster, ns, sync_after, Duration::ZERO).await
+    }
+
+    /// As [`App::start`], its metrics exported `lag` late (as an OpenTelemetry SDK's periodic
+    /// reader or a collector in between delays them).
+    async fn start_exporting_late(
+        cluster: &Cluster,
+        ns: &str,
+        sync_after: Option<Duration>,
+        lag: Duration,
+    ) -> App {
         let id = format!("p{}", unique_suffix());
         let file: PathBuf = std::env::temp_dir().join(format!("rollguard-flag-{id}"));
         std::fs::write(&file, "true").unwrap();
-        let counts: Arc<Mutex<[u64; 2]>> = Arc::default();
+        let counts: Arc<Mutex<History>> = Arc::default();
         let (read, evaluated) = (file.clone(), counts.clone());
         tokio::spawn(async move {
+            let mut total = [0u64; 2];
             loop {
                 let on = std::fs::read_to_string(&read).is_ok_and(|v| v.trim() == "true");
-                evaluated.lock().unwrap()[usize::from(!on)] += 10;
+                total[usize::from(!on)] += 10;
+                {
+                    let mut history = evaluated.lock().unwrap();
+                    history.push((std::time::Instant::now(), total));
+                    let keep = history.len().saturating_sub(100);
+                    history.drain(..keep);
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
@@ -47,7 +70,13 @@ impl App {
         let app = Router::new().route(
             "/metrics",
             get(move || {
-                let [on, off] = *served.lock().unwrap();
+                let [on, off] = served
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .rev()
+                    .find(|(at, _)| at.elapsed() >= lag)
+                    .map_or([0, 0], |(_, c)| *c);
                 async move {
                     format!(
                         "# TYPE feature_flag_evaluations_total counter\n\
@@ -67,7 +96,7 @@ impl App {
         let synced_at: Arc<Mutex<Option<jiff::Timestamp>>> = Arc::default();
         if let Some(delay) = sync_after {
             let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), ns);
-            let synced = synced_at.clone();
+            let (synced, file) = (synced_at.clone(), file.clone());
             tokio::spawn(async move {
                 let mut written = "true".to_string();
                 loop {
@@ -87,7 +116,11 @@ impl App {
                 }
             });
         }
-        App { id, synced_at }
+        App {
+            id,
+            file,
+            synced_at,
+        }
     }
 
     /// The guard's propagation query, over this application's series only.
@@ -101,15 +134,20 @@ impl App {
     /// Waits until Prometheus sees the application serve the on-variant, so the check has
     /// something to wait for.
     async fn serving_on(&self, cluster: &Cluster) {
+        self.serving(cluster, "on").await
+    }
+
+    /// Waits until Prometheus sees the application serve `variant`.
+    async fn serving(&self, cluster: &Cluster, variant: &str) {
         let client =
             prometheus_http_query::Client::try_from(cluster.prometheus_url.as_str()).unwrap();
         let q = format!(
-            r#"sum(rate(feature_flag_evaluations_total{{test="{}",feature_flag_result_variant="on"}}[5s]))"#,
+            r#"sum(rate(feature_flag_evaluations_total{{test="{}",feature_flag_result_variant="{variant}"}}[5s]))"#,
             self.id
         );
         wait_until(
             Duration::from_secs(30),
-            "Prometheus to see the on-variant served",
+            &format!("Prometheus to see the {variant} variant served"),
             || {
                 let (client, q) = (client.clone(), q.clone());
                 async move {
@@ -232,6 +270,52 @@ async fn flag_effective_is_when_the_application_stopped_serving_the_on_variant_n
         "{report}"
     );
     assert!(report.contains("| Flags effective at |"), "{report}");
+}
+
+/// Prometheus only knows what it has scraped: an on-variant served since the last scrape (here
+/// too, in an export that runs late) is not in the first answers after the change. A "none"
+/// counts only once it still holds an interval later, so flagEffective is never before the
+/// application stopped.
+#[tokio::test]
+async fn a_none_before_the_on_variant_reached_prometheus_is_not_believed() {
+    let Some(env) = Env::start("propagation_unscraped", &[]).await else {
+        return;
+    };
+    let delay = Duration::from_secs(3);
+    let lag = Duration::from_secs(1);
+    let app = App::start_exporting_late(&env.cluster, &env.ns, Some(delay), lag).await;
+    // Interval 3s: no shorter than the export lag plus the 1s scrape interval.
+    env.cluster.apply(&common::flags_and_guard(
+        &env.ns,
+        r#"{a: "true"}"#,
+        &format!(
+            "  interval: 3s\n  health:\n    timeout: 30s\n    propagation: {{query: '{}'}}\n",
+            app.query()
+        ),
+    ));
+    // The application served the off-variant so far; it turns to the on-variant just before
+    // the rollback, and off again `delay` after the ConfigMap changed.
+    std::fs::write(&app.file, "false").unwrap();
+    app.serving(&env.cluster, "off").await;
+    tokio::time::sleep(Duration::from_secs(6)).await; // every on-variant evaluation out of range
+    std::fs::write(&app.file, "true").unwrap();
+    rollback(&env, "unscraped");
+    let done = common::finished(&env.requests(), "unscraped").await;
+    let status = done.status.clone().unwrap();
+    assert_eq!(status.phase, Some(RequestPhase::Succeeded), "{status:#?}");
+    let synced = app.synced_at.lock().unwrap().expect("the file was synced");
+    let effective = status
+        .timeline
+        .iter()
+        .find(|t| t.step == "FlagsEffective")
+        .unwrap();
+    let created = done.metadata.creation_timestamp.clone().unwrap().0;
+    let effective_at = created
+        + jiff::SignedDuration::from_secs_f64(status.durations.unwrap().flag_effective.unwrap());
+    assert!(
+        effective_at >= synced,
+        "flagEffective says {effective_at}, but the application served the on-variant until {synced}: {effective:?}"
+    );
 }
 
 #[tokio::test]
