@@ -388,7 +388,8 @@ for row in "$auto:shop watches the API" "$slow:mounted volume" "$fast:mounted vo
 	printf '  %-40s %-12s %s\n' "${row#*:}" "$(jp "rbr/${row%%:*}" '{.status.durations.flagDisable}')" \
 		"$(jp "rbr/${row%%:*}" '{.status.durations.flagEffective}')"
 done
-note "flagEffective is an upper bound: the query's ranges are cut to two guard intervals (4s here)."
+note "flagEffective is never early and late by at most the query's window, cut to two guard intervals"
+note "(4s here), plus a scrape: a \"none\" counts once it still holds an interval later."
 run kubectl rollguard restore "$GUARD" -n "$NS" --reason "propagation demo: flags back on" --watch
 pause
 
