@@ -79,11 +79,10 @@ impl Run {
                     window.as_secs()
                 )));
             }
-            (Verdict::Wait { since }, Ok(Reading::Effective)) => {
+            (Verdict::Wait { .. }, Ok(Reading::Effective)) => {
                 return Ok(Some(format!(
-                    "spec.health.propagation: no instance serves the on-variant of {} since {:.1}s ago; confirming for one interval ({}s)",
+                    "spec.health.propagation: no instance serves the on-variant of {}; confirming for one interval ({}s)",
                     flags.join(", "),
-                    seconds_between(since.unwrap_or(at), at),
                     interval.as_secs()
                 )));
             }
