@@ -385,6 +385,49 @@ async fn a_propagation_query_that_fails_never_passes_and_an_empty_answer_does() 
     assert!(status.durations.unwrap().flag_effective.is_none());
 }
 
+/// A propagation query that does not parse once `$FLAGS` is expanded, or matches the
+/// alternation with `=`, makes the guard Invalid with a message naming the field.
+#[tokio::test]
+async fn a_propagation_query_that_cannot_work_makes_the_guard_invalid_naming_the_field() {
+    let Some(env) = Env::start("propagation_invalid", &[]).await else {
+        return;
+    };
+    let guards: Api<rollguard::api::RolloutGuard> = env.api();
+    for (query, says) in [
+        (
+            r#"sum(rate(x{feature_flag_key=~"$FLAGS"}[30s])"#,
+            "spec.health.propagation.query: ",
+        ),
+        (
+            r#"sum(x{feature_flag_key="$FLAGS"})"#,
+            "match it with =~ or !~",
+        ),
+    ] {
+        flags_and_guard(&env, query, "30s", "");
+        let message = wait_until(
+            Duration::from_secs(20),
+            &format!("guard g Invalid for {query}"),
+            || {
+                let guards = guards.clone();
+                async move {
+                    let g = guards.get("g").await.ok()?;
+                    let status = g.status?;
+                    let ready = rollguard::conditions::get(&status.conditions, "Ready")?;
+                    (status.phase == Some(rollguard::api::guard::GuardPhase::Invalid)
+                        && status.observed_generation == g.metadata.generation
+                        && ready.message.contains(says))
+                    .then(|| ready.message.clone())
+                }
+            },
+        )
+        .await;
+        assert!(
+            message.contains("spec.health.propagation.query"),
+            "{message}"
+        );
+    }
+}
+
 /// Crash safety: an operator killed while the request waits for propagation, and another
 /// killed right after recording `FlagsEffective`: the third finishes with one
 /// `FlagsEffective`, measured once.
