@@ -270,6 +270,21 @@ async fn flag_effective_is_when_the_application_stopped_serving_the_on_variant_n
         "{report}"
     );
     assert!(report.contains("| Flags effective at |"), "{report}");
+
+    // The operator's step-duration histogram counts it.
+    let metrics_url = format!("{}/metrics", env.operator.as_ref().unwrap().metrics_url);
+    let metrics = reqwest::get(&metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with(
+            "rollguard_rollback_step_duration_seconds_count{step=\"flagEffective\"} 1"
+        )),
+        "{metrics}"
+    );
 }
 
 /// Prometheus only knows what it has scraped: an on-variant served since the last scrape (here
