@@ -9,6 +9,8 @@
 #   5. what changed: flags before/after, step timings, Events, the signed webhook
 #   6. the incident report
 #   7. the fix ships; a person restores the flags with `kubectl rollguard restore --watch`
+#   8. effective, not just written: the shop reads its flags from a mounted volume, and the
+#      guard's propagation check shows what `refreshPods` changes for users (flagEffective)
 #
 # Interactive: pauses between chapters. DEMO_NONINTERACTIVE=1 runs straight through.
 # Everything it starts is stopped by `make demo-down` (demo/down.sh); logs: target/demo/.
@@ -23,6 +25,7 @@ SHOP_ADDR=${DEMO_SHOP_ADDR:-127.0.0.1:18081}
 HOOK_ADDR=${DEMO_HOOK_ADDR:-127.0.0.1:18082}
 METRICS_ADDR=${DEMO_METRICS_ADDR:-127.0.0.1:18080}
 SHOP=http://$SHOP_ADDR
+KUBELET_DELAY=20 # the demo's stand-in kubelet updates a mounted file this late (a real one: up to ~2 min)
 started_at=$SECONDS
 
 # --- how the story is told ------------------------------------------------------------------
@@ -100,6 +103,8 @@ kubectl delete rollbackrequests,rolloutguards --all -n "$NS" --wait=true >/dev/n
 kubectl delete secrets -l rollguard.dev/guard -n "$NS" >/dev/null
 kubectl delete configmap feature-flags rollguard-status -n "$NS" --ignore-not-found >/dev/null
 kubectl delete secret shop-webhook -n "$NS" --ignore-not-found >/dev/null
+kubectl delete pod shop-0 -n "$NS" --ignore-not-found --wait=false >/dev/null
+rm -rf "$demo_dir/volume"
 kubectl delete events --all -n "$NS" >/dev/null
 
 # start NAME COMMAND...: a background process in its own session; pid in target/demo/.
@@ -136,7 +141,8 @@ YAML
 
 say "Starting the shop (metrics on $SHOP/metrics, webhook receiver on http://$HOOK_ADDR/hook)."
 start shop env SHOP_ADDR="$SHOP_ADDR" HOOK_ADDR="$HOOK_ADDR" HOOK_SIGNING_KEY="$signing_key" \
-	SHOP_NAMESPACE="$NS" target/debug/examples/shop
+	SHOP_NAMESPACE="$NS" SHOP_VOLUME_DIR="$demo_dir/volume" SHOP_KUBELET_DELAY="$KUBELET_DELAY" \
+	target/debug/examples/shop
 scrape shop "$SHOP_ADDR" shop-demo
 say "Starting the operator: rollguard run --namespace $NS (log: target/demo/operator.log)."
 start operator env -u ROLLGUARD_FAULT_POINT -u ROLLGUARD_FAULT_REQUEST RUST_LOG=info,kube=warn \
@@ -207,6 +213,8 @@ spec:
     timeout: 1m
     http: [{url: "$SHOP/healthz", expectStatus: 200}]
     stabilityWindow: 20s
+    propagation:                   # when did the shop stop serving the flags' on-variant?
+      query: sum(rate(feature_flag_evaluations_total{service="shop-demo",feature_flag_key=~"\$FLAGS",feature_flag_result_variant!="off"}[10s]))
   notify:
     - name: ops-webhook
       type: webhook
@@ -278,7 +286,7 @@ run kubectl get rollbackrequest "$auto" -n "$NS" \
 	-o jsonpath='{range .status.timeline[*]}{.time}{"\t"}{.step}{"\n"}{end}'
 say ""
 say "Step timings (seconds from the request's creation; the API server stamps creation to the second):"
-for d in flagDisable notification healthVerification total; do
+for d in flagDisable flagEffective notification healthVerification total; do
 	printf '  %-20s %s s\n' "$d" "$(jp "rbr/$auto" "{.status.durations.$d}")"
 done
 say ""
@@ -290,6 +298,9 @@ LC_ALL=C join "$demo_dir/flags-before" "$demo_dir/flags-after" | while read -r k
 	[[ $before != "$after" ]] && mark="  ← rolled back"
 	printf '  %-36s %-8s %s%s\n' "$k" "$before" "$after" "$mark"
 done
+say ""
+say "flagEffective: the shop's own flag-evaluation counter said it no longer served the new"
+say "feature (spec.health.propagation; chapter 8 shows it with a mounted file)."
 say ""
 say "The shop saw the flag change through the API watch within a second, and errors stopped:"
 grep -E '\[shop\] (flag|preRollback|postRollback)' "$demo_dir/shop.log" | sed 's/^/  /' || true
@@ -328,6 +339,59 @@ say ""
 run kubectl get configmap feature-flags -n "$NS" -o yaml | sed -n '/^data:/,/^kind:/p' | sed '$d'
 wait_for 30 "the guard back to Monitoring" bash -c "[[ \$(kubectl get rg $GUARD -n $NS -o jsonpath='{.status.phase}') == Monitoring ]]"
 run kubectl rollguard status -n "$NS"
+
+# --- 8. effective, not just written --------------------------------------------------------------
+chapter "8. Effective, not just written"
+say "flagDisable ends when the ConfigMap changed; users are safe when the shop stops serving the"
+say "new feature. The guard's health.propagation reads that from the shop's flag-evaluation counter"
+say "(OpenFeature's OpenTelemetry names), verification waits for it, and the request records it as"
+say "flagEffective. So far the shop watched the ConfigMap through the API. Most applications read"
+say "flags from a ConfigMap mounted as a volume, which the kubelet updates late."
+note "This control plane has no nodes: pod shop-0 is an object that mounts feature-flags, and a stand-in"
+note "kubelet in the shop keeps the file ${KUBELET_DELAY}s behind the ConfigMap, or refreshes it at once when the pod changes."
+kubectl apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: shop-0, namespace: $NS}
+spec:
+  containers: [{name: shop, image: shop:demo}]
+  volumes: [{name: flags, configMap: {name: feature-flags}}]
+YAML
+run curl -sS -X POST "$SHOP/control?flags_from=volume"
+say ""
+serving() { curl -sf "$SHOP/control" | grep -q "\"featureOn\":$1"; }
+latest_request() { kubectl get rollbackrequests -n "$NS" --sort-by=.metadata.creationTimestamp -o name | tail -1 | cut -d/ -f2; }
+wait_for 60 "the shop to serve the feature from the volume" serving true
+rollback_and_time() { # REASON: a rollback by hand, then its flagDisable and flagEffective
+	run kubectl rollguard rollback "$GUARD" -n "$NS" --reason "$1" --watch
+	local name
+	name=$(latest_request)
+	say "  $name: flagDisable $(jp "rbr/$name" '{.status.durations.flagDisable}') s, flagEffective $(jp "rbr/$name" '{.status.durations.flagEffective}') s"
+	grep '\[kubelet\]\|\[shop\] flag' "$demo_dir/shop.log" | tail -2 | sed 's/^/  /'
+	last_rollback=$name
+}
+say "${B}Without refreshPods${R}: the ConfigMap changes at once, the file ${KUBELET_DELAY}s later."
+rollback_and_time "propagation demo: mounted volume, refreshPods off"
+slow=$last_rollback
+run kubectl rollguard restore "$GUARD" -n "$NS" --reason "propagation demo: flags back on" --watch
+wait_for 60 "the shop to serve the feature again" serving true
+say ""
+say "${B}With refreshPods${R}: after the write, rollguard annotates the pods that mount the ConfigMap,"
+say "and the kubelet refreshes their files at once."
+run kubectl patch rolloutguard "$GUARD" -n "$NS" --type merge -p '{"spec":{"flags":{"refreshPods":true}}}'
+rollback_and_time "propagation demo: mounted volume, refreshPods on"
+fast=$last_rollback
+say ""
+say "Side by side (seconds from each request's creation):"
+printf '  %-40s %-12s %s\n' ROLLBACK flagDisable flagEffective
+for row in "$auto:shop watches the API" "$slow:mounted volume" "$fast:mounted volume + refreshPods"; do
+	printf '  %-40s %-12s %s\n' "${row#*:}" "$(jp "rbr/${row%%:*}" '{.status.durations.flagDisable}')" \
+		"$(jp "rbr/${row%%:*}" '{.status.durations.flagEffective}')"
+done
+note "flagEffective is never early and late by at most the query's window, cut to two guard intervals"
+note "(4s here), plus a scrape: a \"none\" counts once it still holds an interval later."
+run kubectl rollguard restore "$GUARD" -n "$NS" --reason "propagation demo: flags back on" --watch
+pause
 
 # --- the end -------------------------------------------------------------------------------------
 chapter "The end — ${OK}the story took $((SECONDS - started_at))s${R}"

@@ -12,6 +12,7 @@
 //! | `consensus_rounds_total`, `consensus_rounds_failed_total` | validation consensus rounds (1 % fail) |
 //! | `support_tickets_created_total` | support tickets (one a second) |
 //! | `process_start_time_seconds` | when the shop started (the tickets' baseline is the rate since then) |
+//! | `feature_flag_evaluations_total{feature_flag_key,feature_flag_result_variant}` | the new feature's flag evaluated for each request, by the variant served (`on`/`off`), as OpenFeature's OpenTelemetry hook would count them |
 //!
 //! The new feature is flag `completion_validation_system` in ConfigMap `feature-flags`;
 //! the shop watches that ConfigMap through the Kubernetes API (so a flag change reaches
@@ -19,6 +20,11 @@
 //! makes the new feature's code path fail for that share of requests — while the flag is
 //! on. With the flag off (a rollback), requests take the old path and the errors stop.
 //! `POST /drain` and `/resume` are the rollback hooks; `GET /healthz` the health check.
+//!
+//! `POST /control?flags_from=volume` makes the shop read the flag from a file instead, as an
+//! application reading a ConfigMap mounted as a volume does (`flags_from=api` goes back): the
+//! file is kept by a stand-in kubelet (shop/kubelet.rs), late, or at once when rollguard's
+//! `refreshPods` annotates the pod.
 //!
 //! The receiver (`POST /hook` on the second port) checks each notification's Standard
 //! Webhooks signature (`webhook-signature`: `v1,<base64 HMAC-SHA256>` over
@@ -28,16 +34,21 @@
 //!
 //! Configuration (environment): `SHOP_ADDR` (127.0.0.1:18081), `HOOK_ADDR`
 //! (127.0.0.1:18082), `HOOK_SIGNING_KEY`, `SHOP_NAMESPACE` (shop), `SHOP_FLAGS`
-//! (feature-flags), `SHOP_FEATURE_FLAG` (completion_validation_system), `KUBECONFIG`.
+//! (feature-flags), `SHOP_FEATURE_FLAG` (completion_validation_system), `KUBECONFIG`;
+//! the volume: `SHOP_VOLUME_DIR` (target/demo/volume), `SHOP_POD` (shop-0),
+//! `SHOP_KUBELET_DELAY` (20 seconds).
 
-use axum::body::Bytes;
+#[path = "shop/kubelet.rs"]
+mod kubelet;
+#[path = "shop/receiver.rs"]
+mod receiver;
+
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use futures::{StreamExt, TryStreamExt};
-use hmac::{KeyInit, Mac};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::runtime::watcher;
@@ -60,10 +71,18 @@ const BASE_ERROR_RATE: f64 = 0.002;
 
 #[derive(Default)]
 struct Shop {
+    /// The new feature's flag.
+    flag: String,
     /// Unix seconds when the shop started (`process_start_time_seconds`).
     started: f64,
-    /// Whether the new feature's flag is on (as last seen through the API).
+    /// Whether the new feature's flag is on, as the shop serves it.
     feature_on: bool,
+    /// The flag as last seen through the API.
+    api_on: bool,
+    /// Read the flag from the volume's file instead of the API.
+    from_volume: bool,
+    /// Evaluations of the flag: variant on, variant off.
+    evaluations: [u64; 2],
     /// Share of new-feature requests that fail (the injected bug).
     fault: f64,
     ok: u64,
@@ -82,6 +101,7 @@ struct Shop {
 impl Shop {
     fn tick(&mut self) {
         self.ticks += 1;
+        self.evaluations[usize::from(!self.feature_on)] += PER_TICK;
         let failing_share = BASE_ERROR_RATE + if self.feature_on { self.fault } else { 0.0 };
         self.error_debt += failing_share * PER_TICK as f64;
         let errors = (self.error_debt.floor() as u64).min(PER_TICK);
@@ -105,6 +125,19 @@ impl Shop {
     }
 
     /// Users notice the errors a little; not enough to breach 4.0 on its own.
+    /// Serves `on` from now on, saying so when it changes.
+    fn serve(&mut self, on: bool, source: &str) {
+        if self.feature_on != on {
+            self.feature_on = on;
+            say(&format!(
+                "[shop] flag {} is now {} ({source}): requests take the {} path",
+                self.flag,
+                if on { "on" } else { "off" },
+                if on { "new" } else { "old" }
+            ));
+        }
+    }
+
     fn satisfaction(&self) -> f64 {
         if self.feature_on && self.fault > 0.0 {
             4.1
@@ -150,17 +183,19 @@ impl Shop {
         m += "# HELP shop_feature_enabled Whether the new feature's flag is on, as the shop sees it.\n";
         m += "# TYPE shop_feature_enabled gauge\n";
         m += &format!("shop_feature_enabled {}\n", u8::from(self.feature_on));
+        m += "# HELP feature_flag_evaluations_total Flag evaluations by flag and variant served.\n";
+        m += "# TYPE feature_flag_evaluations_total counter\n";
+        for (variant, n) in ["on", "off"].iter().zip(self.evaluations) {
+            m += &format!(
+                "feature_flag_evaluations_total{{feature_flag_key=\"{}\",feature_flag_result_variant=\"{variant}\"}} {n}\n",
+                self.flag
+            );
+        }
         m
     }
 }
 
 type Shared = Arc<Mutex<Shop>>;
-
-#[derive(Clone)]
-struct Receiver {
-    key: Vec<u8>,
-    received: Arc<Mutex<Vec<serde_json::Value>>>,
-}
 
 fn env(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
@@ -181,23 +216,33 @@ async fn main() -> anyhow::Result<()> {
     let key = std::env::var("HOOK_SIGNING_KEY")
         .map_err(|_| anyhow::anyhow!("HOOK_SIGNING_KEY is not set"))?;
 
+    let volume = std::path::PathBuf::from(env("SHOP_VOLUME_DIR", "target/demo/volume"));
     let shop: Shared = Arc::new(Mutex::new(Shop {
         started: jiff::Timestamp::now().as_millisecond() as f64 / 1000.0,
+        flag: flag.clone(),
         ..Shop::default()
     }));
     let client = rollguard::controller::client(None).await?;
     tokio::spawn(watch_flag(
-        Api::namespaced(client, &namespace),
-        flags,
-        flag,
+        Api::namespaced(client.clone(), &namespace),
+        flags.clone(),
+        flag.clone(),
         shop.clone(),
     ));
+    tokio::spawn(kubelet::run(client, namespace, flags, volume.clone()));
     let load = shop.clone();
+    let file = volume.join(&flag);
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_millis(100));
         loop {
             every.tick().await;
-            load.lock().unwrap().tick();
+            let mut s = load.lock().unwrap();
+            if s.from_volume
+                && let Ok(value) = std::fs::read_to_string(&file)
+            {
+                s.serve(value.trim() == "true", "read from the volume");
+            }
+            s.tick();
         }
     });
 
@@ -208,7 +253,7 @@ async fn main() -> anyhow::Result<()> {
         .route("/drain", post(|| hook_called("drain")))
         .route("/resume", post(|| hook_called("resume")))
         .with_state(shop);
-    let receiver = Receiver {
+    let receiver = receiver::Receiver {
         // As rollguard reads `signingKey`: `whsec_<base64>`, or a raw key used as its bytes.
         key: match key.trim().strip_prefix("whsec_") {
             Some(encoded) => base64::engine::general_purpose::STANDARD
@@ -219,7 +264,10 @@ async fn main() -> anyhow::Result<()> {
         received: Arc::default(),
     };
     let hooks = Router::new()
-        .route("/hook", post(receive).get(list_received))
+        .route(
+            "/hook",
+            post(receiver::receive).get(receiver::list_received),
+        )
         .with_state(receiver);
 
     let shop_listener = tokio::net::TcpListener::bind(&shop_addr).await?;
@@ -247,16 +295,12 @@ async fn watch_flag(api: Api<ConfigMap>, name: String, flag: String, shop: Share
                     .and_then(|d| d.get(&flag))
                     .is_some_and(|v| v == "true");
                 let mut s = shop.lock().unwrap();
-                if s.feature_on != on {
-                    s.feature_on = on;
-                    say(&format!(
-                        "[shop] flag {flag} is now {}: requests take the {} path",
-                        if on { "on" } else { "off" },
-                        if on { "new" } else { "old" }
-                    ));
+                s.api_on = on;
+                if !s.from_volume {
+                    s.serve(on, "seen through the API");
                 }
             }
-            Ok(Some(watcher::Event::Delete(_))) => shop.lock().unwrap().feature_on = false,
+            Ok(Some(watcher::Event::Delete(_))) => shop.lock().unwrap().api_on = false,
             Ok(Some(_)) => {}
             Ok(None) => return,
             Err(e) => {
@@ -276,6 +320,7 @@ fn state_json(s: &Shop) -> serde_json::Value {
     serde_json::json!({
         "featureOn": s.feature_on,
         "injectedErrorRate": s.fault,
+        "flagsFrom": if s.from_volume { "volume" } else { "api" },
         "requests": total,
         "errors": s.errors,
     })
@@ -285,27 +330,52 @@ async fn control_get(State(shop): State<Shared>) -> Json<serde_json::Value> {
     Json(state_json(&shop.lock().unwrap()))
 }
 
-/// `POST /control?error_rate=0.25`: the share of new-feature requests that fail.
+/// `POST /control?error_rate=0.25`: the share of new-feature requests that fail;
+/// `POST /control?flags_from=volume` (or `api`): where the shop reads its flag.
 async fn control_post(
     State(shop): State<Shared>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
-    let rate: f64 = query
-        .unwrap_or_default()
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("error_rate="))
-        .and_then(|r| r.parse().ok())
-        .filter(|r| (0.0..=1.0).contains(r))
-        .ok_or((
-            StatusCode::BAD_REQUEST,
-            "error_rate must be a number from 0 to 1\n".into(),
-        ))?;
+    let query = query.unwrap_or_default();
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+    };
+    let bad = |what: &str| (StatusCode::BAD_REQUEST, format!("{what}\n"));
     let mut s = shop.lock().unwrap();
-    s.fault = rate;
-    say(&format!(
-        "[shop] new feature now fails {:.0} % of its requests",
-        rate * 100.0
-    ));
+    match param("error_rate") {
+        Some(rate) => {
+            let rate: f64 = rate
+                .parse()
+                .ok()
+                .filter(|r| (0.0..=1.0).contains(r))
+                .ok_or(bad("error_rate must be a number from 0 to 1"))?;
+            s.fault = rate;
+            say(&format!(
+                "[shop] new feature now fails {:.0} % of its requests",
+                rate * 100.0
+            ));
+        }
+        None if param("flags_from").is_none() => {
+            return Err(bad("give error_rate=0..1 or flags_from=volume|api"));
+        }
+        None => {}
+    }
+    match param("flags_from") {
+        Some("volume") => {
+            s.from_volume = true;
+            say("[shop] reading flags from the mounted volume from now on");
+        }
+        Some("api") => {
+            s.from_volume = false;
+            let on = s.api_on;
+            s.serve(on, "seen through the API");
+            say("[shop] reading flags through the API from now on");
+        }
+        Some(_) => return Err(bad("flags_from must be volume or api")),
+        None => {}
+    }
     Ok(Json(state_json(&s)))
 }
 
@@ -315,63 +385,4 @@ async fn hook_called(which: &str) -> &'static str {
         _ => say("[shop] postRollback hook: resuming"),
     }
     "ok\n"
-}
-
-/// Checks a delivery as a Standard Webhooks receiver should: timestamp within five minutes,
-/// then the HMAC over `<id>.<timestamp>.<raw body>`, compared in constant time with each
-/// `v1,` signature of the header (one per key the sender holds).
-fn verify(key: &[u8], headers: &HeaderMap, body: &[u8]) -> Result<(), String> {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .ok_or(format!("no {name} header"))
-    };
-    let id = header("webhook-id")?;
-    let timestamp = header("webhook-timestamp")?;
-    let seconds: i64 = timestamp.parse().map_err(|_| "bad timestamp")?;
-    if (jiff::Timestamp::now().as_second() - seconds).abs() > 300 {
-        return Err("timestamp more than five minutes off: a replay?".into());
-    }
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).map_err(|e| e.to_string())?;
-    mac.update(id.as_bytes());
-    mac.update(b".");
-    mac.update(timestamp.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    let matches = header("webhook-signature")?
-        .split(' ')
-        .filter_map(|s| s.strip_prefix("v1,"))
-        .filter_map(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
-        .any(|digest| mac.clone().verify_slice(&digest).is_ok());
-    if matches {
-        Ok(())
-    } else {
-        Err("no signature matches".into())
-    }
-}
-
-async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    if let Err(why) = verify(&r.key, &headers, &body) {
-        say(&format!("[webhook] REJECTED a delivery: {why}"));
-        return StatusCode::UNAUTHORIZED;
-    }
-    let Ok(notice) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        say("[webhook] REJECTED a delivery: body is not JSON");
-        return StatusCode::BAD_REQUEST;
-    };
-    say(&format!(
-        "[webhook] signature OK  event={} guard={}/{} request={} — {}",
-        notice["event"].as_str().unwrap_or("?"),
-        notice["namespace"].as_str().unwrap_or("?"),
-        notice["guard"].as_str().unwrap_or("?"),
-        notice["request"]["name"].as_str().unwrap_or("-"),
-        notice["message"].as_str().unwrap_or(""),
-    ));
-    r.received.lock().unwrap().push(notice);
-    StatusCode::OK
-}
-
-async fn list_received(State(r): State<Receiver>) -> Json<Vec<serde_json::Value>> {
-    Json(r.received.lock().unwrap().clone())
 }

@@ -223,6 +223,7 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
         metrics: metrics.clone(),
         outbox: outbox.clone(),
         guard_changed,
+        effective_since: Default::default(),
     });
     tracing::info!(
         namespace = scope.as_deref().unwrap_or("<all>"),

@@ -7,7 +7,7 @@
 //! limits it to one RollbackRequest.
 
 /// Points: `snapshot-created`, `preRollback-hook-recorded` (the call is recorded, not made),
-/// `preRollback-hook-called`, `flags-written`, `verified`,
+/// `preRollback-hook-called`, `flags-written`, `flags-effective` (`FlagsEffective` recorded), `verified`,
 /// `postRollback-hook-recorded`, `postRollback-hook-called`.
 #[cfg(feature = "fault-injection")]
 pub async fn point(name: &str, request: &str) {

@@ -17,6 +17,7 @@ pub mod leader;
 pub mod metrics;
 pub mod notify;
 pub mod prometheus;
+pub mod propagation;
 pub mod report;
 pub mod requests;
 pub mod rollback;

@@ -777,7 +777,8 @@ pub struct TriggeredByRecord {
 #[derive(Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SloRecord {
-    /// flagDisable, notification, healthVerification, total, stability.
+    /// flagDisable, flagEffective (with a propagation check), notification,
+    /// healthVerification, total, stability.
     pub name: String,
     pub seconds: Option<f64>,
     /// The guard's `spec.slo` target as written (`10s`).
@@ -820,7 +821,8 @@ pub fn incident_record(request: &RollbackRequest, guard: Option<&RolloutGuard>) 
     let created = request.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let slo_spec = guard.map(|g| g.spec.slo.clone()).unwrap_or_default();
     let durations = status.durations.clone().unwrap_or_default();
-    let mut slo: Vec<SloRecord> = crate::slo::judge(&slo_spec, &durations)
+    let propagation = guard.is_some_and(|g| g.spec.health.propagation.is_some());
+    let mut slo: Vec<SloRecord> = crate::slo::judge(&slo_spec, &durations, propagation)
         .into_iter()
         .map(|v| SloRecord {
             name: v.name.into(),
@@ -988,6 +990,9 @@ pub fn render_incident_markdown(r: &IncidentRecord) -> String {
     row("Created", md_time(r.created_at.as_deref()));
     row("Started", md_time(r.started_at.as_deref()));
     row("Flags changed at", md_time(r.flags_changed_at.as_deref()));
+    if let Some(effective) = r.timeline.iter().find(|e| e.step == "FlagsEffective") {
+        row("Flags effective at", md_time(Some(&effective.time)));
+    }
     row("Completed", md_time(r.completed_at.as_deref()));
     row(
         "Snapshot",
@@ -1149,6 +1154,21 @@ pub fn render_incident_markdown(r: &IncidentRecord) -> String {
             s.name,
             seconds(s.seconds),
             s.target
+        );
+    }
+    let took = |name: &str| {
+        r.slo
+            .iter()
+            .find(|s| s.name == name)
+            .and_then(|s| s.seconds)
+    };
+    if let (Some(disable), Some(effective)) = (took("flagDisable"), took("flagEffective")) {
+        let _ = writeln!(
+            out,
+            "\nFlags off in the ConfigMap after {}; effective (no instance served their on-variant, as `spec.health.propagation` read it) after {}: {} later.",
+            seconds(Some(disable)),
+            seconds(Some(effective)),
+            seconds(Some(effective - disable))
         );
     }
     match r.slo_met {

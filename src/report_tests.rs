@@ -551,3 +551,46 @@ fn normalising_replaces_times_ages_and_measured_seconds_only() {
         "above 0.01 for 5m, 1/2\n"
     );
 }
+
+/// With a propagation check, the report puts flagEffective beside flagDisable: in the
+/// summary, in the SLO table and in a sentence that says how much later users were safe.
+#[test]
+fn the_report_shows_flag_disable_and_flag_effective_side_by_side() {
+    let mut request = automatic_request();
+    let status = request.status.as_mut().unwrap();
+    status.durations.as_mut().unwrap().flag_effective = Some(7.25);
+    status.timeline.push(crate::api::request::TimelineEntry {
+        time: k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            "2026-11-27T10:15:07.250Z".parse().unwrap(),
+        ),
+        step: "FlagsEffective".into(),
+        message: "no instance serves the on-variant any more".into(),
+    });
+    let mut guard = guard_after_rollback();
+    guard.spec.health.propagation = Some(crate::api::guard::Propagation {
+        query: "sum(rate(feature_flag_evaluations_total[30s]))".into(),
+    });
+    let report = incident_report(&request, Some(&guard));
+    assert!(
+        report.contains("| Flags changed at | 2026-11-27 10:15:00.630Z |\n| Flags effective at | 2026-11-27 10:15:07.250Z |"),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "| flagDisable | 0.630s | 1s | yes |\n| flagEffective | 7.250s | 10s | yes |"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains("Flags off in the ConfigMap after 0.630s; effective (no instance served their on-variant, as `spec.health.propagation` read it) after 7.250s: 6.620s later."),
+        "{report}"
+    );
+    // Measured or not, a guard with the check shows the row; one without it does not.
+    let unmeasured = incident_report(&automatic_request(), Some(&guard));
+    assert!(
+        unmeasured.contains("| flagEffective | - | 10s | not measured |"),
+        "{unmeasured}"
+    );
+    let without = incident_report(&automatic_request(), Some(&guard_after_rollback()));
+    assert!(!without.contains("flagEffective"), "{without}");
+}

@@ -15,19 +15,31 @@ pub struct SloVerdict<'a> {
     pub met: Option<bool>,
 }
 
-/// Each request-level target of `slo` against `durations` (seconds).
-pub fn judge<'a>(slo: &'a SloSpec, durations: &Durations) -> Vec<SloVerdict<'a>> {
+/// Each request-level target of `slo` against `durations` (seconds). `flagEffective` only
+/// where it is measured (`propagation`: the guard has `spec.health.propagation`) or was.
+pub fn judge<'a>(
+    slo: &'a SloSpec,
+    durations: &Durations,
+    propagation: bool,
+) -> Vec<SloVerdict<'a>> {
+    let effective = (propagation || durations.flag_effective.is_some()).then_some((
+        "flagEffective",
+        durations.flag_effective,
+        &slo.flag_effective,
+    ));
     [
-        ("flagDisable", durations.flag_disable, &slo.flag_disable),
-        ("notification", durations.notification, &slo.notification),
-        (
+        Some(("flagDisable", durations.flag_disable, &slo.flag_disable)),
+        effective,
+        Some(("notification", durations.notification, &slo.notification)),
+        Some((
             "healthVerification",
             durations.health_verification,
             &slo.health_verification,
-        ),
-        ("total", durations.total, &slo.total),
+        )),
+        Some(("total", durations.total, &slo.total)),
     ]
     .into_iter()
+    .flatten()
     .map(|(name, took, target)| SloVerdict {
         name,
         took,
@@ -49,7 +61,7 @@ pub fn outcome(
     notifications: &[NotificationRecord],
     age: std::time::Duration,
 ) -> SloOutcome {
-    let mut missed: Vec<String> = judge(slo, durations)
+    let mut missed: Vec<String> = judge(slo, durations, false)
         .into_iter()
         .filter(|v| v.met == Some(false))
         .map(|v| v.name.to_string())
@@ -95,6 +107,7 @@ mod tests {
         let slo = SloSpec::default();
         let fast = Durations {
             flag_disable: Some(0.05),
+            flag_effective: None,
             notification: Some(0.2),
             health_verification: Some(3.0),
             total: Some(4.0),
@@ -116,8 +129,39 @@ mod tests {
             ["flagDisable", "total"]
         );
         // Not measured is not missed.
-        let verdicts = judge(&slo, &Durations::default());
+        let verdicts = judge(&slo, &Durations::default(), true);
         assert!(verdicts.iter().all(|v| v.met.is_none()), "{verdicts:?}");
+    }
+
+    #[test]
+    fn flag_effective_is_judged_beside_flag_disable_only_where_it_is_measured() {
+        let slo = SloSpec::default();
+        let names = |d: &Durations, propagation| {
+            judge(&slo, d, propagation)
+                .iter()
+                .map(|v| v.name)
+                .collect::<Vec<_>>()
+        };
+        let without = Durations {
+            flag_disable: Some(0.05),
+            ..Durations::default()
+        };
+        assert!(!names(&without, false).contains(&"flagEffective"));
+        assert_eq!(names(&without, true)[..2], ["flagDisable", "flagEffective"]);
+        let late = Durations {
+            flag_effective: Some(12.0),
+            ..without.clone()
+        };
+        assert_eq!(names(&late, false)[..2], ["flagDisable", "flagEffective"]);
+        assert_eq!(
+            outcome(&slo, &late, &[], Duration::from_secs(12)).missed,
+            ["flagEffective"]
+        );
+        let quick = Durations {
+            flag_effective: Some(4.0),
+            ..without
+        };
+        assert!(outcome(&slo, &quick, &[], Duration::from_secs(4)).met);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! `make demo` runs straight through (`DEMO_NONINTERACTIVE=1`) and leaves behind, in the
 //! cluster, the story it told: an automatic rollback that turned the guarded flags off
-//! and told the webhook receiver, and a restore that brought them back. `make demo-down`
-//! then leaves none of the demo's processes running.
+//! and told the webhook receiver, and a restore that brought them back; then, with the shop
+//! reading a mounted file, a rollback whose flags took effect only with the kubelet's delay
+//! and one with `refreshPods` that took effect at once. `make demo-down` then leaves none of
+//! the demo's processes running.
 
 mod common;
 
@@ -178,6 +180,8 @@ async fn make_demo_rolls_back_notifies_restores_and_demo_down_stops_everything()
         !changed.iter().any(|c| c.name == "checkout_v2"),
         "an unguarded flag was changed: {changed:?}"
     );
+    let auto_effective = status.durations.as_ref().and_then(|d| d.flag_effective);
+    assert!(auto_effective.is_some(), "{:?}", status.durations);
     let notifications = status.notifications.clone();
     for event in ["started", "completed"] {
         assert!(
@@ -199,12 +203,18 @@ async fn make_demo_rolls_back_notifies_restores_and_demo_down_stops_everything()
     );
     assert!(!shop_log.contains("REJECTED"), "{shop_log}");
 
-    // 2. The restore: a person's request that put every flag back on.
-    let restores: Vec<&RollbackRequest> = mine
+    // 2. The restores: a person's requests that put every flag back on (after the automatic
+    //    rollback and after each of chapter 8's).
+    let mut restores: Vec<&RollbackRequest> = mine
         .iter()
         .filter(|r| r.spec.action == RequestAction::Restore)
         .collect();
-    assert_eq!(restores.len(), 1, "one restore\n{}", context());
+    restores.sort_by_key(|r| (r.metadata.creation_timestamp.clone(), name(r)));
+    assert_eq!(restores.len(), 3, "three restores\n{}", context());
+    for r in &restores {
+        let phase = r.status.as_ref().and_then(|s| s.phase);
+        assert_eq!(phase, Some(RequestPhase::Succeeded), "{}", name(r));
+    }
     let restore = restores[0].status.clone().unwrap();
     assert_eq!(restore.phase, Some(RequestPhase::Succeeded), "{restore:?}");
     assert_ne!(restores[0].spec.requested_by, "system:rollguard");
@@ -232,7 +242,44 @@ async fn make_demo_rolls_back_notifies_restores_and_demo_down_stops_everything()
         );
     }
 
-    // 3. make demo-down: nothing of ours keeps running, the scrape targets are gone.
+    // 3. Chapter 8: the shop reads a file the stand-in kubelet updates 20 s late. Without
+    //    refreshPods the flags took effect that late after the ConfigMap changed; with it, at
+    //    once, and the pod was refreshed.
+    let mut by_hand: Vec<&RollbackRequest> = mine
+        .iter()
+        .filter(|r| {
+            r.spec.action == RequestAction::Rollback
+                && !name(r).starts_with(&format!("{GUARD}-auto-"))
+        })
+        .collect();
+    by_hand.sort_by_key(|r| (r.metadata.creation_timestamp.clone(), name(r)));
+    assert_eq!(by_hand.len(), 2, "two rollbacks by hand\n{}", context());
+    let gap = |r: &RollbackRequest| {
+        let d = r
+            .status
+            .as_ref()
+            .and_then(|s| s.durations.clone())
+            .unwrap_or_default();
+        match (d.flag_disable, d.flag_effective) {
+            (Some(disable), Some(effective)) => effective - disable,
+            _ => panic!("{}: durations {d:?}\n{}", name(r), context()),
+        }
+    };
+    const KUBELET_DELAY: f64 = 20.0;
+    let (slow, fast) = (gap(by_hand[0]), gap(by_hand[1]));
+    assert!(
+        slow >= KUBELET_DELAY && fast < KUBELET_DELAY,
+        "flagEffective - flagDisable: {slow} s without refreshPods, {fast} s with it\n{}",
+        context()
+    );
+    let refreshed = by_hand[1]
+        .status
+        .iter()
+        .flat_map(|s| &s.timeline)
+        .any(|t| t.step == "PodsRefreshed" && t.message.starts_with("annotated 1 pod(s)"));
+    assert!(refreshed, "{:?}", by_hand[1].status);
+
+    // 4. make demo-down: nothing of ours keeps running, the scrape targets are gone.
     let sd_files: Vec<String> = std::fs::read_to_string(demo_dir().join("sd-files"))
         .unwrap_or_default()
         .lines()

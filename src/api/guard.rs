@@ -129,6 +129,7 @@ impl RolloutGuardSpec {
         let slo = &self.slo;
         for (name, d) in [
             ("flagDisable", &slo.flag_disable),
+            ("flagEffective", &slo.flag_effective),
             ("notification", &slo.notification),
             ("healthVerification", &slo.health_verification),
             ("total", &slo.total),
@@ -505,6 +506,25 @@ pub struct HealthSpec {
     #[serde(default = "defaults::stability_window")]
     #[x_kube(validation = duration_at_most("spec.health.stabilityWindow", "24h"))]
     pub stability_window: GoDuration,
+
+    /// When the applications stopped serving the rolled-back flags' on-variant: verification
+    /// waits until this query says no instance serves it (`flagEffective`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagation: Option<Propagation>,
+}
+
+/// The propagation check: a PromQL query over the applications' flag-evaluation telemetry
+/// (OpenTelemetry feature-flag semantic conventions, as OpenFeature SDK hooks export them).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+pub struct Propagation {
+    /// PromQL instant query that is empty or 0 once no instance serves the on-variant of the
+    /// request's flags. `$FLAGS` in its strings stands for the flags the request changed, as
+    /// a regex alternation (each name regex-escaped), e.g.
+    /// `sum(rate(feature_flag_evaluations_total{feature_flag_key=~"$FLAGS",feature_flag_result_variant!="off"}[30s]))`.
+    /// Its ranges are shortened to two guard intervals (README: "Checking that a rollback
+    /// took effect").
+    #[schemars(length(min = 1, max = 4096))]
+    pub query: String,
 }
 
 impl Default for HealthSpec {
@@ -514,6 +534,7 @@ impl Default for HealthSpec {
             workloads: Vec::new(),
             http: Vec::new(),
             stability_window: defaults::stability_window(),
+            propagation: None,
         }
     }
 }
@@ -672,6 +693,11 @@ pub struct SloSpec {
     #[serde(default = "defaults::ten_seconds")]
     #[x_kube(validation = duration_at_least("spec.slo.flagDisable", "1ms"))]
     pub flag_disable: GoDuration,
+    /// Request created → no instance serves the on-variant any more (measured only with
+    /// `spec.health.propagation`).
+    #[serde(default = "defaults::ten_seconds")]
+    #[x_kube(validation = duration_at_least("spec.slo.flagEffective", "1ms"))]
+    pub flag_effective: GoDuration,
     /// Request created → first "started" notification delivered.
     #[serde(default = "defaults::ten_seconds")]
     #[x_kube(validation = duration_at_least("spec.slo.notification", "1ms"))]
@@ -694,6 +720,7 @@ impl Default for SloSpec {
     fn default() -> Self {
         Self {
             flag_disable: defaults::ten_seconds(),
+            flag_effective: defaults::ten_seconds(),
             notification: defaults::ten_seconds(),
             health_verification: defaults::health_timeout(),
             total: defaults::five_minutes(),

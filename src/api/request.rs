@@ -330,6 +330,10 @@ pub struct Durations {
     /// Until the flags ConfigMap was changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flag_disable: Option<f64>,
+    /// Until no instance served the flags' on-variant any more, as `spec.health.propagation`
+    /// of the guard tells it (an upper bound; only with a propagation check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flag_effective: Option<f64>,
     /// Until the first successful "started" notification.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notification: Option<f64>,
@@ -345,7 +349,7 @@ pub struct Durations {
 pub struct SloOutcome {
     /// Every measured SLO target was met.
     pub met: bool,
-    /// Names of the SLO targets missed (flagDisable, notification, healthVerification, total).
+    /// Names of the SLO targets missed (flagDisable, flagEffective, notification, healthVerification, total).
     #[serde(default)]
     pub missed: Vec<String>,
 }
@@ -354,7 +358,7 @@ pub struct SloOutcome {
 pub struct TimelineEntry {
     /// When.
     pub time: MicroTime,
-    /// The step: Queued, Accepted, SnapshotTaken, PreRollbackHook, FlagsDisabled (AlreadyOff, FlagsRestored), HealthVerified, PostRollbackHook, Succeeded, Failed, NotificationFailed, DryRun.
+    /// The step: Queued, Accepted, SnapshotTaken, PreRollbackHook, FlagsDisabled (AlreadyOff, FlagsRestored), PodsRefreshed, FlagsEffective, HealthVerified, PostRollbackHook, Succeeded, Failed, NotificationFailed, DryRun.
     pub step: String,
     /// What happened, for humans.
     #[serde(default)]

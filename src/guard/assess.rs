@@ -24,8 +24,8 @@ pub mod condition {
     /// (the operator's evaluation slots were taken); absent until the first late one.
     pub const ON_SCHEDULE: &str = "OnSchedule";
     /// Beyond SPEC §1: False when `health.timeout` ends before verification can judge the
-    /// rollback triggers (two intervals after the flags change, or a shorter range); absent
-    /// until the first time it does not fit.
+    /// rollback triggers (two intervals after the flags change, or a shorter range) or the
+    /// propagation check (three intervals); absent until the first time it does not fit.
     pub const VERIFICATION_IN_TIME: &str = "VerificationInTime";
 }
 
@@ -165,18 +165,32 @@ pub fn rolled_back(status: &RolloutGuardStatus) -> bool {
     }
 }
 
-/// The first rollback trigger verification cannot judge within `health.timeout`, and when
-/// it could (see [`crate::triggers::window`]).
-fn verification_gap(spec: &RolloutGuardSpec) -> Option<(String, std::time::Duration)> {
+/// The first check verification cannot judge within `health.timeout`: what it is, why, and
+/// how long after the flags change it could, in words (see [`crate::triggers::window`] and
+/// [`crate::propagation`]).
+fn verification_gap(spec: &RolloutGuardSpec) -> Option<String> {
     let timeout = spec.health.timeout.to_std().ok()?;
-    let floor = crate::triggers::window::floor(spec.interval.to_std().ok()?);
-    spec.triggers
+    let interval = spec.interval.to_std().ok()?;
+    let floor = crate::triggers::window::floor(interval);
+    let trigger = spec
+        .triggers
         .iter()
         .filter(|t| t.action == crate::api::guard::TriggerAction::Rollback)
         .find_map(|t| {
             let after = crate::triggers::window::judged_after(&t.query, floor)?;
-            (after >= timeout).then(|| (t.name.clone(), after))
+            (after >= timeout).then(|| {
+                format!("trigger {:?}: its ranges hold only samples taken after the flags changed {}s after the change (two intervals, or the range if shorter)", t.name, after.as_secs())
+            })
+        });
+    // An application that served the on-variant reads "none" once the window (two
+    // intervals) is past, believed one interval later.
+    let propagation = spec.health.propagation.as_ref().and_then(|_| {
+        let after = floor + interval;
+        (after >= timeout).then(|| {
+            format!("spec.health.propagation: an application that served the on-variant reads \"none\" once the query's window (two intervals) is past, and that counts one interval later, {}s after the change", after.as_secs())
         })
+    });
+    trigger.or(propagation)
 }
 
 fn cooling_down(spec: &RolloutGuardSpec, status: &RolloutGuardStatus, now: Timestamp) -> bool {

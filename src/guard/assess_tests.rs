@@ -715,3 +715,31 @@ fn a_health_timeout_shorter_than_verification_needs_is_said_once_and_cleared_whe
         conditions::get(&plain[0].status.conditions, condition::VERIFICATION_IN_TIME).is_none()
     );
 }
+
+/// The propagation check can pass no sooner than three intervals after the change for an
+/// application that served the on-variant (its window, then one interval to confirm): a
+/// shorter health.timeout fails every rollback, and the guard says so.
+#[test]
+fn a_health_timeout_shorter_than_the_propagation_check_needs_is_said() {
+    let with = |timeout: &str| {
+        spec(serde_json::json!({
+            "interval": "15s",
+            "health": {"timeout": timeout, "propagation": {"query": "sum(rate(feature_flag_evaluations_total{feature_flag_key=~\"$FLAGS\"}[30s]))"}},
+        }))
+    };
+    let runs = run(&with("40s"), &[(0, Ok(0.0))]);
+    let condition = conditions::get(&runs[0].status.conditions, condition::VERIFICATION_IN_TIME)
+        .expect("the condition");
+    assert_eq!(condition.status, FALSE);
+    assert!(
+        condition.message.contains("spec.health.timeout (40s)")
+            && condition.message.contains("spec.health.propagation")
+            && condition.message.contains("45s after the change"),
+        "{}",
+        condition.message
+    );
+    let fits = run(&with("1m"), &[(0, Ok(0.0))]);
+    assert!(
+        conditions::get(&fits[0].status.conditions, condition::VERIFICATION_IN_TIME).is_none()
+    );
+}

@@ -324,6 +324,27 @@ mod tests {
         );
     }
 
+    /// `spec.health.propagation.query` is judged with `$FLAGS` expanded: a query that does
+    /// not parse makes the guard Invalid, naming the field.
+    #[test]
+    fn a_propagation_query_that_does_not_parse_makes_the_guard_invalid() {
+        let flags = serde_json::json!({"configMapRef": {"name": "ff"}, "guarded": ["a"]});
+        let cm = flags_config_map();
+        let with = |query: &str| {
+            guard_with(
+                serde_json::json!({"flags": flags, "health": {"propagation": {"query": query}}}),
+            )
+        };
+        let good = r#"sum(rate(feature_flag_evaluations_total{feature_flag_key=~"$FLAGS",feature_flag_result_variant!="off"}[30s]))"#;
+        assert_eq!(problems(&with(good), Some(&cm)), None);
+        let message = problems(&with("sum(rate(x{k=~\"$FLAGS\"}[30s])"), Some(&cm))
+            .expect("an unparsable propagation query is a problem");
+        assert!(
+            message.starts_with("spec.health.propagation.query: "),
+            "{message}"
+        );
+    }
+
     #[test]
     fn guards_evaluate_just_past_each_interval_boundary() {
         let at = |ms: u64| std::time::UNIX_EPOCH + Duration::from_millis(ms);

@@ -46,6 +46,7 @@ pub(super) fn request() -> RollbackRequest {
         }),
         durations: Some(Durations {
             flag_disable: Some(0.041),
+            flag_effective: None,
             notification: Some(0.12),
             health_verification: Some(38.2),
             total: Some(38.9),

@@ -37,6 +37,7 @@ use std::time::Duration;
 mod drain;
 mod finish;
 mod notifications;
+mod propagation;
 mod slot;
 mod take_snapshot;
 mod verify;
@@ -59,6 +60,9 @@ pub struct Context {
     /// Wakes the guard controller when this reconciler changed a guard's rollback slot, so
     /// the guard's one status writer re-decides its phase and conditions at once.
     pub guard_changed: tokio::sync::mpsc::UnboundedSender<ObjectRef<RolloutGuard>>,
+    /// Requests (by uid) whose propagation query has said "none" since then, not yet
+    /// confirmed (see `propagation::settle`). Lost with the process: a restart measures again.
+    pub effective_since: std::sync::Mutex<std::collections::HashMap<String, jiff::Timestamp>>,
 }
 
 /// How a step left the request.

@@ -81,6 +81,30 @@ fn visit(expr: &Expr, f: &mut impl FnMut(&Expr)) {
     }
 }
 
+/// Calls `f` on `expr` and on every expression inside it, depth first.
+pub fn visit_mut(expr: &mut Expr, f: &mut impl FnMut(&mut Expr)) {
+    f(expr);
+    let children: Vec<&mut Expr> = match expr {
+        Expr::Aggregate(a) => [Some(&mut *a.expr), a.param.as_deref_mut()]
+            .into_iter()
+            .flatten()
+            .collect(),
+        Expr::Unary(u) => vec![&mut *u.expr],
+        Expr::Binary(b) => vec![&mut *b.lhs, &mut *b.rhs],
+        Expr::Paren(p) => vec![&mut *p.expr],
+        Expr::Subquery(s) => vec![&mut *s.expr],
+        Expr::Call(c) => c.args.args.iter_mut().map(|a| &mut **a).collect(),
+        Expr::NumberLiteral(_)
+        | Expr::StringLiteral(_)
+        | Expr::VectorSelector(_)
+        | Expr::MatrixSelector(_)
+        | Expr::Extension(_) => Vec::new(),
+    };
+    for child in children {
+        visit_mut(child, f);
+    }
+}
+
 fn children(expr: &Expr) -> Vec<&Expr> {
     match expr {
         Expr::Aggregate(a) => [Some(&*a.expr), a.param.as_deref()]
@@ -100,8 +124,8 @@ fn children(expr: &Expr) -> Vec<&Expr> {
     }
 }
 
-/// Every range in `expr` at most `window`.
-fn shorten(expr: &mut Expr, window: Duration) {
+/// Every range in `expr` at most `window` (ranges moved in time are left alone).
+pub fn shorten(expr: &mut Expr, window: Duration) {
     match expr {
         Expr::MatrixSelector(m) if !moved(&m.vs.offset, &m.vs.at) => m.range = m.range.min(window),
         Expr::MatrixSelector(_) => {}

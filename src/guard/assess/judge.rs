@@ -87,16 +87,15 @@ impl<'a, 'c> Judge<'a, 'c> {
         }
     }
 
-    /// `VerificationInTime`: whether verification can judge the rollback triggers within
-    /// `health.timeout`.
+    /// `VerificationInTime`: whether verification can judge the rollback triggers and the
+    /// propagation check within `health.timeout`.
     pub(super) fn verification_fit(&mut self) {
         let spec = self.ctx.spec;
         match verification_gap(spec) {
-            Some((trigger, after)) => {
+            Some(check) => {
                 let message = format!(
-                    "spec.health.timeout ({}) ends before verification can judge trigger {trigger:?}: its ranges hold only samples taken after the flags changed {}s after the change (two intervals, or the range if shorter); every rollback would fail verification — raise spec.health.timeout or shorten spec.interval",
-                    spec.health.timeout,
-                    after.as_secs()
+                    "spec.health.timeout ({}) ends before verification can judge {check}; every rollback would fail verification — raise spec.health.timeout or shorten spec.interval",
+                    spec.health.timeout
                 );
                 if self.was(condition::VERIFICATION_IN_TIME) != Some(FALSE) {
                     self.notices.push(Notice::HealthTimeoutTooShort {
@@ -114,7 +113,7 @@ impl<'a, 'c> Judge<'a, 'c> {
                 condition::VERIFICATION_IN_TIME,
                 TRUE,
                 "Fits",
-                "verification can judge every rollback trigger within spec.health.timeout".into(),
+                "verification can judge every rollback trigger (and the propagation check) within spec.health.timeout".into(),
             ),
             None => {}
         }

@@ -3,7 +3,7 @@
 
 use super::*;
 
-/// What makes the guard Invalid: a duration or PromQL that does not parse (judged when its spec changed,
+/// What makes the guard Invalid: a duration or PromQL (triggers, `health.propagation`) that does not parse (judged when its spec changed,
 /// or while it is Invalid), a missing flags ConfigMap, a guarded flag absent from it.
 pub(super) fn problems(
     guard: &RolloutGuard,
@@ -32,6 +32,11 @@ pub(super) fn problems(
                 e.trim()
             ));
         }
+    }
+    if let Some(propagation) = guard.spec.health.propagation.as_ref().filter(|_| !judged)
+        && let Err(message) = crate::propagation::validate(&propagation.query)
+    {
+        return Some(message);
     }
     let flags = &guard.spec.flags;
     let Some(cm) = flags_config_map else {

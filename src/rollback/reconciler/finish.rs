@@ -57,6 +57,7 @@ impl Run {
             // `notification` is counted when the delivery is recorded (it may come later).
             for (step, took) in [
                 ("flagDisable", d.flag_disable),
+                ("flagEffective", d.flag_effective),
                 ("healthVerification", d.health_verification),
                 ("total", d.total),
             ] {

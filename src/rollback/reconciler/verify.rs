@@ -1,5 +1,5 @@
-//! Step 5, *Verify*: workloads Available, HTTP checks, and rollback triggers judged on the
-//! time since the flags changed, within `health.timeout`.
+//! Step 5, *Verify*: the propagation check (propagation.rs), workloads Available, HTTP checks,
+//! and rollback triggers judged on the time since the flags changed, within `health.timeout`.
 
 use super::*;
 
@@ -13,7 +13,9 @@ impl Run {
             .as_ref()
             .map(|t| t.0)
             .unwrap_or_else(now);
-        let problems = self.health_problems().await?;
+        // The propagation check first: the moment it passes is recorded before anything else.
+        let mut problems: Vec<String> = self.propagation_problem().await?.into_iter().collect();
+        problems.extend(self.health_problems().await?);
         let at = now();
         if problems.is_empty() {
             let since_created = seconds_between(self.created(), at);
@@ -54,6 +56,20 @@ impl Run {
             self.save().await?;
         }
         Ok(Flow::Requeue(Duration::from_millis(500)))
+    }
+
+    /// Where the guard's queries go, or why they cannot go anywhere.
+    pub(super) async fn prometheus_target(
+        &self,
+        guard: &RolloutGuard,
+    ) -> Result<Result<Target, String>, kube::Error> {
+        Target::of(
+            guard,
+            self.ctx.default_prometheus_url.as_deref(),
+            &self.secrets,
+            self.ctx.prometheus.egress(),
+        )
+        .await
     }
 
     /// What still stands between the guard and healthy (empty: healthy).
@@ -104,14 +120,7 @@ impl Run {
         if rollback_triggers.is_empty() {
             return Ok(problems);
         }
-        let target = match Target::of(
-            &guard,
-            self.ctx.default_prometheus_url.as_deref(),
-            &self.secrets,
-            self.ctx.prometheus.egress(),
-        )
-        .await?
-        {
+        let target = match self.prometheus_target(&guard).await? {
             Ok(target) => target,
             Err(problem) => {
                 problems.push(problem);
