@@ -388,9 +388,8 @@ pub struct Trigger {
 pub struct AlertMatch {
     /// Label name → value; an alert matches when each of its labels named here equals the
     /// value (e.g. `alertname: HighErrorRate`).
-    #[schemars(length(min = 1, max = 16))]
-    #[x_kube(validation = Rule::new("self.all(k, size(k) > 0 && size(k) <= 256 && !k.startsWith('__'))").message(Message::Expression("'spec.triggers[].alert.matchers: a label name must be 1 to 256 characters and not start with \"__\" (reserved): ' + self.filter(k, size(k) == 0 || size(k) > 256 || k.startsWith('__')).join(', ')".into())))]
-    #[x_kube(validation = Rule::new("self.all(k, size(self[k]) <= 1024)").message("spec.triggers[].alert.matchers: a label value must be at most 1024 characters"))]
+    #[schemars(extend("minProperties" = 1, "maxProperties" = 16, "additionalProperties" = {"type": "string", "maxLength": 1024}))]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) > 0 && size(k) <= 256 && !k.startsWith('__'))").message("spec.triggers[].alert.matchers: a label name must be 1 to 256 characters and must not start with \"__\" (reserved)"))]
     pub matchers: std::collections::BTreeMap<String, String>,
 }
 
