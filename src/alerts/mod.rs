@@ -70,19 +70,23 @@ pub fn reading(matchers: &BTreeMap<String, String>, firing: &[Alert]) -> Reading
     }
 }
 
-/// An alert trigger's outcome from pushed alerts. Pushed alerts live in memory: after an
-/// operator start, a trigger that was breaching cannot tell "resolved" from "not sent again
-/// yet" until Alertmanager has had `resend_window` to repeat its firing alerts. Until then
-/// it is an error (last good values kept, no rollback from it), never a quiet reading.
+/// An alert trigger's outcome from pushed alerts (`firing`, and `resolved`: those whose
+/// resolution arrived lately). Pushed alerts live in memory: after an operator start, a
+/// trigger that was breaching cannot tell "resolved" from "not sent again yet" until
+/// Alertmanager has had `resend_window` to repeat its firing alerts, or a matching
+/// resolution arrives. Until then it is an error (last good values kept, no rollback from
+/// it), never a quiet reading.
 pub fn pushed_outcome(
     matchers: &BTreeMap<String, String>,
     firing: &[Alert],
+    resolved: &[Alert],
     was_breaching: bool,
     receiving_for: Duration,
     resend_window: Duration,
 ) -> Result<Reading, String> {
     let reading = reading(matchers, firing);
-    if !reading.breaching && was_breaching && receiving_for < resend_window {
+    let heard_resolved = resolved.iter().any(|a| matches(matchers, &a.labels));
+    if !reading.breaching && was_breaching && !heard_resolved && receiving_for < resend_window {
         return Err(format!(
             "no matching alert received since the operator started {}s ago; it was firing before, so the trigger waits up to {}s (--alert-resend-window) for Alertmanager to send its firing alerts again (its route's repeat_interval)",
             receiving_for.as_secs(),

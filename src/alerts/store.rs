@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Debug)]
 struct Held {
     alert: Alert,
+    /// false: its resolution, kept for `resend_window` so a trigger knows it resolved.
+    firing: bool,
     namespace: String,
     ends_at: Option<Timestamp>,
     seen: Timestamp,
@@ -49,29 +51,36 @@ impl Store {
     /// Takes one routed alert of a post (`namespace`: its `namespace` label).
     pub fn apply(&self, pushed: &Pushed, namespace: &str, now: Timestamp) {
         let mut alerts = self.alerts.lock().expect("alert store lock");
-        if pushed.firing {
-            alerts.insert(
-                pushed.alert.fingerprint.clone(),
-                Held {
-                    alert: pushed.alert.clone(),
-                    namespace: namespace.to_string(),
-                    ends_at: pushed.ends_at,
-                    seen: now,
-                },
-            );
-        } else {
-            alerts.remove(&pushed.alert.fingerprint);
-        }
+        alerts.insert(
+            pushed.alert.fingerprint.clone(),
+            Held {
+                alert: pushed.alert.clone(),
+                firing: pushed.firing,
+                namespace: namespace.to_string(),
+                ends_at: pushed.ends_at.filter(|_| pushed.firing),
+                seen: now,
+            },
+        );
         let window = self.resend_window;
         alerts.retain(|_, held| live(held, now, window));
     }
 
     /// The alerts firing in `namespace` at `now`.
     pub fn firing(&self, namespace: &str, now: Timestamp) -> Vec<Alert> {
+        self.held(namespace, now, true)
+    }
+
+    /// The alerts of `namespace` whose resolution arrived within the resend window.
+    pub fn resolved(&self, namespace: &str, now: Timestamp) -> Vec<Alert> {
+        self.held(namespace, now, false)
+    }
+
+    fn held(&self, namespace: &str, now: Timestamp, firing: bool) -> Vec<Alert> {
         let alerts = self.alerts.lock().expect("alert store lock");
         alerts
             .values()
-            .filter(|held| held.namespace == namespace && live(held, now, self.resend_window))
+            .filter(|held| held.firing == firing && held.namespace == namespace)
+            .filter(|held| live(held, now, self.resend_window))
             .map(|held| held.alert.clone())
             .collect()
     }
@@ -113,6 +122,11 @@ mod tests {
         assert!(store.firing("other", at(1)).is_empty());
         store.apply(&pushed("a", false, None), "shop", at(2));
         assert!(store.firing("shop", at(3)).is_empty());
+        assert_eq!(store.resolved("shop", at(3)).len(), 1);
+        assert!(
+            store.resolved("shop", at(603)).is_empty(),
+            "kept for the window only"
+        );
     }
 
     #[test]

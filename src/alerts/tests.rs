@@ -78,20 +78,28 @@ fn after_a_start_a_trigger_that_was_breaching_waits_for_alertmanager_to_send_aga
     let matchers = labels(&[("alertname", "HighErrorRate")]);
     let window = Duration::from_secs(600);
     let early = Duration::from_secs(30);
-    let waiting = pushed_outcome(&matchers, &[], true, early, window).unwrap_err();
+    let waiting = pushed_outcome(&matchers, &[], &[], true, early, window).unwrap_err();
     assert!(waiting.contains("--alert-resend-window"), "{waiting}");
     // Quiet before the start: nothing to wait for.
     assert!(
-        !pushed_outcome(&matchers, &[], false, early, window)
+        !pushed_outcome(&matchers, &[], &[], false, early, window)
             .unwrap()
             .breaching
     );
     // The window has passed: no alert means resolved.
     assert!(
-        !pushed_outcome(&matchers, &[], true, window, window)
+        !pushed_outcome(&matchers, &[], &[], true, window, window)
             .unwrap()
             .breaching
     );
+    // Its resolution arrived: resolved, at once.
+    let resolved = [alert(
+        "aa",
+        "2026-12-07T12:01:00Z",
+        &[("alertname", "HighErrorRate")],
+    )];
+    let reading = pushed_outcome(&matchers, &[], &resolved, true, early, window).unwrap();
+    assert!(!reading.breaching);
     // Sent again already: breaching.
     let firing = [alert(
         "aa",
@@ -99,7 +107,7 @@ fn after_a_start_a_trigger_that_was_breaching_waits_for_alertmanager_to_send_aga
         &[("alertname", "HighErrorRate")],
     )];
     assert!(
-        pushed_outcome(&matchers, &firing, true, early, window)
+        pushed_outcome(&matchers, &firing, &[], true, early, window)
             .unwrap()
             .breaching
     );

@@ -66,9 +66,10 @@ pub(super) async fn evaluate_triggers(
                 return match firing {
                     Firing::Pulled(Ok(alerts)) => Ok(alerts::reading(&matchers.matchers, alerts)),
                     Firing::Pulled(Err(e)) => Err(e.clone()),
-                    Firing::Pushed(alerts) => alerts::pushed_outcome(
+                    Firing::Pushed { firing, resolved } => alerts::pushed_outcome(
                         &matchers.matchers,
-                        alerts,
+                        firing,
+                        resolved,
                         was_breaching,
                         ctx.alerts.receiving_for(),
                         ctx.alerts.resend_window(),
@@ -96,8 +97,11 @@ pub(super) async fn evaluate_triggers(
 enum Firing {
     /// Read from `spec.alertmanager` this interval.
     Pulled(Result<Vec<alerts::Alert>, String>),
-    /// Pushed to the webhook, in the guard's namespace.
-    Pushed(Vec<alerts::Alert>),
+    /// Pushed to the webhook, in the guard's namespace: firing, and lately resolved.
+    Pushed {
+        firing: Vec<alerts::Alert>,
+        resolved: Vec<alerts::Alert>,
+    },
 }
 
 async fn firing_alerts(
@@ -110,6 +114,12 @@ async fn firing_alerts(
     Ok(match Source::of(guard, secrets).await? {
         Some(Ok(source)) => Firing::Pulled(ctx.alertmanagers.firing(&source, interval).await),
         Some(Err(problem)) => Firing::Pulled(Err(problem)),
-        None => Firing::Pushed(ctx.alerts.firing(namespace, jiff::Timestamp::now())),
+        None => {
+            let now = jiff::Timestamp::now();
+            Firing::Pushed {
+                firing: ctx.alerts.firing(namespace, now),
+                resolved: ctx.alerts.resolved(namespace, now),
+            }
+        }
     })
 }

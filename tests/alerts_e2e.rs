@@ -1,0 +1,229 @@
+//! Alert triggers against the real thing (SPEC §6): a real Prometheus 3 evaluates an
+//! alerting rule over a loopback target the test controls, a real Alertmanager 0.35 routes
+//! the alert to rollguard's webhook (push) or is read by the guard (pull), and the operator
+//! runs as its own process on the local control plane.
+
+mod common;
+
+use common::alerting::{ALERT, Alerting, Webhook, free_port};
+use common::{Cluster, Operator, automatic_request, finished, flags_and_guard, wait_until};
+use kube::api::{Api, ListParams};
+use rollguard::api::RolloutGuard;
+use rollguard::api::request::RequestPhase;
+use std::time::Duration;
+
+const TOKEN: &str = "alertmanager-to-rollguard-3f9c1e";
+
+/// An operator on `ns` serving the webhook with `TOKEN`, and the webhook as Alertmanager
+/// reaches it.
+fn operator_with_webhook(cluster: &Cluster, ns: &str, extra: &[&str]) -> (Operator, Webhook) {
+    let dir = common::repo().join("target/test-logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let token_file = dir.join(format!("webhook-token-{ns}"));
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut args = vec![
+        "--leader-elect=false",
+        "--webhook-addr",
+        &addr,
+        "--webhook-token-file",
+        token_file.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let operator = cluster.start_operator_with(ns, &[], &args);
+    let url = format!("http://{addr}/v1/alertmanager");
+    (operator, Webhook { url, token_file })
+}
+
+/// A guard `g` over flag `a` with one alert trigger on the rule's alert, `for: 3s`.
+fn alert_guard(ns: &str, alertmanager: Option<&str>) -> String {
+    let pull = alertmanager
+        .map(|url| format!("  alertmanager: {{address: \"{url}\"}}\n"))
+        .unwrap_or_default();
+    flags_and_guard(
+        ns,
+        "{a: \"true\"}",
+        &format!(
+            "{pull}  interval: 1s
+  rollback: {{cooldown: 0s}}
+  triggers:
+    - name: high-errors
+      alert: {{matchers: {{alertname: {ALERT}, service: shop}}}}
+      for: 3s"
+        ),
+    )
+}
+
+async fn guard(cluster: &Cluster, ns: &str, name: &str) -> RolloutGuard {
+    Api::<RolloutGuard>::namespaced(cluster.client.clone(), ns)
+        .get(name)
+        .await
+        .unwrap()
+}
+
+/// Waits until guard `name` has been evaluated at two more moments than when called
+/// (`lastEvaluationTime`, seconds; the guards here evaluate every second).
+async fn evaluated_twice_more(cluster: &Cluster, ns: &str, name: &str) {
+    let last = |g: RolloutGuard| g.status.and_then(|s| s.last_evaluation_time).map(|t| t.0);
+    let start = last(guard(cluster, ns, name).await);
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while seen.len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "two more evaluations of guard {name}"
+        );
+        let now = last(guard(cluster, ns, name).await);
+        if now.is_some() && now != start && !seen.contains(&now) {
+            seen.push(now);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The value of a counter sample `name{outcome="<outcome>"}` on the operator's /metrics (0
+/// when absent).
+async fn counter(operator: &Operator, name: &str, outcome: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", operator.metrics_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("{name}{{outcome=\"{outcome}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+/// The whole story once the guard is in place: the rule fires → exactly one automatic
+/// rollback after the trigger's `for`, recording the alert; the alert resolves → the trigger
+/// stops breaching and, after two more evaluations, there is still one request.
+async fn fires_once_and_resolves(cluster: &Cluster, ns: &str, alerting: &Alerting) {
+    let requests: Api<rollguard::api::RollbackRequest> =
+        Api::namespaced(cluster.client.clone(), ns);
+    wait_until(
+        Duration::from_secs(30),
+        "the guard's first evaluation",
+        || async {
+            guard(cluster, ns, "g")
+                .await
+                .status?
+                .last_evaluation_time
+                .map(|_| ())
+        },
+    )
+    .await;
+    alerting.set_errors(true);
+    let request = automatic_request(&requests, "g", Duration::from_secs(60)).await;
+    let breached = guard(cluster, ns, "g").await.status.unwrap().triggers[0].clone();
+    let since = breached.breaching_since.expect("breaching since").0;
+    let created = request.metadata.creation_timestamp.clone().unwrap().0;
+    assert!(
+        created.duration_since(since).as_secs() >= 3,
+        "created {created}, breaching since {since}: the trigger held for its for (3s)"
+    );
+    let done = finished(&requests, &request.metadata.name.clone().unwrap()).await;
+    let status = done.status.unwrap();
+    assert_eq!(
+        status.phase,
+        Some(RequestPhase::Succeeded),
+        "{:?}",
+        status.message
+    );
+    let by = status.triggered_by.expect("triggeredBy");
+    assert_eq!(by.trigger, "high-errors");
+    assert_eq!(by.value, Some(1.0));
+    let alert = by.alert.expect("triggeredBy.alert");
+    assert_eq!(alert.name, ALERT);
+    assert_eq!(alert.labels["namespace"], ns);
+    assert_eq!(alert.labels["service"], "shop");
+    assert!(alert.fingerprint.len() >= 8, "{alert:?}");
+    assert!(
+        alert.starts_at.parse::<jiff::Timestamp>().is_ok(),
+        "{alert:?}"
+    );
+    assert!(alert.generator_url.contains("/graph?g0.expr="), "{alert:?}");
+    let config_map =
+        Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(cluster.client.clone(), ns)
+            .get("ff")
+            .await
+            .unwrap();
+    assert_eq!(config_map.data.unwrap()["a"], "false");
+
+    alerting.set_errors(false);
+    wait_until(
+        Duration::from_secs(60),
+        "the trigger to stop breaching",
+        || async {
+            let t = guard(cluster, ns, "g")
+                .await
+                .status?
+                .triggers
+                .first()?
+                .clone();
+            (!t.breaching && t.value == Some(0.0) && t.last_error.is_none()).then_some(())
+        },
+    )
+    .await;
+    evaluated_twice_more(cluster, ns, "g").await;
+    let all = requests.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(
+        all.len(),
+        1,
+        "one rollback for one alert: {:?}",
+        all.iter()
+            .map(|r| r.metadata.name.clone())
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn a_pushed_alert_rolls_back_once_and_its_resolution_does_not_roll_back_again() {
+    let Some(cluster) = common::cluster("alerts_push").await else {
+        return;
+    };
+    cluster.install_crds().await;
+    let ns = cluster.namespace("alerts-push").await;
+    let (operator, webhook) = operator_with_webhook(&cluster, &ns, &[]);
+    let Some(alerting) = Alerting::start(&ns, Some(&webhook)).await else {
+        return;
+    };
+    cluster.apply(&alert_guard(&ns, None));
+    fires_once_and_resolves(&cluster, &ns, &alerting).await;
+    assert!(
+        counter(
+            &operator,
+            "rollguard_alert_webhook_requests_total",
+            "accepted"
+        )
+        .await
+            >= 2.0
+    );
+    assert!(counter(&operator, "rollguard_alerts_received_total", "routed").await >= 2.0);
+    assert_eq!(
+        counter(
+            &operator,
+            "rollguard_alert_webhook_requests_total",
+            "unauthorized"
+        )
+        .await,
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn a_pulled_alert_rolls_back_once_and_its_resolution_does_not_roll_back_again() {
+    let Some(cluster) = common::cluster("alerts_pull").await else {
+        return;
+    };
+    cluster.install_crds().await;
+    let ns = cluster.namespace("alerts-pull").await;
+    let operator = cluster.start_operator(&ns, &[]);
+    let Some(alerting) = Alerting::start(&ns, None).await else {
+        return;
+    };
+    cluster.apply(&alert_guard(&ns, Some(&alerting.alertmanager_url)));
+    fires_once_and_resolves(&cluster, &ns, &alerting).await;
+    assert!(counter(&operator, "rollguard_alertmanager_reads_total", "success").await >= 2.0);
+}
