@@ -227,3 +227,162 @@ async fn a_pulled_alert_rolls_back_once_and_its_resolution_does_not_roll_back_ag
     fires_once_and_resolves(&cluster, &ns, &alerting).await;
     assert!(counter(&operator, "rollguard_alertmanager_reads_total", "success").await >= 2.0);
 }
+
+/// A webhook payload as Alertmanager sends it, with one firing alert labelled `labels`.
+fn payload(version: &str, labels: serde_json::Value) -> String {
+    serde_json::json!({
+        "version": version, "groupKey": "{}:{alertname=\"x\"}", "truncatedAlerts": 0,
+        "status": "firing", "receiver": "rollguard", "groupLabels": {},
+        "commonLabels": labels, "commonAnnotations": {}, "externalURL": "http://127.0.0.1:9093",
+        "alerts": [{
+            "status": "firing", "labels": labels, "annotations": {},
+            "startsAt": "2026-12-07T12:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://127.0.0.1:9090/graph?g0.expr=x", "fingerprint": "0123456789abcdef"
+        }]
+    })
+    .to_string()
+}
+
+async fn post(url: &str, token: Option<&str>, body: String) -> u16 {
+    let mut request = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+/// Posts that are not Alertmanager's, or whose alerts no guard takes, change nothing: a
+/// wrong or missing token (401), a body that is not a version-4 payload (400), one past the
+/// size limit (413), an alert for a namespace without such a guard, one only a guard without
+/// alert triggers could be meant for, and one without a namespace label (accepted, counted
+/// as ignored or unrouted). The guard that would breach on the alert evaluates twice after
+/// them without breaching; then the same alert, posted properly, rolls it back (it could).
+#[tokio::test]
+async fn refused_and_unroutable_posts_change_nothing_and_are_counted() {
+    let Some(cluster) = common::cluster("alerts_refused").await else {
+        return;
+    };
+    cluster.install_crds().await;
+    let ns = cluster.namespace("alerts-refused").await;
+    let (operator, webhook) =
+        operator_with_webhook(&cluster, &ns, &["--webhook-max-body-bytes", "4096"]);
+    let guard_yaml = flags_and_guard(
+        &ns,
+        "{a: \"true\", b: \"true\"}",
+        &format!(
+            "  interval: 1s
+  triggers:
+    - name: high-errors
+      alert: {{matchers: {{alertname: {ALERT}, service: shop}}}}"
+        ),
+    );
+    let query_only = format!(
+        r#"
+apiVersion: rollguard.dev/v1alpha1
+kind: RolloutGuard
+metadata: {{name: queries, namespace: {ns}}}
+spec:
+  flags: {{configMapRef: {{name: ff}}, guarded: [b]}}
+  interval: 1s
+  triggers: [{{name: errors, query: "vector(0)", above: 1}}]
+"#
+    );
+    cluster.apply(&format!("{guard_yaml}---{query_only}"));
+    wait_until(Duration::from_secs(30), "both guards evaluated", || async {
+        guard(&cluster, &ns, "g")
+            .await
+            .status?
+            .last_evaluation_time?;
+        guard(&cluster, &ns, "queries")
+            .await
+            .status?
+            .last_evaluation_time
+            .map(|_| ())
+    })
+    .await;
+    let matching = serde_json::json!({"alertname": ALERT, "service": "shop", "namespace": ns});
+    let url = &webhook.url;
+    assert_eq!(post(url, None, payload("4", matching.clone())).await, 401);
+    assert_eq!(
+        post(url, Some("not-the-token"), payload("4", matching.clone())).await,
+        401
+    );
+    assert_eq!(
+        post(
+            url,
+            Some(TOKEN),
+            "{\"version\": \"4\", \"alerts\": [{]".into()
+        )
+        .await,
+        400
+    );
+    assert_eq!(
+        post(url, Some(TOKEN), payload("3", matching.clone())).await,
+        400
+    );
+    let padded = serde_json::json!({"alertname": ALERT, "service": "shop", "namespace": ns, "pad": "x".repeat(5000)});
+    assert_eq!(post(url, Some(TOKEN), payload("4", padded)).await, 413);
+    let elsewhere = serde_json::json!({"alertname": ALERT, "service": "shop", "namespace": "no-such-namespace"});
+    assert_eq!(post(url, Some(TOKEN), payload("4", elsewhere)).await, 200);
+    let for_queries =
+        serde_json::json!({"alertname": "QueriesGuardErrors", "namespace": ns, "guard": "queries"});
+    assert_eq!(post(url, Some(TOKEN), payload("4", for_queries)).await, 200);
+    let no_namespace = serde_json::json!({"alertname": ALERT, "service": "shop"});
+    assert_eq!(
+        post(url, Some(TOKEN), payload("4", no_namespace)).await,
+        200
+    );
+
+    evaluated_twice_more(&cluster, &ns, "g").await;
+    let trigger = guard(&cluster, &ns, "g").await.status.unwrap().triggers[0].clone();
+    assert!(
+        !trigger.breaching && trigger.value == Some(0.0),
+        "{trigger:?}"
+    );
+    let requests: Api<rollguard::api::RollbackRequest> =
+        Api::namespaced(cluster.client.clone(), &ns);
+    assert!(
+        requests
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let requests_total = "rollguard_alert_webhook_requests_total";
+    let received = "rollguard_alerts_received_total";
+    for (name, outcome, expected) in [
+        (requests_total, "unauthorized", 2.0),
+        (requests_total, "malformed", 2.0),
+        (requests_total, "tooLarge", 1.0),
+        (requests_total, "accepted", 3.0),
+        (received, "ignored", 2.0),
+        (received, "unrouted", 1.0),
+        (received, "routed", 0.0),
+    ] {
+        assert_eq!(
+            counter(&operator, name, outcome).await,
+            expected,
+            "{name}{{outcome={outcome:?}}}"
+        );
+    }
+    for needle in [
+        "missing or wrong bearer token",
+        "payload version \"3\" is not supported",
+        "body larger than 4096 bytes",
+        "no guard of its namespace",
+        "has no namespace label",
+    ] {
+        assert!(operator.log_contains(needle), "the log says {needle:?}");
+    }
+    assert!(!operator.log_contains(TOKEN), "the token is never logged");
+
+    // The same alert, posted as Alertmanager does, reaches the guard and rolls it back.
+    assert_eq!(post(url, Some(TOKEN), payload("4", matching)).await, 200);
+    let request = automatic_request(&requests, "g", Duration::from_secs(30)).await;
+    assert_eq!(request.spec.guard_ref.name, "g");
+    assert_eq!(counter(&operator, received, "routed").await, 1.0);
+}
