@@ -386,3 +386,42 @@ spec:
     assert_eq!(request.spec.guard_ref.name, "g");
     assert_eq!(counter(&operator, received, "routed").await, 1.0);
 }
+
+/// An Alertmanager that does not answer never fires a trigger: the guard is Degraded, its
+/// condition names Alertmanager, and no request is created.
+#[tokio::test]
+async fn an_unreachable_alertmanager_degrades_the_guard_and_fires_nothing() {
+    let Some(cluster) = common::cluster("alerts_unreachable").await else {
+        return;
+    };
+    cluster.install_crds().await;
+    let ns = cluster.namespace("alerts-unreachable").await;
+    let _operator = cluster.start_operator(&ns, &[]);
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    cluster.apply(&alert_guard(&ns, Some(&closed)));
+    let message = wait_until(Duration::from_secs(30), "the guard Degraded", || async {
+        let status = guard(&cluster, &ns, "g").await.status?;
+        (status.phase == Some(rollguard::api::guard::GuardPhase::Degraded)).then_some(())?;
+        let reachable = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "PrometheusReachable")?;
+        (reachable.status == "False").then(|| reachable.message.clone())
+    })
+    .await;
+    assert!(
+        message.contains(&format!("Alertmanager at {closed}/")),
+        "{message}"
+    );
+    evaluated_twice_more(&cluster, &ns, "g").await;
+    let requests: Api<rollguard::api::RollbackRequest> =
+        Api::namespaced(cluster.client.clone(), &ns);
+    assert!(
+        requests
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
