@@ -425,3 +425,102 @@ async fn an_unreachable_alertmanager_degrades_the_guard_and_fires_nothing() {
             .is_empty()
     );
 }
+
+/// Pushed alerts live in memory: after a restart a trigger that was breaching keeps its
+/// persisted breach window and is Degraded (it can neither fire from nor forget a breach it
+/// cannot see) until Alertmanager sends the alert again; then it breaches on, from the same
+/// `breachingSince`. Posted by the test, so the moment of the re-send is the test's.
+#[tokio::test]
+async fn after_a_restart_a_breach_is_kept_until_alertmanager_sends_again() {
+    let Some(cluster) = common::cluster("alerts_restart").await else {
+        return;
+    };
+    cluster.install_crds().await;
+    let ns = cluster.namespace("alerts-restart").await;
+    let (operator, webhook) = operator_with_webhook(&cluster, &ns, &[]);
+    let guard_yaml = flags_and_guard(
+        &ns,
+        "{a: \"true\"}",
+        &format!(
+            "  interval: 1s
+  triggers:
+    - name: high-errors
+      alert: {{matchers: {{alertname: {ALERT}}}}}
+      for: 1h"
+        ),
+    );
+    cluster.apply(&guard_yaml);
+    let matching = serde_json::json!({"alertname": ALERT, "namespace": ns});
+    let breach = || async {
+        let t = guard(&cluster, &ns, "g")
+            .await
+            .status?
+            .triggers
+            .first()?
+            .clone();
+        (t.breaching && t.last_error.is_none()).then_some(t.breaching_since?)
+    };
+    let since = wait_until(
+        Duration::from_secs(30),
+        "the pushed alert breaching",
+        || async {
+            // Until the operator's caches synced it answers 503; Alertmanager would retry too.
+            post(&webhook.url, Some(TOKEN), payload("4", matching.clone())).await;
+            breach().await
+        },
+    )
+    .await;
+
+    operator.kill();
+    let addr = webhook
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1/alertmanager");
+    let token_file = webhook.token_file.to_str().unwrap();
+    let _restarted = cluster.start_operator_with(
+        &ns,
+        &[],
+        &[
+            "--leader-elect=false",
+            "--webhook-addr",
+            addr,
+            "--webhook-token-file",
+            token_file,
+        ],
+    );
+    let waiting = wait_until(
+        Duration::from_secs(30),
+        "the guard Degraded after the restart",
+        || async {
+            let status = guard(&cluster, &ns, "g").await.status?;
+            (status.phase == Some(rollguard::api::guard::GuardPhase::Degraded)).then_some(())?;
+            let t = status.triggers.first()?.clone();
+            t.last_error.clone().map(|e| (e, t))
+        },
+    )
+    .await;
+    assert!(waiting.0.contains("--alert-resend-window"), "{}", waiting.0);
+    assert!(waiting.1.breaching, "the last good reading is kept");
+    assert_eq!(
+        waiting.1.breaching_since.as_ref(),
+        Some(&since),
+        "the window is kept"
+    );
+
+    assert_eq!(
+        post(&webhook.url, Some(TOKEN), payload("4", matching)).await,
+        200
+    );
+    let again = wait_until(Duration::from_secs(30), "breaching again", breach).await;
+    assert_eq!(again, since, "the breach goes on from where it was");
+    let requests: Api<rollguard::api::RollbackRequest> =
+        Api::namespaced(cluster.client.clone(), &ns);
+    assert!(
+        requests
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
