@@ -120,13 +120,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 args.webhook.webhook_max_body_bytes,
             ));
             intake.token().map_err(|e| anyhow::anyhow!(e))?;
-            let serving = intake.clone();
-            let addr = *addr;
-            tokio::spawn(async move {
-                if let Err(e) = crate::alerts::intake::serve(addr, serving).await {
-                    tracing::error!(error = %e, "the Alertmanager webhook stopped");
-                }
-            });
+            tokio::spawn(crate::alerts::intake::serve(*addr, intake.clone()).await?);
             Some(intake)
         }
         _ => None,

@@ -186,7 +186,7 @@ async fn a_pushed_alert_rolls_back_once_and_its_resolution_does_not_roll_back_ag
     cluster.install_crds().await;
     let ns = cluster.namespace("alerts-push").await;
     let (operator, webhook) = operator_with_webhook(&cluster, &ns, &[]);
-    let Some(alerting) = Alerting::start(&ns, Some(&webhook)).await else {
+    let Some(alerting) = Alerting::start(&ns, &[&webhook]).await else {
         return;
     };
     cluster.apply(&alert_guard(&ns, None));
@@ -220,7 +220,7 @@ async fn a_pulled_alert_rolls_back_once_and_its_resolution_does_not_roll_back_ag
     cluster.install_crds().await;
     let ns = cluster.namespace("alerts-pull").await;
     let operator = cluster.start_operator(&ns, &[]);
-    let Some(alerting) = Alerting::start(&ns, None).await else {
+    let Some(alerting) = Alerting::start(&ns, &[]).await else {
         return;
     };
     cluster.apply(&alert_guard(&ns, Some(&alerting.alertmanager_url)));

@@ -269,12 +269,21 @@ pub fn router(intake: Arc<Intake>) -> axum::Router {
         .with_state(intake)
 }
 
-/// Serves [`router`] on `addr` until the process ends.
-pub async fn serve(addr: std::net::SocketAddr, intake: Arc<Intake>) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+/// Binds `addr` (a start fails when it cannot), then serves [`router`] on it until the
+/// process ends.
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    intake: Arc<Intake>,
+) -> anyhow::Result<impl Future<Output = ()>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("--webhook-addr {addr}: {e}"))?;
     tracing::info!(%addr, path = PATH, "serving the Alertmanager webhook");
-    axum::serve(listener, router(intake)).await?;
-    Ok(())
+    Ok(async move {
+        if let Err(e) = axum::serve(listener, router(intake)).await {
+            tracing::error!(error = %e, "the Alertmanager webhook stopped");
+        }
+    })
 }
 
 #[cfg(test)]

@@ -65,7 +65,8 @@ pub struct Alerting {
 impl Alerting {
     /// Starts the target, Alertmanager and Prometheus for namespace `ns`; None when the tools
     /// are missing outside CI.
-    pub async fn start(ns: &str, webhook: Option<&Webhook>) -> Option<Alerting> {
+    /// Alertmanager sends each notification to every one of `webhooks` (none: pull mode).
+    pub async fn start(ns: &str, webhooks: &[&Webhook]) -> Option<Alerting> {
         let (prometheus, alertmanager) = (tool("prometheus")?, tool("alertmanager")?);
         let errors = Arc::new(AtomicBool::new(false));
         let target = target(ns, errors.clone()).await;
@@ -74,7 +75,7 @@ impl Alerting {
             .join(format!("alerting-{ns}"));
         std::fs::create_dir_all(&dir).unwrap();
         let (am_port, prom_port) = (free_port(), free_port());
-        std::fs::write(dir.join("alertmanager.yml"), alertmanager_config(webhook)).unwrap();
+        std::fs::write(dir.join("alertmanager.yml"), alertmanager_config(webhooks)).unwrap();
         std::fs::write(dir.join("rules.yml"), RULES).unwrap();
         std::fs::write(
             dir.join("prometheus.yml"),
@@ -206,20 +207,24 @@ scrape_configs:
 }
 
 /// The route a README tells users to add, with test-sized timings.
-fn alertmanager_config(webhook: Option<&Webhook>) -> String {
-    let receiver = match webhook {
-        Some(w) => format!(
-            r#"  - name: rollguard
-    webhook_configs:
-      - url: "{}"
+fn alertmanager_config(webhooks: &[&Webhook]) -> String {
+    let configs: String = webhooks
+        .iter()
+        .map(|w| {
+            format!(
+                r#"      - url: "{}"
         send_resolved: true
         http_config:
           authorization: {{type: Bearer, credentials_file: "{}"}}
 "#,
-            w.url,
-            w.token_file.display()
-        ),
-        None => "  - name: rollguard\n".into(),
+                w.url,
+                w.token_file.display()
+            )
+        })
+        .collect();
+    let receiver = match configs.is_empty() {
+        true => "  - name: rollguard\n".to_string(),
+        false => format!("  - name: rollguard\n    webhook_configs:\n{configs}"),
     };
     format!(
         r#"route:
