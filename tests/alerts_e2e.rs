@@ -17,20 +17,34 @@ const TOKEN: &str = "alertmanager-to-rollguard-3f9c1e";
 /// An operator on `ns` serving the webhook with `TOKEN`, and the webhook as Alertmanager
 /// reaches it.
 fn operator_with_webhook(cluster: &Cluster, ns: &str, extra: &[&str]) -> (Operator, Webhook) {
+    operator_with_webhook_env(
+        cluster,
+        ns,
+        &[],
+        &[&["--leader-elect=false"], extra].concat(),
+    )
+}
+
+/// As [`operator_with_webhook`], with an environment and without `--leader-elect=false`.
+fn operator_with_webhook_env(
+    cluster: &Cluster,
+    ns: &str,
+    env: &[(&str, &str)],
+    extra: &[&str],
+) -> (Operator, Webhook) {
     let dir = common::repo().join("target/test-logs");
-    std::fs::create_dir_all(&dir).unwrap();
     let token_file = dir.join(format!("webhook-token-{ns}"));
+    std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
     let mut args = vec![
-        "--leader-elect=false",
         "--webhook-addr",
         &addr,
         "--webhook-token-file",
         token_file.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    let operator = cluster.start_operator_with(ns, &[], &args);
+    let operator = cluster.start_operator_with(ns, env, &args);
     let url = format!("http://{addr}/v1/alertmanager");
     (operator, Webhook { url, token_file })
 }
@@ -522,5 +536,110 @@ async fn after_a_restart_a_breach_is_kept_until_alertmanager_sends_again() {
             .unwrap()
             .items
             .is_empty()
+    );
+}
+
+/// Only the leader takes alerts: a standby answers 503 (Alertmanager retries, and reaches
+/// the leader through the Service), counts `notLeader` and keeps nothing; the leader takes
+/// the same post.
+#[tokio::test]
+async fn a_standby_answers_503_and_only_the_leader_takes_alerts() {
+    let Some(cluster) = common::cluster("alerts_standby").await else {
+        return;
+    };
+    cluster.install_crds().await;
+    let ns = cluster.namespace("alerts-standby").await;
+    cluster.apply(&flags_and_guard(
+        &ns,
+        "{a: \"true\"}",
+        &format!(
+            "  interval: 1s
+  triggers:
+    - name: high-errors
+      alert: {{matchers: {{alertname: {ALERT}}}}}
+      for: 1h"
+        ),
+    ));
+    let lease = ["--lease-name", "rollguard", "--lease-duration", "4s"];
+    let (leader, leader_hook) = operator_with_webhook_env(
+        &cluster,
+        &ns,
+        &[("POD_NAME", "op-a"), ("POD_NAMESPACE", &ns)],
+        &lease,
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "op-a leading and evaluating",
+        || async {
+            guard(&cluster, &ns, "g")
+                .await
+                .status?
+                .last_evaluation_time
+                .map(|_| ())
+        },
+    )
+    .await;
+    let (standby, standby_hook) = operator_with_webhook_env(
+        &cluster,
+        &ns,
+        &[("POD_NAME", "op-b"), ("POD_NAMESPACE", &ns)],
+        &lease,
+    );
+    wait_until(Duration::from_secs(30), "op-b standing by", || async {
+        let text = reqwest::get(format!("{}/metrics", standby.metrics_url))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .any(|l| l == "rollguard_leader 0")
+            .then_some(())
+    })
+    .await;
+    let matching = serde_json::json!({"alertname": ALERT, "namespace": ns});
+    assert_eq!(
+        post(
+            &standby_hook.url,
+            Some(TOKEN),
+            payload("4", matching.clone())
+        )
+        .await,
+        503
+    );
+    assert_eq!(
+        counter(
+            &standby,
+            "rollguard_alert_webhook_requests_total",
+            "notLeader"
+        )
+        .await,
+        1.0
+    );
+    evaluated_twice_more(&cluster, &ns, "g").await;
+    let trigger = guard(&cluster, &ns, "g").await.status.unwrap().triggers[0].clone();
+    assert!(!trigger.breaching, "{trigger:?}");
+
+    assert_eq!(
+        post(&leader_hook.url, Some(TOKEN), payload("4", matching)).await,
+        200
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the leader's guard breaching",
+        || async {
+            let t = guard(&cluster, &ns, "g")
+                .await
+                .status?
+                .triggers
+                .first()?
+                .clone();
+            t.breaching.then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        counter(&leader, "rollguard_alerts_received_total", "routed").await,
+        1.0
     );
 }
