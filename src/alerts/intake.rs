@@ -170,9 +170,12 @@ impl Intake {
             ("unrouted", unrouted),
             ("ignored", ignored),
         ] {
-            for _ in 0..n {
-                Metrics::count(&self.metrics.alerts_received, outcome);
-            }
+            self.metrics
+                .alerts_received
+                .get_or_create(&crate::metrics::OutcomeLabels {
+                    outcome: outcome.into(),
+                })
+                .inc_by(n);
         }
         woken.sort();
         woken.dedup();
