@@ -179,9 +179,14 @@ async fn run(cluster: &common::Cluster, pull: bool, iterations: usize) -> (Vec<f
                 .into_iter()
                 .skip(posts_before)
                 .any(|r| r.json()["status"] == "resolved");
-            (resolved && alerting.firing_since().await.is_none()).then_some(())
+            let quiet = alerting.firing_since().await.is_none()
+                && alerting.alertmanager_active().await == Some(0);
+            (resolved && quiet).then_some(())
         })
         .await;
+        // A guard's reads of one Alertmanager are shared per interval (1s): the next guard
+        // must not be handed a read from before the resolution.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
     }
     (detected, delivered)
 }

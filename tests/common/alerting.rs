@@ -141,6 +141,15 @@ impl Alerting {
     }
 }
 
+impl Alerting {
+    /// How many alerts Alertmanager's API lists as active (what pull mode reads).
+    pub async fn alertmanager_active(&self) -> Option<usize> {
+        let url = format!("{}/api/v2/alerts?active=true", self.alertmanager_url);
+        let alerts: Vec<serde_json::Value> = reqwest::get(url).await.ok()?.json().await.ok()?;
+        Some(alerts.len())
+    }
+}
+
 fn spawn(binary: &Path, dir: &Path, name: &str, args: &[&str]) -> Process {
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
     Process(
