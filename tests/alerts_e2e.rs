@@ -268,6 +268,20 @@ async fn post(url: &str, token: Option<&str>, body: String) -> u16 {
     request.send().await.unwrap().status().as_u16()
 }
 
+/// Posts as Alertmanager does: again while the answer is 503 (a replica that does not lead
+/// or has not synced its caches yet); returns the final status.
+async fn deliver(url: &str, body: String) -> u16 {
+    wait_until(
+        Duration::from_secs(30),
+        "an answer other than 503",
+        || async {
+            let status = post(url, Some(TOKEN), body.clone()).await;
+            (status != 503).then_some(status)
+        },
+    )
+    .await
+}
+
 /// Posts that are not Alertmanager's, or whose alerts no guard takes, change nothing: a
 /// wrong or missing token (401), a body that is not a version-4 payload (400), one past the
 /// size limit (413), an alert for a namespace without such a guard, one only a guard without
@@ -340,15 +354,12 @@ spec:
     let padded = serde_json::json!({"alertname": ALERT, "service": "shop", "namespace": ns, "pad": "x".repeat(5000)});
     assert_eq!(post(url, Some(TOKEN), payload("4", padded)).await, 413);
     let elsewhere = serde_json::json!({"alertname": ALERT, "service": "shop", "namespace": "no-such-namespace"});
-    assert_eq!(post(url, Some(TOKEN), payload("4", elsewhere)).await, 200);
+    assert_eq!(deliver(url, payload("4", elsewhere)).await, 200);
     let for_queries =
         serde_json::json!({"alertname": "QueriesGuardErrors", "namespace": ns, "guard": "queries"});
-    assert_eq!(post(url, Some(TOKEN), payload("4", for_queries)).await, 200);
+    assert_eq!(deliver(url, payload("4", for_queries)).await, 200);
     let no_namespace = serde_json::json!({"alertname": ALERT, "service": "shop"});
-    assert_eq!(
-        post(url, Some(TOKEN), payload("4", no_namespace)).await,
-        200
-    );
+    assert_eq!(deliver(url, payload("4", no_namespace)).await, 200);
 
     evaluated_twice_more(&cluster, &ns, "g").await;
     let trigger = guard(&cluster, &ns, "g").await.status.unwrap().triggers[0].clone();
@@ -395,7 +406,7 @@ spec:
     assert!(!operator.log_contains(TOKEN), "the token is never logged");
 
     // The same alert, posted as Alertmanager does, reaches the guard and rolls it back.
-    assert_eq!(post(url, Some(TOKEN), payload("4", matching)).await, 200);
+    assert_eq!(deliver(url, payload("4", matching)).await, 200);
     let request = automatic_request(&requests, "g", Duration::from_secs(30)).await;
     assert_eq!(request.spec.guard_ref.name, "g");
     assert_eq!(counter(&operator, received, "routed").await, 1.0);
@@ -521,10 +532,7 @@ async fn after_a_restart_a_breach_is_kept_until_alertmanager_sends_again() {
         "the window is kept"
     );
 
-    assert_eq!(
-        post(&webhook.url, Some(TOKEN), payload("4", matching)).await,
-        200
-    );
+    assert_eq!(deliver(&webhook.url, payload("4", matching)).await, 200);
     let again = wait_until(Duration::from_secs(30), "breaching again", breach).await;
     assert_eq!(again, since, "the breach goes on from where it was");
     let requests: Api<rollguard::api::RollbackRequest> =
@@ -620,10 +628,7 @@ async fn a_standby_answers_503_and_only_the_leader_takes_alerts() {
     let trigger = guard(&cluster, &ns, "g").await.status.unwrap().triggers[0].clone();
     assert!(!trigger.breaching, "{trigger:?}");
 
-    assert_eq!(
-        post(&leader_hook.url, Some(TOKEN), payload("4", matching)).await,
-        200
-    );
+    assert_eq!(deliver(&leader_hook.url, payload("4", matching)).await, 200);
     wait_until(
         Duration::from_secs(30),
         "the leader's guard breaching",
