@@ -648,3 +648,71 @@ async fn a_standby_answers_503_and_only_the_leader_takes_alerts() {
         1.0
     );
 }
+
+/// Pull mode shares reads as queries are shared: twenty guards reading one Alertmanager
+/// every 2 s send it at most one read per 2 s interval. The endpoint is a loopback one that
+/// counts reads and answers an empty alert list (what is counted is rollguard's calls).
+#[tokio::test]
+async fn twenty_guards_reading_one_alertmanager_read_it_once_per_interval() {
+    let Some(cluster) = common::cluster("alerts_shared_reads").await else {
+        return;
+    };
+    cluster.install_crds().await;
+    let ns = cluster.namespace("alerts-shared").await;
+    let reads = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u128>::new()));
+    let counted = reads.clone();
+    let app = axum::Router::new().route(
+        "/api/v2/alerts",
+        axum::routing::get(move || {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis();
+            counted.lock().unwrap().push(now);
+            async { ([("content-type", "application/json")], "[]") }
+        }),
+    );
+    let address = format!("http://{}", common::serve(app).await);
+    let _operator = cluster.start_operator(&ns, &[]);
+    let mut manifest = String::from(&flags_and_guard(&ns, "{a: \"true\"}", "")[..]);
+    for g in 0..20 {
+        manifest.push_str(&format!(
+            "---\napiVersion: rollguard.dev/v1alpha1\nkind: RolloutGuard\nmetadata: {{name: p{g}, namespace: {ns}}}\nspec:\n  interval: 2s\n  alertmanager: {{address: \"{address}\"}}\n  flags: {{configMapRef: {{name: ff}}, guarded: [a]}}\n  triggers: [{{name: t, alert: {{matchers: {{alertname: A{g}}}}}}}]\n"
+        ));
+    }
+    cluster.apply(&manifest);
+    wait_until(Duration::from_secs(60), "every guard evaluated", || async {
+        for g in 0..20 {
+            guard(&cluster, &ns, &format!("p{g}"))
+                .await
+                .status?
+                .last_evaluation_time?;
+        }
+        Some(())
+    })
+    .await;
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let end = start + 10_000;
+    let mut per_interval = std::collections::BTreeMap::<u128, usize>::new();
+    for t in reads
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|t| **t >= start && **t < end)
+    {
+        *per_interval.entry(t / 2000).or_default() += 1;
+    }
+    let full: Vec<_> = per_interval
+        .iter()
+        .filter(|(b, _)| **b * 2000 >= start && (**b + 1) * 2000 <= end)
+        .collect();
+    assert!(full.len() >= 3, "{per_interval:?}");
+    assert!(
+        full.iter().all(|(_, n)| **n == 1),
+        "one read per interval for twenty guards: {per_interval:?}"
+    );
+}
