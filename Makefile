@@ -63,6 +63,7 @@ bench: cluster-up ## Benchmarks against the local control plane (figures go to B
 	source $(CLUSTER_ENV) && $(CARGO) bench --locked --bench rollback_latency
 	source $(CLUSTER_ENV) && $(CARGO) bench --locked --bench guard_scale
 	source $(CLUSTER_ENV) && $(CARGO) bench --locked --bench hostile_prometheus
+	source $(CLUSTER_ENV) && $(CARGO) bench --locked --bench alert_latency
 
 demo: ## The whole story on this machine: a shop goes bad, the flags roll back (DEMO_NONINTERACTIVE=1: no pauses)
 	demo/run.sh

@@ -55,10 +55,12 @@ pub struct RunArgs {
     pub leader: crate::leader::LeaderArgs,
     #[command(flatten)]
     pub egress: crate::egress::EgressArgs,
+    #[command(flatten)]
+    pub webhook: crate::alerts::intake::WebhookArgs,
 }
 
 /// A Go duration flag value (`500ms`, `5s`, `1m`).
-fn go_duration(text: &str) -> Result<std::time::Duration, String> {
+pub fn go_duration(text: &str) -> Result<std::time::Duration, String> {
     crate::api::schema::GoDuration::new(text)
         .to_std()
         .map_err(|e| e.to_string())
@@ -104,6 +106,25 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let metrics = Arc::new(Metrics::new());
     let server = tokio::spawn(crate::metrics::serve(args.metrics_addr, metrics.clone()));
+    let alerts = Arc::new(crate::alerts::store::Store::new(
+        args.webhook.alert_resend_window,
+    ));
+    // Served before the election: a standby answers 503, so Alertmanager retries until a
+    // post reaches the leader (see `alerts::intake`).
+    let intake = match (&args.webhook.webhook_addr, &args.webhook.webhook_token_file) {
+        (Some(addr), Some(token_file)) => {
+            let intake = Arc::new(crate::alerts::intake::Intake::new(
+                alerts.clone(),
+                metrics.clone(),
+                token_file.clone(),
+                args.webhook.webhook_max_body_bytes,
+            ));
+            intake.token().map_err(|e| anyhow::anyhow!(e))?;
+            tokio::spawn(crate::alerts::intake::serve(*addr, intake.clone()).await?);
+            Some(intake)
+        }
+        _ => None,
+    };
     let scopes = scopes(&args.namespace);
     // Only the Lease holder goes past this line; a holder that loses it exits.
     let leadership = crate::leader::lead(
@@ -126,6 +147,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         )),
         synced: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         scopes: scopes.len(),
+        alerts,
+        intake,
     };
     futures::future::join_all(scopes.into_iter().map(|scope| serve(&args, &shared, scope))).await;
     leadership.step_down().await;
@@ -160,6 +183,9 @@ struct Shared {
     /// Namespaces whose caches hold the cluster's state; ready when all of `scopes` do.
     synced: Arc<std::sync::atomic::AtomicUsize>,
     scopes: usize,
+    /// Pushed alerts, and the webhook that takes them (with --webhook-addr).
+    alerts: Arc<crate::alerts::store::Store>,
+    intake: Option<Arc<crate::alerts::intake::Intake>>,
 }
 
 /// An Api of `scope`: one namespace, or all.
@@ -222,7 +248,7 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
         requests: indexed.clone(),
         metrics: metrics.clone(),
         outbox: outbox.clone(),
-        guard_changed,
+        guard_changed: guard_changed.clone(),
         effective_since: Default::default(),
     });
     tracing::info!(
@@ -261,8 +287,10 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
     let guard_ctx = Arc::new(guard::reconciler::Context {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter.clone()),
-        prometheus: Prometheus::new(egress),
+        prometheus: Prometheus::new(egress.clone()),
         queries: SharedQueries::with_metrics(metrics.clone()),
+        alerts: shared.alerts.clone(),
+        alertmanagers: crate::alerts::alertmanager::Alertmanagers::new(egress, metrics.clone()),
         default_prometheus_url: args.prometheus_url.clone(),
         requests: indexed.clone(),
         metrics: metrics.clone(),
@@ -270,6 +298,10 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
         fairness: shared.fairness.clone(),
     });
     let (reader, writer) = reflector::store();
+    // A pushed alert wakes the guards it reached, as a freed rollback slot does.
+    if let Some(intake) = &shared.intake {
+        intake.serve_scope(reader.clone(), guard_changed);
+    }
     let guard_changes = watcher(guards, watcher::Config::default())
         .default_backoff()
         .reflect(writer)

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod api;
 pub mod conditions;
 pub mod controller;
@@ -21,6 +22,7 @@ pub mod propagation;
 pub mod report;
 pub mod requests;
 pub mod rollback;
+pub mod shared;
 pub mod slo;
 pub mod triggers;
 pub mod trust;

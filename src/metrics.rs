@@ -64,6 +64,12 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub notifications: Family<NotificationLabels, Counter>,
     pub evaluation_delay: Histogram,
+    /// Posts to `/v1/alertmanager`, by outcome (accepted, unauthorized, malformed, tooLarge, notLeader).
+    pub alert_webhook_requests: Family<OutcomeLabels, Counter>,
+    /// Alerts of accepted posts, by outcome (routed, unrouted, ignored).
+    pub alerts_received: Family<OutcomeLabels, Counter>,
+    /// Reads of `GET /api/v2/alerts` actually sent (pull mode), by outcome.
+    pub alertmanager_reads: Family<OutcomeLabels, Counter>,
     pub leader: Gauge,
     ready: AtomicBool,
     standing_by: AtomicBool,
@@ -143,6 +149,24 @@ impl Metrics {
             "Guard evaluations by how long after their interval boundary they started",
             evaluation_delay.clone(),
         );
+        let alert_webhook_requests = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "alert_webhook_requests",
+            "Posts to the Alertmanager webhook (/v1/alertmanager), by outcome: accepted, unauthorized, malformed, tooLarge, notLeader",
+            alert_webhook_requests.clone(),
+        );
+        let alerts_received = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "alerts_received",
+            "Alerts of accepted webhook posts: routed (reached a guard), unrouted (no namespace label), ignored (no guard of the namespace takes it)",
+            alerts_received.clone(),
+        );
+        let alertmanager_reads = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "alertmanager_reads",
+            "Reads of an Alertmanager's active alerts (pull mode), by outcome",
+            alertmanager_reads.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -160,6 +184,9 @@ impl Metrics {
             reconcile_errors,
             notifications,
             evaluation_delay,
+            alert_webhook_requests,
+            alerts_received,
+            alertmanager_reads,
             leader,
             ready: AtomicBool::new(false),
             standing_by: AtomicBool::new(false),
@@ -263,6 +290,11 @@ impl Metrics {
         self.standing_by.store(standing_by, Ordering::SeqCst);
     }
 
+    /// This process leads and its caches hold the cluster's state (a standby is not).
+    pub fn caches_synced(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst) || self.standing_by.load(Ordering::SeqCst)
     }
@@ -273,6 +305,15 @@ impl Metrics {
             .get_or_create(&ErrorLabels {
                 kind: kind.into(),
                 reason: error.reason().into(),
+            })
+            .inc();
+    }
+
+    /// Counts one event of `family` with label `outcome`.
+    pub fn count(family: &Family<OutcomeLabels, Counter>, outcome: &str) {
+        family
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
             })
             .inc();
     }

@@ -35,6 +35,28 @@ impl Auth {
     }
 }
 
+impl Auth {
+    /// The credentials of Secret `name`, named by `field` of a guard, or why there are none:
+    /// its owner has not allowed rollguard to read it, it does not exist, or it has neither
+    /// key. Querying without the credentials someone asked for would only fail later with a
+    /// less helpful 401.
+    pub async fn read(
+        secrets: &kube::Api<k8s_openapi::api::core::v1::Secret>,
+        name: &str,
+        field: &str,
+    ) -> Result<Result<Auth, String>, kube::Error> {
+        Ok(match crate::trust::read_credentials(secrets, name, field).await? {
+            Some(Err(message)) => Err(message),
+            Some(Ok(secret)) => Auth::from_secret(&secret).ok_or_else(|| {
+                format!(
+                    "{field}: Secret {name:?} has neither a key \"token\" nor both \"username\" and \"password\""
+                )
+            }),
+            None => Err(format!("{field}: Secret {name:?} does not exist")),
+        })
+    }
+}
+
 /// Where and how a guard's queries go: `spec.prometheus` with the operator's default address.
 #[derive(Clone, Debug)]
 pub struct Target {
@@ -64,32 +86,18 @@ impl Target {
             .unwrap_or(Duration::from_secs(5))
             .min(guard.spec.interval.to_std().unwrap_or(Duration::MAX));
         let auth = match spec.and_then(|p| p.auth_secret_ref.as_ref()) {
-            Some(secret_ref) => match crate::trust::read_credentials(
-                secrets,
-                &secret_ref.name,
-                "spec.prometheus.authSecretRef.name",
-            )
-            .await?
-            {
-                Some(Err(message)) => return Ok(Err(message)),
-                Some(Ok(secret)) => match Auth::from_secret(&secret) {
-                    Some(auth) => Some(auth),
-                    // Querying without the credentials someone asked for would only fail
-                    // later with a less helpful 401.
-                    None => {
-                        return Ok(Err(format!(
-                            "spec.prometheus.authSecretRef.name: Secret {:?} has neither a key \"token\" nor both \"username\" and \"password\"",
-                            secret_ref.name
-                        )));
-                    }
-                },
-                None => {
-                    return Ok(Err(format!(
-                        "spec.prometheus.authSecretRef.name: Secret {:?} does not exist",
-                        secret_ref.name
-                    )));
+            Some(secret_ref) => {
+                match Auth::read(
+                    secrets,
+                    &secret_ref.name,
+                    "spec.prometheus.authSecretRef.name",
+                )
+                .await?
+                {
+                    Ok(auth) => Some(auth),
+                    Err(message) => return Ok(Err(message)),
                 }
-            },
+            }
             None => None,
         };
         if auth.is_some()
@@ -172,49 +180,24 @@ impl Prometheus {
         };
         let url = query_url(address, query, timeout)
             .map_err(|e| unreachable(format!("not a URL: {e}")))?;
-        // Userinfo in the address is a credential too: reqwest sends it as basic auth.
-        if auth.is_some() {
-            self.egress
-                .check_credentials(&url, AUTH_FIELD, &shown)
-                .map_err(refused)?;
-        } else if !url.username().is_empty() || url.password().is_some() {
-            self.egress
-                .check_credentials(&url, "spec.prometheus.address", &shown)
-                .map_err(refused)?;
-        }
-        let mut request = self.egress.client().get(url).timeout(timeout);
-        match auth {
-            Some(Auth::Bearer(token)) => {
-                request = request.header(
-                    reqwest::header::AUTHORIZATION,
-                    header_value(&format!("Bearer {token}")),
-                );
-            }
-            Some(Auth::Basic { username, password }) => {
-                use base64::Engine as _;
-                let encoded = base64::engine::general_purpose::STANDARD
-                    .encode(format!("{username}:{password}"));
-                request = request.header(
-                    reqwest::header::AUTHORIZATION,
-                    header_value(&format!("Basic {encoded}")),
-                );
-            }
-            None => {}
-        }
-        let exchange = async {
-            let response = self.egress.send(request).await?;
-            let status = response.status();
-            let body = self.egress.read_capped(response).await?;
-            Ok::<_, EgressError>((status, body))
-        };
-        let (status, body) = match tokio::time::timeout(timeout, exchange).await {
-            Err(_) => {
+        let (status, body) = match authorized_get(
+            &self.egress,
+            url,
+            auth,
+            timeout,
+            ["spec.prometheus.address", AUTH_FIELD],
+            &shown,
+        )
+        .await
+        {
+            Err(None) => {
                 return Err(QueryError::Timeout {
                     address: shown,
                     timeout,
                 });
             }
-            Ok(result) => result.map_err(refused)?,
+            Err(Some(e)) => return Err(refused(e)),
+            Ok(answer) => answer,
         };
         let answer = match serde_json::from_slice::<Answer>(&body) {
             Ok(answer) => answer,
@@ -237,6 +220,54 @@ impl Prometheus {
             },
             AnswerError::Malformed(message) => unreachable(message),
         })
+    }
+}
+
+/// A GET of `url` through the egress policy, with `auth` as its Authorization header, the
+/// whole exchange bounded by `timeout`. `fields`: the address field and the auth field
+/// named when the policy refuses credentials (userinfo in the address is one too: reqwest
+/// sends it as basic auth). Err(None): the timeout passed.
+pub(crate) async fn authorized_get(
+    egress: &Egress,
+    url: reqwest::Url,
+    auth: Option<&Auth>,
+    timeout: Duration,
+    [address_field, auth_field]: [&str; 2],
+    shown: &str,
+) -> Result<(reqwest::StatusCode, Vec<u8>), Option<EgressError>> {
+    if auth.is_some() {
+        egress.check_credentials(&url, auth_field, shown)?;
+    } else if !url.username().is_empty() || url.password().is_some() {
+        egress.check_credentials(&url, address_field, shown)?;
+    }
+    let mut request = egress.client().get(url).timeout(timeout);
+    match auth {
+        Some(Auth::Bearer(token)) => {
+            request = request.header(
+                reqwest::header::AUTHORIZATION,
+                header_value(&format!("Bearer {token}")),
+            );
+        }
+        Some(Auth::Basic { username, password }) => {
+            use base64::Engine as _;
+            let encoded =
+                base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+            request = request.header(
+                reqwest::header::AUTHORIZATION,
+                header_value(&format!("Basic {encoded}")),
+            );
+        }
+        None => {}
+    }
+    let exchange = async {
+        let response = egress.send(request).await?;
+        let status = response.status();
+        let body = egress.read_capped(response).await?;
+        Ok::<_, EgressError>((status, body))
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Err(_) => Err(None),
+        Ok(result) => result.map_err(Some),
     }
 }
 
@@ -345,20 +376,15 @@ fn header_value(s: &str) -> reqwest::header::HeaderValue {
 /// its result.
 #[derive(Clone, Default)]
 pub struct SharedQueries {
-    inner:
-        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<QueryKey, (u128, SharedResult)>>>,
+    reads: crate::shared::PerInterval<QueryKey, Result<Vec<Series>, String>>,
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
-
-type SharedResult =
-    futures::future::Shared<futures::future::BoxFuture<'static, Result<Vec<Series>, String>>>;
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct QueryKey {
     address: String,
     query: String,
     auth: Option<Auth>,
-    interval_ms: u128,
 }
 
 impl SharedQueries {
@@ -380,55 +406,26 @@ impl SharedQueries {
         auth: Option<&Auth>,
         interval: Duration,
     ) -> Result<Vec<Series>, String> {
-        use futures::FutureExt;
-        let interval_ms = interval.as_millis().max(1);
-        let bucket = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis()
-            / interval_ms;
         let key = QueryKey {
             address: address.to_string(),
             query: query.to_string(),
             auth: auth.cloned(),
-            interval_ms,
         };
-        let shared = {
-            let mut map = self.inner.lock().expect("query cache lock");
-            match map.get(&key) {
-                Some((b, shared)) if *b == bucket => shared.clone(),
-                _ => {
-                    let (prometheus, address, query, auth) = (
-                        prometheus.clone(),
-                        address.to_string(),
-                        query.to_string(),
-                        auth.cloned(),
-                    );
-                    let metrics = self.metrics.clone();
-                    let fut = async move {
-                        let result = prometheus
-                            .instant(&address, &query, timeout, auth.as_ref())
-                            .await
-                            .map_err(|e| e.to_string());
-                        if let Some(m) = metrics {
-                            let outcome = if result.is_ok() { "success" } else { "error" };
-                            m.prometheus_queries
-                                .get_or_create(&crate::metrics::OutcomeLabels {
-                                    outcome: outcome.into(),
-                                })
-                                .inc();
-                        }
-                        result
-                    }
-                    .boxed()
-                    .shared();
-                    map.retain(|_, (b, _)| *b + 1 >= bucket);
-                    map.insert(key, (bucket, fut.clone()));
-                    fut
+        let (prometheus, metrics) = (prometheus.clone(), self.metrics.clone());
+        let (address, query, auth) = (address.to_string(), query.to_string(), auth.cloned());
+        self.reads
+            .read(key, interval, async move {
+                let result = prometheus
+                    .instant(&address, &query, timeout, auth.as_ref())
+                    .await
+                    .map_err(|e| e.to_string());
+                if let Some(m) = metrics {
+                    let outcome = if result.is_ok() { "success" } else { "error" };
+                    crate::metrics::Metrics::count(&m.prometheus_queries, outcome);
                 }
-            }
-        };
-        shared.await
+                result
+            })
+            .await
     }
 }
 

@@ -772,6 +772,9 @@ pub struct TriggeredByRecord {
     /// From the guard's spec, when the trigger is still there.
     pub comparison: Option<String>,
     pub threshold: Option<f64>,
+    /// Alert triggers: the alert that fired it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert: Option<crate::api::request::TriggeringAlert>,
 }
 
 #[derive(Serialize, Clone, Debug, PartialEq)]
@@ -854,6 +857,7 @@ pub fn incident_record(request: &RollbackRequest, guard: Option<&RolloutGuard>) 
             value: t.value,
             comparison: comparison.map(|c| comparison_name(c).to_string()),
             threshold: comparison.map(Comparison::threshold),
+            alert: t.alert.clone(),
         }
     });
     let time = |t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime>| {
@@ -1063,12 +1067,30 @@ pub fn render_incident_markdown(r: &IncidentRecord) -> String {
                 ),
                 None => String::new(),
             };
-            let _ = writeln!(
-                out,
-                "Triggered by `{}` at value {}{against}.",
-                t.trigger,
-                number(t.value)
-            );
+            match &t.alert {
+                Some(alert) => {
+                    let _ = writeln!(
+                        out,
+                        "Triggered by `{}`: alert `{}` (fingerprint `{}`) firing since {}, {} matching alert(s).",
+                        t.trigger,
+                        alert.name,
+                        alert.fingerprint,
+                        alert.starts_at,
+                        number(t.value)
+                    );
+                    if !alert.generator_url.is_empty() {
+                        let _ = writeln!(out, "\nThe rule behind it: <{}>", alert.generator_url);
+                    }
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "Triggered by `{}` at value {}{against}.",
+                        t.trigger,
+                        number(t.value)
+                    );
+                }
+            }
         }
         None => {
             let _ = writeln!(out, "Not triggered automatically: requested by a person.");

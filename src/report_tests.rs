@@ -594,3 +594,30 @@ fn the_report_shows_flag_disable_and_flag_effective_side_by_side() {
     let without = incident_report(&automatic_request(), Some(&guard_after_rollback()));
     assert!(!without.contains("flagEffective"), "{without}");
 }
+
+#[test]
+fn the_report_of_an_alert_triggered_rollback_names_the_alert_and_its_rule() {
+    let mut request = automatic_request();
+    request.status.as_mut().unwrap().triggered_by = serde_json::from_value(serde_json::json!({
+        "trigger": "high-errors", "value": 2.0,
+        "alert": {"name": "HighErrorRate", "labels": {"alertname": "HighErrorRate", "namespace": "shop"},
+                  "fingerprint": "4fbe7b2c1a9d0e33", "startsAt": "2026-11-27T10:09:58.2Z",
+                  "generatorURL": "http://prometheus:9090/graph?g0.expr=errors"}
+    }))
+    .unwrap();
+    let report = incident_report(&request, Some(&guard_after_rollback()));
+    assert!(
+        report.contains("Triggered by `high-errors`: alert `HighErrorRate` (fingerprint `4fbe7b2c1a9d0e33`) firing since 2026-11-27T10:09:58.2Z, 2 matching alert(s)."),
+        "{report}"
+    );
+    assert!(
+        report.contains("The rule behind it: <http://prometheus:9090/graph?g0.expr=errors>"),
+        "{report}"
+    );
+    let record =
+        serde_json::to_value(incident_record(&request, Some(&guard_after_rollback()))).unwrap();
+    assert_eq!(
+        record["triggeredBy"]["alert"]["fingerprint"],
+        "4fbe7b2c1a9d0e33"
+    );
+}

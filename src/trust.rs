@@ -74,6 +74,16 @@ pub fn referenced_secrets(spec: &crate::api::RolloutGuardSpec) -> Vec<(String, S
                 r.name.clone(),
             )
         });
+    let alertmanager = spec
+        .alertmanager
+        .as_ref()
+        .and_then(|a| a.auth_secret_ref.as_ref())
+        .map(|r| {
+            (
+                "spec.alertmanager.authSecretRef.name".to_string(),
+                r.name.clone(),
+            )
+        });
     let receivers = spec.notify.iter().filter_map(|n| {
         n.secret_ref.as_ref().map(|r| {
             (
@@ -91,6 +101,7 @@ pub fn referenced_secrets(spec: &crate::api::RolloutGuardSpec) -> Vec<(String, S
         .map(|i| ("spec.rollback.snapshot.include".to_string(), i.name.clone()));
     prometheus
         .into_iter()
+        .chain(alertmanager)
         .chain(receivers)
         .chain(included)
         .collect()
@@ -105,6 +116,7 @@ mod tests {
         let spec: crate::api::RolloutGuardSpec = serde_json::from_value(serde_json::json!({
             "flags": {"configMapRef": {"name": "ff"}, "guarded": ["a"]},
             "prometheus": {"authSecretRef": {"name": "prom"}},
+            "alertmanager": {"address": "https://am:9093", "authSecretRef": {"name": "am"}},
             "notify": [{"name": "ops", "type": "slack", "secretRef": {"name": "slack"}},
                        {"name": "board", "type": "inApp"}],
             "rollback": {"snapshot": {"include": [{"kind": "ConfigMap", "name": "settings"},
@@ -120,6 +132,7 @@ mod tests {
             referenced_secrets(&spec),
             pairs(&[
                 ("spec.prometheus.authSecretRef.name", "prom"),
+                ("spec.alertmanager.authSecretRef.name", "am"),
                 ("spec.notify[ops].secretRef.name", "slack"),
                 ("spec.rollback.snapshot.include", "app-creds"),
             ])

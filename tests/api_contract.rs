@@ -391,6 +391,62 @@ fn invalid_manifests(ns: &str) -> Vec<(&'static str, Value, Vec<&'static str>)> 
             vec!["spec.triggers[0].noData", "Unsupported value: \"zero\""],
         ),
         (
+            "query and alert on one trigger",
+            g(trigger(
+                json!({"name": "t", "query": "up", "above": 1, "alert": {"matchers": {"alertname": "X"}}}),
+            )),
+            vec!["spec.triggers[t]: set exactly one of query (with a comparison) and alert"],
+        ),
+        (
+            "neither query nor alert",
+            g(trigger(json!({"name": "t", "for": "1m"}))),
+            vec!["spec.triggers[t]: set exactly one of query (with a comparison) and alert"],
+        ),
+        (
+            "an alert trigger with a comparison",
+            g(trigger(
+                json!({"name": "t", "alert": {"matchers": {"alertname": "X"}}, "above": 1}),
+            )),
+            vec![
+                "spec.triggers[t]: an alert trigger breaches while a matching alert fires; above, below, increaseAbove, decreaseBelow, baseline and noData belong to query triggers",
+            ],
+        ),
+        (
+            "an alert trigger with noData",
+            g(trigger(
+                json!({"name": "t", "alert": {"matchers": {"alertname": "X"}}, "noData": "breach"}),
+            )),
+            vec![
+                "spec.triggers[t]: an alert trigger",
+                "noData belong to query triggers",
+            ],
+        ),
+        (
+            "an alert trigger without matchers",
+            g(trigger(json!({"name": "t", "alert": {"matchers": {}}}))),
+            vec!["spec.triggers[0].alert.matchers", "at least 1 properties"],
+        ),
+        (
+            "an alert matcher on a reserved label name",
+            g(trigger(
+                json!({"name": "t", "alert": {"matchers": {"__name__": "up"}}}),
+            )),
+            vec![
+                "spec.triggers[0].alert.matchers",
+                "must not start with \"__\" (reserved)",
+            ],
+        ),
+        (
+            "Alertmanager address not a URL",
+            g(guard_spec_with(
+                json!({"alertmanager": {"address": "alertmanager:9093"}}),
+            )),
+            vec![
+                "spec.alertmanager.address",
+                "\"alertmanager:9093\" is not an http:// or https:// URL",
+            ],
+        ),
+        (
             "snapshotName on a rollback",
             r(json!({"guardRef": {"name": "g"}, "requestedBy": "a", "snapshotName": "g-snap-x"})),
             vec!["spec.snapshotName is only allowed with action: restore"],

@@ -61,6 +61,12 @@ pub struct RolloutGuardSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus: Option<PrometheusSpec>,
 
+    /// Pull mode of alert triggers: the Alertmanager whose active alerts are read each
+    /// interval. Without it, alert triggers take the alerts Alertmanager pushes to
+    /// `rollguard run --webhook-addr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alertmanager: Option<AlertmanagerSpec>,
+
     /// Evaluation period of the triggers (Go duration, at least 1s).
     #[serde(default = "defaults::interval")]
     #[x_kube(validation = duration_at_least("spec.interval", "1s"))]
@@ -100,6 +106,9 @@ impl RolloutGuardSpec {
         let mut all = vec![("spec.interval".to_string(), &self.interval)];
         if let Some(p) = &self.prometheus {
             all.push(("spec.prometheus.timeout".into(), &p.timeout));
+        }
+        if let Some(a) = &self.alertmanager {
+            all.push(("spec.alertmanager.timeout".into(), &a.timeout));
         }
         for t in &self.triggers {
             all.push((format!("spec.triggers[{}].for", t.name), &t.for_));
@@ -272,6 +281,25 @@ pub struct PrometheusSpec {
     pub timeout: GoDuration,
 }
 
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertmanagerSpec {
+    /// Base URL of the Alertmanager API (`GET <address>/api/v2/alerts` is read each interval).
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#\\\\s]+(/[^?#\\\\s]*)?$')").message(Message::Expression("'spec.alertmanager.address \"' + self + '\" is not an http:// or https:// URL'".into())))]
+    pub address: String,
+
+    /// A Secret in the guard's namespace with key `token` (bearer) or `username` and `password` (basic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_secret_ref: Option<LocalObjectReference>,
+
+    /// Timeout of each read (never longer than the guard's interval).
+    #[serde(default = "defaults::prometheus_timeout")]
+    #[x_kube(validation = duration_at_least("spec.alertmanager.timeout", "100ms"))]
+    #[x_kube(validation = duration_at_most("spec.alertmanager.timeout", "5m"))]
+    pub timeout: GoDuration,
+}
+
 /// How a trigger treats an empty query result.
 #[derive(
     Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
@@ -298,10 +326,13 @@ pub enum TriggerAction {
     Alert,
 }
 
-/// One rollback trigger: a PromQL instant query and exactly one comparison.
+/// One rollback trigger: a PromQL instant query and exactly one comparison, or an alert
+/// (from Alertmanager) that breaches while it fires.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("[has(self.above), has(self.below), has(self.increaseAbove), has(self.decreaseBelow)].filter(c, c).size() == 1").message(Message::Expression("'spec.triggers[' + self.name + ']: set exactly one of above, below, increaseAbove, decreaseBelow'".into())))]
+#[x_kube(validation = Rule::new("has(self.query) != has(self.alert)").message(Message::Expression("'spec.triggers[' + self.name + ']: set exactly one of query (with a comparison) and alert'".into())))]
+#[x_kube(validation = Rule::new("!has(self.alert) || [has(self.above), has(self.below), has(self.increaseAbove), has(self.decreaseBelow), has(self.baseline), has(self.noData)].all(c, !c)").message(Message::Expression("'spec.triggers[' + self.name + ']: an alert trigger breaches while a matching alert fires; above, below, increaseAbove, decreaseBelow, baseline and noData belong to query triggers'".into())))]
+#[x_kube(validation = Rule::new("!has(self.query) || [has(self.above), has(self.below), has(self.increaseAbove), has(self.decreaseBelow)].filter(c, c).size() == 1").message(Message::Expression("'spec.triggers[' + self.name + ']: set exactly one of above, below, increaseAbove, decreaseBelow'".into())))]
 #[x_kube(validation = Rule::new("has(self.baseline) == (has(self.increaseAbove) || has(self.decreaseBelow))").message(Message::Expression("'spec.triggers[' + self.name + '].baseline: required with increaseAbove or decreaseBelow, and only with them'".into())))]
 pub struct Trigger {
     /// Unique within the guard (DNS-1123 label).
@@ -310,8 +341,13 @@ pub struct Trigger {
     pub name: String,
 
     /// PromQL instant query; a vector with several series breaches if any series does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 4096))]
-    pub query: String,
+    pub query: Option<String>,
+
+    /// Instead of `query`: breaches while an alert whose labels equal every matcher is firing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<AlertMatch>,
 
     /// Breach when the value is greater than this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -338,13 +374,24 @@ pub struct Trigger {
     #[x_kube(validation = duration_at_most("spec.triggers[].for", "24h"))]
     pub for_: GoDuration,
 
-    /// `ignore` or `breach`: what an empty result means.
-    #[serde(default)]
-    pub no_data: NoDataPolicy,
+    /// Query triggers: `ignore` (default) or `breach`, what an empty result means.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_data: Option<NoDataPolicy>,
 
     /// `rollback` or `alert`.
     #[serde(default)]
     pub action: TriggerAction,
+}
+
+/// Which alerts an alert trigger watches.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertMatch {
+    /// Label name → value; an alert matches when each of its labels named here equals the
+    /// value (e.g. `alertname: HighErrorRate`).
+    #[schemars(extend("minProperties" = 1, "maxProperties" = 16, "additionalProperties" = {"type": "string", "maxLength": 1024}))]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) > 0 && size(k) <= 256 && !k.startsWith('__'))").message("spec.triggers[].alert.matchers: a label name must be 1 to 256 characters and must not start with \"__\" (reserved)"))]
+    pub matchers: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]

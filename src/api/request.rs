@@ -319,8 +319,29 @@ pub struct FlagConflict {
 pub struct TriggeredBy {
     /// The trigger that fired (`spec.triggers[].name`).
     pub trigger: String,
-    /// Its value when it fired.
+    /// Its value when it fired (alert triggers: the number of matching firing alerts).
     pub value: Option<f64>,
+    /// Alert triggers: the alert that fired it (the oldest matching one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<TriggeringAlert>,
+}
+
+/// The alert behind an alert-triggered rollback, as Alertmanager described it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TriggeringAlert {
+    /// Its `alertname` label.
+    pub name: String,
+    /// All its labels.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Alertmanager's fingerprint of its labels.
+    pub fingerprint: String,
+    /// When it started firing (RFC 3339, as Alertmanager sent it).
+    pub starts_at: String,
+    /// The link to the rule that raised it.
+    #[serde(default, rename = "generatorURL")]
+    pub generator_url: String,
 }
 
 /// Seconds, measured from the request's creationTimestamp.

@@ -140,6 +140,8 @@ pub enum Notice {
 pub struct AutoRollback {
     pub trigger: String,
     pub value: Option<f64>,
+    /// Alert triggers: the alert that fired it.
+    pub alert: Option<crate::api::request::TriggeringAlert>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -177,7 +179,7 @@ fn verification_gap(spec: &RolloutGuardSpec) -> Option<String> {
         .iter()
         .filter(|t| t.action == crate::api::guard::TriggerAction::Rollback)
         .find_map(|t| {
-            let after = crate::triggers::window::judged_after(&t.query, floor)?;
+            let after = crate::triggers::window::judged_after(t.query.as_deref()?, floor)?;
             (after >= timeout).then(|| {
                 format!("trigger {:?}: its ranges hold only samples taken after the flags changed {}s after the change (two intervals, or the range if shorter)", t.name, after.as_secs())
             })
@@ -304,10 +306,28 @@ fn decide(ctx: &Context<'_>, outcomes: &[Outcome]) -> Assessment {
             && !is_rolled_back
             && !cooling_down(spec, &judge.status, ctx.now)
     });
-    judge.done(rollback.map(|(trigger, value)| AutoRollback { trigger, value }))
+    judge.done(rollback.map(|(trigger, value, alert)| AutoRollback {
+        trigger,
+        value,
+        alert,
+    }))
 }
 
 fn describe(trigger: &Trigger, status: &TriggerStatus, what: &str) -> String {
+    if let Some(alert) = &trigger.alert {
+        return format!(
+            "trigger {:?} {what}: {} matching alert(s) firing{} (alert {:?}, for {})",
+            trigger.name,
+            status.value.unwrap_or_default(),
+            if status.labels.is_empty() {
+                String::new()
+            } else {
+                format!(", the oldest {:?}", status.labels)
+            },
+            alert.matchers,
+            trigger.for_
+        );
+    }
     let value = status.value.map_or("no data".into(), |v| format!("{v}"));
     let threshold = match Comparison::of(trigger) {
         Some(Comparison::Above(t)) => format!("above {t}"),

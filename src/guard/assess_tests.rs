@@ -118,7 +118,8 @@ fn a_breach_held_for_the_whole_window_fires_once() {
         runs[2].rollback,
         Some(AutoRollback {
             trigger: "errors".into(),
-            value: Some(0.05)
+            value: Some(0.05),
+            alert: None,
         })
     );
     assert!(
@@ -533,7 +534,8 @@ fn a_trigger_still_firing_after_a_restore_rolls_back_again_once_the_cooldown_is_
         after_cooldown.rollback,
         Some(AutoRollback {
             trigger: "errors".into(),
-            value: Some(0.05)
+            value: Some(0.05),
+            alert: None,
         })
     );
     assert!(
@@ -739,7 +741,57 @@ fn a_health_timeout_shorter_than_the_propagation_check_needs_is_said() {
         condition.message
     );
     let fits = run(&with("1m"), &[(0, Ok(0.0))]);
+    assert!(conditions::get(&fits[0].status.conditions, condition::VERIFICATION_IN_TIME).is_none());
+}
+
+/// An alert trigger goes through the same window as a query trigger: it breaches while a
+/// matching alert fires, fires after `for` with the alert it saw, and an error (the source
+/// silent or unreachable) keeps its breach window without firing from it.
+#[test]
+fn an_alert_trigger_fires_after_its_for_with_the_alert_and_never_from_an_error() {
+    let spec = spec(serde_json::json!({"triggers": [
+        {"name": "high-errors", "alert": {"matchers": {"alertname": "HighErrorRate"}}, "for": "2m"}
+    ]}));
+    let firing = [crate::alerts::Alert {
+        labels: [("alertname".to_string(), "HighErrorRate".to_string())].into(),
+        fingerprint: "f00d".into(),
+        starts_at: "2027-01-15T08:00:00Z".into(),
+        generator_url: "http://prom/graph".into(),
+    }];
+    let matchers = &spec.triggers[0].alert.as_ref().unwrap().matchers;
+    let on: Outcome = Ok(crate::alerts::reading(matchers, &firing));
+    let off: Outcome = Ok(crate::alerts::reading(matchers, &[]));
+    let silent: Outcome = Err("Alertmanager at http://am/ is unreachable".into());
+    let mut status = RolloutGuardStatus::default();
+    let mut step = |secs: i64, outcome: &Outcome| {
+        let a = assess_quietly(&spec, &status, std::slice::from_ref(outcome), at(secs));
+        status = a.status.clone();
+        a
+    };
+    assert_eq!(step(0, &off).status.phase, Some(GuardPhase::Monitoring));
+    let breaching = step(10, &on);
+    assert_eq!(breaching.status.phase, Some(GuardPhase::Breaching));
+    assert_eq!(breaching.status.triggers[0].value, Some(1.0));
+    assert_eq!(breaching.rollback, None);
+    let degraded = step(100, &silent);
+    assert_eq!(degraded.status.phase, Some(GuardPhase::Degraded));
     assert!(
-        conditions::get(&fits[0].status.conditions, condition::VERIFICATION_IN_TIME).is_none()
+        degraded.status.triggers[0].breaching,
+        "last good values kept"
     );
+    let still_silent = step(200, &silent);
+    assert_eq!(still_silent.rollback, None, "never fires from an error");
+    let fired = step(210, &on);
+    assert_eq!(
+        fired.rollback,
+        Some(AutoRollback {
+            trigger: "high-errors".into(),
+            value: Some(1.0),
+            alert: Some(firing[0].triggering()),
+        }),
+        "the breach held since 10s: 200s >= for (2m)"
+    );
+    let resolved = step(220, &off);
+    assert!(!resolved.status.triggers[0].breaching);
+    assert_eq!(resolved.rollback, None);
 }

@@ -45,6 +45,10 @@ pub struct Context {
     pub outbox: Arc<crate::notify::outbox::Outbox>,
     /// Who may evaluate now: a bounded number of guards, a bounded share per source.
     pub fairness: Arc<super::fairness::Fairness>,
+    /// Alerts pushed to the webhook (alert triggers of guards without `spec.alertmanager`).
+    pub alerts: Arc<crate::alerts::store::Store>,
+    /// Reads of the guards' own Alertmanagers (pull mode).
+    pub alertmanagers: crate::alerts::alertmanager::Alertmanagers,
 }
 
 pub fn error_policy(guard: Arc<RolloutGuard>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -436,11 +436,17 @@ pub(crate) fn facts(notice: &Notice) -> Vec<(&'static str, String)> {
         if let Some(t) = &r.triggered_by {
             facts.push((
                 "Triggered by",
-                format!(
-                    "{} = {}",
-                    t.trigger,
-                    t.value.map_or("no data".into(), |v| v.to_string())
-                ),
+                match &t.alert {
+                    Some(alert) => format!(
+                        "{}: alert {} firing since {}",
+                        t.trigger, alert.name, alert.starts_at
+                    ),
+                    None => format!(
+                        "{} = {}",
+                        t.trigger,
+                        t.value.map_or("no data".into(), |v| v.to_string())
+                    ),
+                },
             ));
         }
         facts.push((

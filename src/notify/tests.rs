@@ -43,6 +43,7 @@ pub(super) fn request() -> RollbackRequest {
         triggered_by: Some(TriggeredBy {
             trigger: "critical-error-rate".into(),
             value: Some(0.023),
+            alert: None,
         }),
         durations: Some(Durations {
             flag_disable: Some(0.041),

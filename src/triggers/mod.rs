@@ -1,6 +1,7 @@
 //! Where triggers are evaluated: a pure judgement of one trigger's query result (and
-//! baseline) against its comparison (SPEC §2 "Trigger evaluation"). Errors never reach
-//! here: a failed query is not a reading, and never a breach.
+//! baseline) against its comparison (SPEC §2 "Trigger evaluation"); alert triggers are
+//! judged in [`crate::alerts`] into the same [`Reading`]. Errors never reach here: a failed
+//! query is not a reading, and never a breach.
 
 pub mod window;
 
@@ -79,6 +80,8 @@ pub struct Reading {
     pub breaching: bool,
     /// No usable series: empty result, NaN, or no matching non-zero baseline.
     pub no_data: bool,
+    /// Alert triggers: the matching alert shown (the oldest firing one).
+    pub alert: Option<crate::api::request::TriggeringAlert>,
 }
 
 /// Judges `current` (and, for relative comparisons, `baseline`) against the trigger.
@@ -125,6 +128,7 @@ pub fn evaluate(trigger: &Trigger, current: &[Series], baseline: &[Series]) -> R
             labels: labels.clone(),
             breaching: comparison.breaches(measure),
             no_data: false,
+            alert: None,
         },
         None => no_data(trigger),
     }
@@ -135,8 +139,9 @@ fn no_data(trigger: &Trigger) -> Reading {
         value: None,
         baseline: None,
         labels: BTreeMap::new(),
-        breaching: trigger.no_data == NoDataPolicy::Breach,
+        breaching: trigger.no_data == Some(NoDataPolicy::Breach),
         no_data: true,
+        alert: None,
     }
 }
 

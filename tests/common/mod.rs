@@ -5,6 +5,7 @@
 //! failure instead, so CI can never pass by skipping.
 #![allow(dead_code)]
 
+pub mod alerting;
 pub mod plane;
 pub mod proxy;
 pub mod receivers;

@@ -138,3 +138,8 @@ credential or a call goes.
 - name: allConfigMaps
   expression: "authorizer.group('').resource('configmaps').namespace(request.namespace).check('get').allowed()"
 {{- end -}}
+
+{{/* The Secret holding the Alertmanager webhook's bearer token (key `token`). */}}
+{{- define "rollguard.alertWebhookSecret" -}}
+{{- default (printf "%s-alert-webhook" (include "rollguard.fullname" .)) .Values.alertWebhook.existingSecret -}}
+{{- end }}

@@ -11,11 +11,17 @@ pub(super) struct Judge<'a, 'c> {
 }
 
 /// What the triggers came to.
+pub(super) type Fired = (
+    String,
+    Option<f64>,
+    Option<crate::api::request::TriggeringAlert>,
+);
+
 pub(super) struct Triggers {
     pub reachable: bool,
     pub breaching: Vec<String>,
-    /// The first rollback trigger firing: (name, value).
-    pub fired: Option<(String, Option<f64>)>,
+    /// The first rollback trigger firing: (name, value, the alert of an alert trigger).
+    pub fired: Option<Fired>,
 }
 
 impl<'a, 'c> Judge<'a, 'c> {
@@ -156,7 +162,7 @@ impl<'a, 'c> Judge<'a, 'c> {
     pub(super) fn triggers(&mut self, outcomes: &[Outcome]) -> Triggers {
         let (spec, prev, now) = (self.ctx.spec, self.ctx.previous, self.ctx.now);
         let mut errors = Vec::new();
-        let mut fired: Option<(String, Option<f64>)> = None;
+        let mut fired: Option<Fired> = None;
         let mut statuses = Vec::new();
         for (trigger, outcome) in spec.triggers.iter().zip(outcomes) {
             let before = prev.triggers.iter().find(|t| t.name == trigger.name);
@@ -185,7 +191,8 @@ impl<'a, 'c> Judge<'a, 'c> {
             // The state, not the moment: a trigger still firing when a cooldown ends, a request
             // in flight finishes or a restore re-enables the flags rolls them back then.
             if firing_now && trigger.action == TriggerAction::Rollback && fired.is_none() {
-                fired = Some((trigger.name.clone(), after.value));
+                let alert = outcome.as_ref().ok().and_then(|r| r.alert.clone());
+                fired = Some((trigger.name.clone(), after.value, alert));
             }
             statuses.push(after);
         }

@@ -32,6 +32,7 @@ pub(super) fn request_for(
     let triggered_by = TriggeredBy {
         trigger: auto.trigger.clone(),
         value: auto.value,
+        alert: auto.alert.clone(),
     };
     let request = RollbackRequest {
         metadata: ObjectMeta {
@@ -52,11 +53,17 @@ pub(super) fn request_for(
             guard_ref: LocalObjectReference { name },
             action: RequestAction::Rollback,
             requested_by: SYSTEM_REQUESTER.into(),
-            reason: format!(
-                "trigger {:?} fired (value {})",
-                auto.trigger,
-                auto.value.map_or("no data".into(), |v| v.to_string())
-            ),
+            reason: match &auto.alert {
+                Some(alert) => format!(
+                    "trigger {:?} fired: alert {} (fingerprint {}) firing since {}",
+                    auto.trigger, alert.name, alert.fingerprint, alert.starts_at
+                ),
+                None => format!(
+                    "trigger {:?} fired (value {})",
+                    auto.trigger,
+                    auto.value.map_or("no data".into(), |v| v.to_string())
+                ),
+            },
             mode: RequestMode::Graceful,
             flags: Vec::new(),
             force_disable_all: false,
@@ -117,6 +124,7 @@ mod tests {
         let auto = assess::AutoRollback {
             trigger: "errors".into(),
             value: Some(0.023),
+            alert: None,
         };
         let now = jiff::Timestamp::from_second(1_795_774_500).unwrap();
         let (request, triggered_by) = request_for(&guard, &auto, now).unwrap();

@@ -16,7 +16,18 @@ pub(super) fn problems(
     // The queries only change with the spec; the flags ConfigMap can change (or go) at any
     // time, and a guard that can no longer roll back must say so before it has to.
     for trigger in guard.spec.triggers.iter().filter(|_| !judged) {
-        if let Err(e) = promql_parser::parser::parse(&trigger.query) {
+        // The CRD schema says so too; a guard that bypassed it must not be half a trigger.
+        let query = match (&trigger.query, &trigger.alert) {
+            (Some(query), None) => query,
+            (None, Some(_)) => continue,
+            _ => {
+                return Some(format!(
+                    "spec.triggers[{}]: set exactly one of query (with a comparison) and alert",
+                    trigger.name
+                ));
+            }
+        };
+        if let Err(e) = promql_parser::parser::parse(query) {
             return Some(format!(
                 "spec.triggers[{}].query does not parse as PromQL: {}",
                 trigger.name,

@@ -115,7 +115,11 @@ impl Run {
             .spec
             .triggers
             .iter()
+            // Alert triggers are not judged here: their rule's own window reaches back before
+            // the change (as a query's range would, see `triggers::window`), and it is not
+            // ours to shorten. The guard's `Stable` waits for their alerts to resolve.
             .filter(|t| t.action == TriggerAction::Rollback)
+            .filter_map(|t| t.query.as_deref().map(|q| (t, q)))
             .collect();
         if rollback_triggers.is_empty() {
             return Ok(problems);
@@ -147,8 +151,8 @@ impl Run {
                 .to_std()
                 .unwrap_or(Duration::from_secs(15)),
         );
-        for trigger in rollback_triggers {
-            let query = match triggers::window::verification_query(&trigger.query, since, floor) {
+        for (trigger, query) in rollback_triggers {
+            let query = match triggers::window::verification_query(query, since, floor) {
                 Ok(Verification::Query(query)) => query,
                 Ok(Verification::WaitFor(_)) => {
                     problems.push(format!(
