@@ -1,7 +1,8 @@
 //! The RolloutGuard reconciler: every `interval` (a requeue, not a sleep), judge what only
 //! the operator can judge (PromQL, the flags ConfigMap), query the triggers, ask
 //! [`assess::assess`], create the automatic RollbackRequest it asks for, emit Events on
-//! transitions, and patch status once.
+//! transitions, and patch status when [`super::writes::due`] says so (a transition at once,
+//! values at most once a minute).
 
 use super::assess::{self, Assessment, Context as AssessContext, Notice, Outcome};
 use crate::Error;
@@ -196,33 +197,27 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
         },
         None => None,
     };
+    let created = rollback.is_some();
     if let Some(auto) = rollback {
         automatic::create(&guard, &auto, now, &requests, recorder, &reference).await?;
     }
 
-    // One status write per evaluation, only of the fields this reconciler owns; the
-    // resourceVersion keeps it from overwriting the rollback slot with a stale view.
-    let mut patch = json!({
-        "metadata": { "resourceVersion": guard.resource_version() },
-        "status": {
-            "observedGeneration": status.observed_generation,
-            "phase": status.phase,
-            "conditions": status.conditions,
-            "lastEvaluationTime": status.last_evaluation_time,
-            "triggers": status.triggers,
-            "quietSince": status.quiet_since,
-            "pendingNotices": pending,
-        }
-    });
+    let mut next = status;
+    next.pending_notices = pending.clone();
     if orphaned {
-        patch["status"]["activeRollback"] = serde_json::Value::Null;
+        next.active_rollback = None;
     }
-    let guards: Api<RolloutGuard> = Api::namespaced(ctx.client.clone(), &namespace);
-    match guards
-        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => {
+    let announces = !events.is_empty() || created;
+    let written = guard.status.clone().unwrap_or_default();
+    let write = super::writes::due(&guard.spec, &written, &next, now, announces);
+    ctx.metrics.guard_evaluated(&namespace, &name, write);
+    let result = match write {
+        // Nothing a reader or a restart relies on changed: the values wait for the refresh.
+        None => Ok(()),
+        Some(_) => write_status(&ctx.client, &guard, &next, orphaned).await,
+    };
+    match result {
+        Ok(()) => {
             for (type_, reason, note) in events {
                 publish(recorder, &reference, type_, reason, note).await;
             }
@@ -248,6 +243,41 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
         Err(e) if crate::is_conflict(&e) => Ok(Action::requeue(Duration::from_millis(200))),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Writes the fields of the guard's status this reconciler owns, in one patch; the
+/// resourceVersion keeps it from overwriting the rollback slot with a stale view.
+async fn write_status(
+    client: &Client,
+    guard: &RolloutGuard,
+    status: &crate::api::RolloutGuardStatus,
+    orphaned: bool,
+) -> Result<(), kube::Error> {
+    let mut patch = json!({
+        "metadata": { "resourceVersion": guard.resource_version() },
+        "status": {
+            "observedGeneration": status.observed_generation,
+            "phase": status.phase,
+            "conditions": status.conditions,
+            "lastEvaluationTime": status.last_evaluation_time,
+            "triggers": status.triggers,
+            "quietSince": status.quiet_since,
+            "pendingNotices": status.pending_notices,
+        }
+    });
+    if orphaned {
+        patch["status"]["activeRollback"] = serde_json::Value::Null;
+    }
+    let guards: Api<RolloutGuard> =
+        Api::namespaced(client.clone(), &guard.namespace().unwrap_or_default());
+    guards
+        .patch_status(
+            &guard.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map(|_| ())
 }
 
 /// Guards evaluate at the start of each wall-clock `interval` (the buckets in which

@@ -5,6 +5,7 @@
 //! failure instead, so CI can never pass by skipping.
 #![allow(dead_code)]
 
+pub mod gauges;
 pub mod plane;
 pub mod proxy;
 pub mod receivers;
@@ -431,6 +432,73 @@ pub async fn count_config_map_writes(
         }
     });
     writes
+}
+
+/// The API server's own count, from its /metrics, of the requests with one of `verbs` on
+/// `resource` (and `subresource`, "" for none), every response code and scope summed. It counts
+/// what reached the API server, whoever sent it: a test reads it while no one else writes.
+pub async fn api_requests(
+    client: &Client,
+    verbs: &[&str],
+    resource: &str,
+    subresource: &str,
+) -> f64 {
+    let request = axum::http::Request::get("/metrics")
+        .body(Vec::new())
+        .unwrap();
+    let text = client
+        .request_text(request)
+        .await
+        .expect("the API server's /metrics");
+    let (resource, subresource) = (
+        format!("resource=\"{resource}\""),
+        format!("subresource=\"{subresource}\""),
+    );
+    text.lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter(|l| l.contains(&resource) && l.contains(&subresource))
+        .filter(|l| verbs.iter().any(|v| l.contains(&format!("verb=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+impl Operator {
+    /// The value of the sample `series` (name and labels as printed, e.g.
+    /// `rollguard_guard_evaluations_total{namespace="a",guard="g"}`) on the operator's /metrics.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = reqwest::get(format!("{}/metrics", self.metrics_url))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// How many evaluations of guard `guard` in `namespace` ran to their judgement (0 before the first).
+    pub async fn evaluations(&self, namespace: &str, guard: &str) -> u64 {
+        self.metric(&format!(
+            "rollguard_guard_evaluations_total{{namespace=\"{namespace}\",guard=\"{guard}\"}}"
+        ))
+        .await
+        .map_or(0, |v| v as u64)
+    }
+
+    /// Waits until guard `guard` has been evaluated `more` times after `since` evaluations;
+    /// returns the count then.
+    pub async fn evaluated(&self, namespace: &str, guard: &str, since: u64, more: u64) -> u64 {
+        wait_until(
+            Duration::from_secs(60),
+            &format!("{more} more evaluation(s) of guard {guard} after {since}"),
+            || async move {
+                let now = self.evaluations(namespace, guard).await;
+                (now >= since + more).then_some(now)
+            },
+        )
+        .await
+    }
 }
 
 /// A test's own namespace with its own operator process on it.
