@@ -8,7 +8,7 @@ use crate::notify::outbox::Outbox;
 use crate::prometheus::{Prometheus, SharedQueries};
 use crate::rollback::reconciler::{self, Context};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::controller::Controller;
@@ -255,6 +255,32 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
             }
         });
 
+    // The objects whose owners opted in (SPEC §5), label-selected: the caches never hold the
+    // cluster's other ConfigMaps and Secrets. A guard's evaluation reads them from here.
+    let (flags_cache, flags_writer) = reflector::store::<ConfigMap>();
+    let config_maps: Api<ConfigMap> = api(&client, &scope);
+    let flags_changes = watcher(
+        config_maps,
+        watcher::Config::default().labels(&crate::opted_in::flags_selector()),
+    )
+    .default_backoff()
+    .reflect(flags_writer)
+    .applied_objects();
+    let (credentials_cache, credentials_writer) = reflector::store::<Secret>();
+    let secrets: Api<Secret> = api(&client, &scope);
+    let credentials_watch = watcher(
+        secrets,
+        watcher::Config::default().labels(&crate::opted_in::credentials_selector()),
+    )
+    .default_backoff()
+    .reflect(credentials_writer)
+    .for_each(|event| async move {
+        if let Err(e) = event {
+            tracing::warn!(error = %e, "credential Secrets' watch failed; retrying (reads by name meanwhile)");
+        }
+    });
+    let opted_in = crate::opted_in::OptedIn::new(client.clone(), flags_cache, credentials_cache);
+
     // Guards are evaluated every interval by requeue; only a spec change (a new
     // generation) triggers an evaluation early, never a status write.
     let guard_ctx = Arc::new(guard::reconciler::Context {
@@ -267,6 +293,7 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
         metrics: metrics.clone(),
         outbox,
         fairness: shared.fairness.clone(),
+        opted_in,
     });
     let (reader, writer) = reflector::store();
     let guard_changes = watcher(guards, watcher::Config::default())
@@ -276,7 +303,6 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
         .predicate_filter(predicates::generation, Default::default());
     // A change to a guard's flags ConfigMap (e.g. a flag turned back on after a
     // rollback) is evaluated at once rather than at the next interval.
-    let config_maps: Api<ConfigMap> = api(&client, &scope);
     let guards_by_config_map = reader.clone();
     // Ready once both caches hold the cluster's state.
     let (request_cache, guard_cache, readiness) = (store.clone(), reader.clone(), metrics.clone());
@@ -310,25 +336,16 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
         // Unbounded here: the bound is `fairness`, inside each evaluation, so a guard
         // waiting for its source's share holds none of the shared slots.
         .with_config(kube::runtime::controller::Config::default().concurrency(0))
-        .watches(
-            config_maps,
-            // Only ConfigMaps whose owners let rollguard write them (SPEC §5): the cache
-            // never holds the cluster's other ConfigMaps.
-            watcher::Config::default().labels(&format!(
-                "{}={}",
-                crate::api::FLAGS_LABEL,
-                crate::api::OPT_IN
-            )),
-            move |cm: ConfigMap| {
-                let (ns, name) = (cm.namespace(), cm.name_any());
-                guards_by_config_map
-                    .state()
-                    .into_iter()
-                    .filter(|g| g.namespace() == ns && g.spec.flags.config_map_ref.name == name)
-                    .map(|g| ObjectRef::from_obj(&*g))
-                    .collect::<Vec<_>>()
-            },
-        )
+        // The flags ConfigMaps' cache fills from this same watch.
+        .watches_stream(flags_changes, move |cm: ConfigMap| {
+            let (ns, name) = (cm.namespace(), cm.name_any());
+            guards_by_config_map
+                .state()
+                .into_iter()
+                .filter(|g| g.namespace() == ns && g.spec.flags.config_map_ref.name == name)
+                .map(|g| ObjectRef::from_obj(&*g))
+                .collect::<Vec<_>>()
+        })
         // A rollback took or freed a guard's slot: its phase and conditions follow now.
         .reconcile_on(futures::stream::poll_fn(move |cx| {
             guards_to_evaluate.poll_recv(cx)
@@ -344,7 +361,7 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
                 tracing::warn!(error = %e, "guard reconcile error");
             }
         });
-    futures::join!(request_controller, guard_controller);
+    futures::join!(request_controller, guard_controller, credentials_watch);
 }
 
 /// Waits until a reflector store holds its first full list. A second waiter on a store's

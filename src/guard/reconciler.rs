@@ -12,7 +12,7 @@ use crate::api::request::{RequestAction, RequestMode, RollbackRequestSpec, Trigg
 use crate::api::{GUARD_LABEL, LocalObjectReference, RollbackRequest, SYSTEM_REQUESTER};
 use crate::prometheus::{Prometheus, SharedQueries, Target};
 use crate::triggers;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -46,6 +46,8 @@ pub struct Context {
     pub outbox: Arc<crate::notify::outbox::Outbox>,
     /// Who may evaluate now: a bounded number of guards, a bounded share per source.
     pub fairness: Arc<super::fairness::Fairness>,
+    /// Flags ConfigMaps and credential Secrets, from the operator's watches.
+    pub opted_in: crate::opted_in::OptedIn,
 }
 
 pub fn error_policy(guard: Arc<RolloutGuard>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -81,15 +83,16 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
     let mut previous = guard.status.clone().unwrap_or_default();
     let requests: Api<RollbackRequest> = Api::namespaced(ctx.client.clone(), &namespace);
 
-    // Read once per evaluation: judged for validity, and for drift.
-    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
-    let flags_config_map = config_maps
-        .get_opt(&guard.spec.flags.config_map_ref.name)
+    // Read once per evaluation, from the flags ConfigMaps' watch (the API server only on a
+    // miss): judged for validity, and for drift.
+    let (flags_config_map, _) = ctx
+        .opted_in
+        .config_map(&namespace, &guard.spec.flags.config_map_ref.name)
         .await?;
     let invalid = match problems(&guard, flags_config_map.as_ref()) {
         Some(problem) => Some(problem),
         None if !spec_judged(&guard) => {
-            credential_problems(&guard, &ctx.client, &namespace).await?
+            credential_problems(&guard, &ctx.opted_in, &namespace).await?
         }
         None => None,
     };

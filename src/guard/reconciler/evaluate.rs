@@ -8,15 +8,22 @@ pub(super) async fn evaluate_triggers(
     namespace: &str,
     interval: Duration,
 ) -> Result<Vec<Outcome>, Error> {
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let target = match Target::of(
+    // From the credential Secrets' watch: no API call while the Secret is cached.
+    let credentials = match crate::prometheus::auth_secret(guard) {
+        Some(name) => Some(
+            ctx.opted_in
+                .credentials(namespace, name, crate::prometheus::AUTH_SECRET_FIELD)
+                .await?
+                .0,
+        ),
+        None => None,
+    };
+    let target = match Target::judge(
         guard,
         ctx.default_prometheus_url.as_deref(),
-        &secrets,
+        credentials,
         ctx.prometheus.egress(),
-    )
-    .await?
-    {
+    ) {
         Ok(target) => target,
         Err(e) => return Ok(guard.spec.triggers.iter().map(|_| Err(e.clone())).collect()),
     };
