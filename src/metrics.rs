@@ -246,7 +246,8 @@ impl Metrics {
         }
     }
 
-    /// One evaluation of a guard judged, and whether (and why) it wrote its status.
+    /// One evaluation of a guard judged, and whether (and why) it wrote its status (None: it
+    /// did not, or the write failed).
     pub fn guard_evaluated(
         &self,
         namespace: &str,

@@ -206,19 +206,20 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
     }
 
     let mut next = status;
-    next.pending_notices = pending.clone();
+    next.pending_notices = pending;
     if orphaned {
         next.active_rollback = None;
     }
     let announces = !events.is_empty() || created;
     let written = guard.status.clone().unwrap_or_default();
     let write = super::writes::due(&guard.spec, &written, &next, now, announces);
-    ctx.metrics.guard_evaluated(&namespace, &name, write);
     let result = match write {
         // Nothing a reader or a restart relies on changed: the values wait for the refresh.
         None => Ok(()),
         Some(_) => write_status(&ctx.client, &guard, &next, orphaned).await,
     };
+    ctx.metrics
+        .guard_evaluated(&namespace, &name, write.filter(|_| result.is_ok()));
     match result {
         Ok(()) => {
             for (type_, reason, note) in events {
