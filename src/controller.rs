@@ -14,7 +14,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Config, ResourceExt};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -282,7 +282,8 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
     let opted_in = crate::opted_in::OptedIn::new(client.clone(), flags_cache, credentials_cache);
 
     // Guards are evaluated every interval by requeue; only a spec change (a new
-    // generation) triggers an evaluation early, never a status write.
+    // generation) or a rollback taking or freeing the slot triggers an evaluation early,
+    // never the guard's own status write.
     let guard_ctx = Arc::new(guard::reconciler::Context {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter.clone()),
@@ -300,7 +301,7 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
         .default_backoff()
         .reflect(writer)
         .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
+        .predicate_filter(generation_and_slot, Default::default());
     // A change to a guard's flags ConfigMap (e.g. a flag turned back on after a
     // rollback) is evaluated at once rather than at the next interval.
     let guards_by_config_map = reader.clone();
@@ -361,7 +362,31 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
                 tracing::warn!(error = %e, "guard reconcile error");
             }
         });
-    futures::join!(request_controller, guard_controller, credentials_watch);
+    // The watch ends with the controllers (a SIGTERM stops them).
+    let credentials = tokio::spawn(credentials_watch);
+    futures::join!(request_controller, guard_controller);
+    credentials.abort();
+}
+
+/// What makes a guard's change worth an evaluation now: a new generation, or the rollback
+/// slot fields (`activeRollback`, `lastRollback`, `lastRestore`, written by the rollback
+/// reconciler) — never what the evaluation itself writes. The rollback reconciler also wakes
+/// the guard when it writes the slot; this wakes it again once the guard's cache holds the
+/// write, so an evaluation that ran on the older view (and, its judgement unchanged, wrote
+/// nothing) is followed by one on the new.
+fn generation_and_slot(guard: &RolloutGuard) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    guard.metadata.generation.hash(&mut hasher);
+    if let Some(status) = &guard.status {
+        let slot = (
+            &status.active_rollback,
+            &status.last_rollback,
+            &status.last_restore,
+        );
+        serde_json::to_string(&slot).ok().hash(&mut hasher);
+    }
+    Some(hasher.finish())
 }
 
 /// Waits until a reflector store holds its first full list. A second waiter on a store's
@@ -382,7 +407,39 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::scopes;
+    use super::{generation_and_slot, scopes};
+
+    #[test]
+    fn a_guard_is_evaluated_early_for_a_new_generation_or_slot_never_for_its_own_status() {
+        let guard = |generation: i64, status: serde_json::Value| -> crate::api::RolloutGuard {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "rollguard.dev/v1alpha1", "kind": "RolloutGuard",
+                "metadata": {"name": "g", "namespace": "ns", "generation": generation},
+                "spec": {"flags": {"configMapRef": {"name": "ff"}, "guarded": ["a"]}},
+                "status": status,
+            }))
+            .unwrap()
+        };
+        let base = generation_and_slot(&guard(1, serde_json::json!({"phase": "Monitoring"})));
+        // The evaluation's own fields: no new evaluation.
+        let own = guard(
+            1,
+            serde_json::json!({"phase": "Breaching", "lastEvaluationTime": "2026-11-27T10:00:00Z",
+                               "triggers": [{"name": "t", "value": 2.0, "breaching": true}]}),
+        );
+        assert_eq!(generation_and_slot(&own), base);
+        assert_ne!(
+            generation_and_slot(&guard(2, serde_json::json!({"phase": "Monitoring"}))),
+            base
+        );
+        for slot in [
+            serde_json::json!({"phase": "Monitoring", "activeRollback": "rb"}),
+            serde_json::json!({"phase": "Monitoring", "lastRollback": {"name": "rb", "outcome": "Succeeded"}}),
+            serde_json::json!({"phase": "Monitoring", "lastRestore": {"name": "back"}}),
+        ] {
+            assert_ne!(generation_and_slot(&guard(1, slot.clone())), base, "{slot}");
+        }
+    }
 
     #[test]
     fn namespaces_are_served_once_each_and_none_means_all() {
