@@ -82,7 +82,7 @@ async fn live_clock(env: &Env) -> Option<f64> {
 #[tokio::test]
 async fn a_steady_guard_writes_no_status_and_a_transition_writes_once() {
     let _serial = SERIAL.lock().await;
-    let Some((env, gauges, settled)) = steady_guard("api_writes_steady").await else {
+    let Some((env, gauges, settled)) = steady_guard("api_calls_steady").await else {
         return;
     };
     let (client, ns) = (env.cluster.client.clone(), env.ns.clone());
@@ -143,7 +143,7 @@ async fn a_steady_guard_writes_no_status_and_a_transition_writes_once() {
 #[tokio::test]
 async fn a_steady_guard_reads_no_config_map_or_secret() {
     let _serial = SERIAL.lock().await;
-    let Some((env, _gauges, settled)) = steady_guard("api_writes_reads").await else {
+    let Some((env, _gauges, settled)) = steady_guard("api_calls_reads").await else {
         return;
     };
     let client = env.cluster.client.clone();
@@ -163,4 +163,79 @@ async fn a_steady_guard_reads_no_config_map_or_secret() {
         "GETs of (ConfigMaps, Secrets) during {} steady evaluations",
         evaluated - settled
     );
+}
+
+/// The caches follow the labels: a flags ConfigMap or credential Secret whose owner takes the
+/// label off is refused at the next evaluation with the message a direct read gives, and
+/// used again once labelled again.
+#[tokio::test]
+async fn an_object_whose_label_is_taken_off_is_refused_and_used_again_once_relabelled() {
+    let _serial = SERIAL.lock().await;
+    let Some((env, _gauges, _)) = steady_guard("api_calls_labels").await else {
+        return;
+    };
+    let guards: Api<RolloutGuard> = env.api();
+    let ns = env.ns.clone();
+    let phase_and_message = |condition: &'static str| {
+        let guards = guards.clone();
+        async move {
+            let status = guards.get("g").await.ok()?.status?;
+            let message = rollguard::conditions::get(&status.conditions, condition)?
+                .message
+                .clone();
+            Some((status.phase?, message))
+        }
+    };
+    let label = |kind: &str, name: &str, label: &str| {
+        let (ok, out, err) = env
+            .cluster
+            .kubectl(&["label", "-n", &ns, kind, name, label]);
+        assert!(ok, "kubectl label {kind} {name} {label}: {out}{err}");
+    };
+
+    label("configmap", "ff", "rollguard.dev/flags-");
+    let (_, message) = wait_until(Duration::from_secs(20), "the guard Invalid", || async {
+        phase_and_message("Ready")
+            .await
+            .filter(|(phase, _)| *phase == GuardPhase::Invalid)
+    })
+    .await;
+    assert!(
+        message.starts_with("spec.flags.configMapRef.name: ConfigMap \"ff\" is not labelled rollguard.dev/flags: \"true\""),
+        "{message}"
+    );
+    label("configmap", "ff", "rollguard.dev/flags=true");
+    wait_until(
+        Duration::from_secs(20),
+        "the guard Monitoring again",
+        || async {
+            phase_and_message("Ready")
+                .await
+                .filter(|(phase, _)| *phase == GuardPhase::Monitoring)
+        },
+    )
+    .await;
+
+    label("secret", "prom-auth", "rollguard.dev/credentials-");
+    let (_, message) = wait_until(Duration::from_secs(20), "the guard Degraded", || async {
+        phase_and_message("PrometheusReachable")
+            .await
+            .filter(|(phase, _)| *phase == GuardPhase::Degraded)
+    })
+    .await;
+    assert!(
+        message.contains("spec.prometheus.authSecretRef.name: Secret \"prom-auth\" is not labelled rollguard.dev/credentials: \"true\""),
+        "{message}"
+    );
+    label("secret", "prom-auth", "rollguard.dev/credentials=true");
+    wait_until(
+        Duration::from_secs(20),
+        "the guard Monitoring again",
+        || async {
+            phase_and_message("Ready")
+                .await
+                .filter(|(phase, _)| *phase == GuardPhase::Monitoring)
+        },
+    )
+    .await;
 }
