@@ -1,7 +1,8 @@
 //! What a guard's evaluation costs the API server, counted by the API server itself
 //! (`apiserver_request_total` on its /metrics): a steady guard writes no status and reads no
-//! ConfigMap or Secret; a transition is written once. The counts are cluster-wide, so the
-//! tests of this file run one at a time and nothing else runs in the window they count.
+//! ConfigMap or Secret; a transition is written once; the caches follow the labels. The
+//! counts are cluster-wide, so the tests of this file run one at a time and nothing else runs
+//! in the window they count.
 
 mod common;
 
