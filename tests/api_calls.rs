@@ -194,49 +194,40 @@ async fn an_object_whose_label_is_taken_off_is_refused_and_used_again_once_relab
         assert!(ok, "kubectl label {kind} {name} {label}: {out}{err}");
     };
 
-    label("configmap", "ff", "rollguard.dev/flags-");
-    let (_, message) = wait_until(Duration::from_secs(20), "the guard Invalid", || async {
-        phase_and_message("Ready")
-            .await
-            .filter(|(phase, _)| *phase == GuardPhase::Invalid)
-    })
-    .await;
-    assert!(
-        message.starts_with("spec.flags.configMapRef.name: ConfigMap \"ff\" is not labelled rollguard.dev/flags: \"true\""),
-        "{message}"
-    );
-    label("configmap", "ff", "rollguard.dev/flags=true");
-    wait_until(
-        Duration::from_secs(20),
-        "the guard Monitoring again",
-        || async {
-            phase_and_message("Ready")
-                .await
-                .filter(|(phase, _)| *phase == GuardPhase::Monitoring)
-        },
-    )
-    .await;
-
-    label("secret", "prom-auth", "rollguard.dev/credentials-");
-    let (_, message) = wait_until(Duration::from_secs(20), "the guard Degraded", || async {
-        phase_and_message("PrometheusReachable")
-            .await
-            .filter(|(phase, _)| *phase == GuardPhase::Degraded)
-    })
-    .await;
-    assert!(
-        message.contains("spec.prometheus.authSecretRef.name: Secret \"prom-auth\" is not labelled rollguard.dev/credentials: \"true\""),
-        "{message}"
-    );
-    label("secret", "prom-auth", "rollguard.dev/credentials=true");
-    wait_until(
-        Duration::from_secs(20),
-        "the guard Monitoring again",
-        || async {
-            phase_and_message("Ready")
-                .await
-                .filter(|(phase, _)| *phase == GuardPhase::Monitoring)
-        },
-    )
-    .await;
+    let cases = [
+        (
+            "configmap",
+            "ff",
+            "rollguard.dev/flags",
+            "Ready",
+            GuardPhase::Invalid,
+            "spec.flags.configMapRef.name: ConfigMap \"ff\" is not labelled rollguard.dev/flags: \"true\"",
+        ),
+        (
+            "secret",
+            "prom-auth",
+            "rollguard.dev/credentials",
+            "PrometheusReachable",
+            GuardPhase::Degraded,
+            "spec.prometheus.authSecretRef.name: Secret \"prom-auth\" is not labelled rollguard.dev/credentials: \"true\"",
+        ),
+    ];
+    for (kind, name, key, condition, refused, says) in cases {
+        label(kind, name, &format!("{key}-"));
+        let (_, message) = wait_until(Duration::from_secs(20), &format!("{refused:?}"), || {
+            let says = phase_and_message(condition);
+            async move { says.await.filter(|(phase, _)| *phase == refused) }
+        })
+        .await;
+        assert!(message.contains(says), "{message}");
+        label(kind, name, &format!("{key}=true"));
+        wait_until(Duration::from_secs(20), "Monitoring again", || {
+            let says = phase_and_message("Ready");
+            async move {
+                says.await
+                    .filter(|(phase, _)| *phase == GuardPhase::Monitoring)
+            }
+        })
+        .await;
+    }
 }
