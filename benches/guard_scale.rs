@@ -1,6 +1,8 @@
 //! `make bench` (guards): detection latency — a metric endpoint flips, Prometheus scrapes it,
 //! the operator creates the RollbackRequest — and the operator's peak RSS and CPU seconds per
-//! minute with 100 and 1,000 guards × 5 triggers evaluated every 15 s.
+//! minute with 100 and 1,000 guards × 5 triggers evaluated every 15 s, and what they cost
+//! the API server per minute (guard status writes, ConfigMap and Secret GETs) against the
+//! evaluations of the same minute.
 //!
 //! ROLLGUARD_BENCH_SCALES (default "100,1000"), ROLLGUARD_BENCH_MINUTES (default 1) and
 //! ROLLGUARD_BENCH_DETECTIONS (default 10) size the run.
@@ -177,10 +179,15 @@ async fn scale(cluster: &common::Cluster, guards_n: usize, minutes: u64) {
     // Warm-up: one full interval so every guard has been evaluated at least once.
     tokio::time::sleep(Duration::from_secs(20)).await;
     let (_, cpu_start) = usage(pid);
+    let calls_start = api_calls(cluster, &operator, &ns).await;
     let start = Instant::now();
     tokio::time::sleep(Duration::from_secs(60 * minutes)).await;
     let (hwm_kib, cpu_end) = usage(pid);
-    let per_minute = (cpu_end - cpu_start) / start.elapsed().as_secs_f64() * 60.0;
+    let calls_end = api_calls(cluster, &operator, &ns).await;
+    let minutes_measured = start.elapsed().as_secs_f64() / 60.0;
+    let per_minute = (cpu_end - cpu_start) / minutes_measured;
+    let rate = |i: usize| (calls_end[i] - calls_start[i]) / minutes_measured;
+    let (evaluations, writes, config_map_gets, secret_gets) = (rate(0), rate(1), rate(2), rate(3));
     let evaluated = guards
         .list(&Default::default())
         .await
@@ -197,7 +204,42 @@ async fn scale(cluster: &common::Cluster, guards_n: usize, minutes: u64) {
         "scale {guards_n} guards x 5 triggers @15s: peak RSS {:.1} MiB, CPU {per_minute:.2} s/min, {evaluated}/{guards_n} guards evaluated (created in {create_secs:.1}s)",
         hwm_kib as f64 / 1024.0
     );
+    println!(
+        "scale {guards_n}: per minute {evaluations:.0} evaluations, {writes:.0} guard status writes ({:.3} per evaluation, {:.2} per guard), {config_map_gets:.0} ConfigMap GETs, {secret_gets:.0} Secret GETs (API server's apiserver_request_total)",
+        writes / evaluations.max(1.0),
+        writes / guards_n as f64
+    );
     drop(operator);
+}
+
+/// [evaluations (the operator's counters, this namespace), guard status writes, ConfigMap
+/// GETs, Secret GETs (the API server's counts: nothing else runs during the bench)].
+async fn api_calls(cluster: &common::Cluster, operator: &common::Operator, ns: &str) -> [f64; 4] {
+    let text = reqwest::get(format!("{}/metrics", operator.metrics_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("rollguard_guard_evaluations_total{{namespace=\"{ns}\",");
+    let evaluations = text
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    let client = &cluster.client;
+    [
+        evaluations,
+        common::api_requests(
+            client,
+            &["PATCH", "UPDATE", "APPLY"],
+            "rolloutguards",
+            "status",
+        )
+        .await,
+        common::api_requests(client, &["GET"], "configmaps", "").await,
+        common::api_requests(client, &["GET"], "secrets", "").await,
+    ]
 }
 
 #[tokio::main]
