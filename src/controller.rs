@@ -8,7 +8,7 @@ use crate::notify::outbox::Outbox;
 use crate::prometheus::{Prometheus, SharedQueries};
 use crate::rollback::reconciler::{self, Context};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::controller::Controller;
@@ -18,6 +18,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Config, ResourceExt};
 use std::path::PathBuf;
 use std::sync::Arc;
+
+mod wake;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct RunArgs {
@@ -257,29 +259,8 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
 
     // The objects whose owners opted in (SPEC §5), label-selected: the caches never hold the
     // cluster's other ConfigMaps and Secrets. A guard's evaluation reads them from here.
-    let (flags_cache, flags_writer) = reflector::store::<ConfigMap>();
-    let config_maps: Api<ConfigMap> = api(&client, &scope);
-    let flags_changes = watcher(
-        config_maps,
-        watcher::Config::default().labels(&crate::opted_in::flags_selector()),
-    )
-    .default_backoff()
-    .reflect(flags_writer)
-    .applied_objects();
-    let (credentials_cache, credentials_writer) = reflector::store::<Secret>();
-    let secrets: Api<Secret> = api(&client, &scope);
-    let credentials_watch = watcher(
-        secrets,
-        watcher::Config::default().labels(&crate::opted_in::credentials_selector()),
-    )
-    .default_backoff()
-    .reflect(credentials_writer)
-    .for_each(|event| async move {
-        if let Err(e) = event {
-            tracing::warn!(error = %e, "credential Secrets' watch failed; retrying (reads by name meanwhile)");
-        }
-    });
-    let opted_in = crate::opted_in::OptedIn::new(client.clone(), flags_cache, credentials_cache);
+    let (opted_in, flags_changes, credentials_watch) =
+        crate::opted_in::watch(&client, api(&client, &scope), api(&client, &scope));
 
     // Guards are evaluated every interval by requeue; only a spec change (a new
     // generation) or a rollback taking or freeing the slot triggers an evaluation early,
@@ -301,7 +282,7 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
         .default_backoff()
         .reflect(writer)
         .applied_objects()
-        .predicate_filter(generation_and_slot, Default::default());
+        .predicate_filter(wake::generation_and_slot, Default::default());
     // A change to a guard's flags ConfigMap (e.g. a flag turned back on after a
     // rollback) is evaluated at once rather than at the next interval.
     let guards_by_config_map = reader.clone();
@@ -368,27 +349,6 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
     credentials.abort();
 }
 
-/// What makes a guard's change worth an evaluation now: a new generation, or the rollback
-/// slot fields (`activeRollback`, `lastRollback`, `lastRestore`, written by the rollback
-/// reconciler) — never what the evaluation itself writes. The rollback reconciler also wakes
-/// the guard when it writes the slot; this wakes it again once the guard's cache holds the
-/// write, so an evaluation that ran on the older view (and, its judgement unchanged, wrote
-/// nothing) is followed by one on the new.
-fn generation_and_slot(guard: &RolloutGuard) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    guard.metadata.generation.hash(&mut hasher);
-    if let Some(status) = &guard.status {
-        let slot = (
-            &status.active_rollback,
-            &status.last_rollback,
-            &status.last_restore,
-        );
-        serde_json::to_string(&slot).ok().hash(&mut hasher);
-    }
-    Some(hasher.finish())
-}
-
 /// Waits until a reflector store holds its first full list. A second waiter on a store's
 /// readiness is not always woken (the controller is the first), so this asks again.
 async fn until_synced<K>(store: &kube::runtime::reflector::Store<K>)
@@ -407,39 +367,7 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::{generation_and_slot, scopes};
-
-    #[test]
-    fn a_guard_is_evaluated_early_for_a_new_generation_or_slot_never_for_its_own_status() {
-        let guard = |generation: i64, status: serde_json::Value| -> crate::api::RolloutGuard {
-            serde_json::from_value(serde_json::json!({
-                "apiVersion": "rollguard.dev/v1alpha1", "kind": "RolloutGuard",
-                "metadata": {"name": "g", "namespace": "ns", "generation": generation},
-                "spec": {"flags": {"configMapRef": {"name": "ff"}, "guarded": ["a"]}},
-                "status": status,
-            }))
-            .unwrap()
-        };
-        let base = generation_and_slot(&guard(1, serde_json::json!({"phase": "Monitoring"})));
-        // The evaluation's own fields: no new evaluation.
-        let own = guard(
-            1,
-            serde_json::json!({"phase": "Breaching", "lastEvaluationTime": "2026-11-27T10:00:00Z",
-                               "triggers": [{"name": "t", "value": 2.0, "breaching": true}]}),
-        );
-        assert_eq!(generation_and_slot(&own), base);
-        assert_ne!(
-            generation_and_slot(&guard(2, serde_json::json!({"phase": "Monitoring"}))),
-            base
-        );
-        for slot in [
-            serde_json::json!({"phase": "Monitoring", "activeRollback": "rb"}),
-            serde_json::json!({"phase": "Monitoring", "lastRollback": {"name": "rb", "outcome": "Succeeded"}}),
-            serde_json::json!({"phase": "Monitoring", "lastRestore": {"name": "back"}}),
-        ] {
-            assert_ne!(generation_and_slot(&guard(1, slot.clone())), base, "{slot}");
-        }
-    }
+    use super::scopes;
 
     #[test]
     fn namespaces_are_served_once_each_and_none_means_all() {

@@ -8,10 +8,12 @@
 //! may lag behind a just-created object. Answers and messages are those of a direct read.
 
 use crate::trust::{read_credentials, readable_credentials};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Client;
 use kube::api::Api;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 
 #[derive(Clone)]
 pub struct OptedIn {
@@ -73,6 +75,45 @@ impl OptedIn {
     }
 }
 
+/// The label-selected watches of flags ConfigMaps (in `config_maps`) and credential Secrets
+/// (in `secrets`): the cache they fill, the flags ConfigMaps that changed (for the guard
+/// controller to map to their guards), and the Secrets' watch to run beside it.
+pub fn watch(
+    client: &Client,
+    config_maps: Api<ConfigMap>,
+    secrets: Api<Secret>,
+) -> (
+    OptedIn,
+    impl futures::Stream<Item = Result<ConfigMap, watcher::Error>> + Send + 'static,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let (flags, flags_writer) = reflector::store::<ConfigMap>();
+    let flags_changes = watcher(
+        config_maps,
+        watcher::Config::default().labels(&flags_selector()),
+    )
+    .default_backoff()
+    .reflect(flags_writer)
+    .applied_objects();
+    let (credentials, credentials_writer) = reflector::store::<Secret>();
+    let credentials_watch = watcher(
+        secrets,
+        watcher::Config::default().labels(&credentials_selector()),
+    )
+    .default_backoff()
+    .reflect(credentials_writer)
+    .for_each(|event| async move {
+        if let Err(e) = event {
+            tracing::warn!(error = %e, "credential Secrets' watch failed; retrying (reads by name meanwhile)");
+        }
+    });
+    (
+        OptedIn::new(client.clone(), flags, credentials),
+        flags_changes,
+        credentials_watch,
+    )
+}
+
 /// The label selector of the flags ConfigMaps' watch.
 pub fn flags_selector() -> String {
     format!("{}={}", crate::api::FLAGS_LABEL, crate::api::OPT_IN)
@@ -86,7 +127,6 @@ pub fn credentials_selector() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::runtime::{reflector, watcher};
 
     /// A client whose every call fails at once: nothing listens on port 1.
     fn unreachable_client() -> Client {
