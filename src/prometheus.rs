@@ -100,7 +100,11 @@ impl Target {
                     ));
                 }
             },
-            _ => None,
+            // Named but not read: never query without the credentials asked for.
+            (Some(name), None) => {
+                return Err(format!("{AUTH_SECRET_FIELD}: Secret {name:?} was not read"));
+            }
+            (None, _) => None,
         };
         if auth.is_some()
             && let Ok(url) = reqwest::Url::parse(&address)

@@ -487,6 +487,14 @@ async fn invalid_promql_or_a_missing_config_map_makes_the_guard_invalid_with_the
             .clone();
         assert_eq!(ready.status, "False");
         assert!(ready.message.contains(message), "{name}: {}", ready.message);
+        // The Event follows the status write; once, however many evaluations come after.
+        wait_until(Duration::from_secs(10), "the InvalidSpec Event", || async {
+            (!env.events(name, "InvalidSpec").await.is_empty()).then_some(())
+        })
+        .await;
+        let operator = env.operator.as_ref().unwrap();
+        let since = operator.evaluations(&env.ns, name).await;
+        operator.evaluated(&env.ns, name, since, 2).await;
         assert_eq!(env.events(name, "InvalidSpec").await.len(), 1, "{name}");
     }
     // A rollback of an invalid guard fails, and the guard is Invalid again afterwards
