@@ -14,10 +14,12 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Config, ResourceExt};
 use std::path::PathBuf;
 use std::sync::Arc;
+
+mod wake;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct RunArgs {
@@ -282,8 +284,14 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
             }
         });
 
+    // The objects whose owners opted in (SPEC §5), label-selected: the caches never hold the
+    // cluster's other ConfigMaps and Secrets. A guard's evaluation reads them from here.
+    let (opted_in, flags_changes, credentials_watch) =
+        crate::opted_in::watch(&client, api(&client, &scope), api(&client, &scope));
+
     // Guards are evaluated every interval by requeue; only a spec change (a new
-    // generation) triggers an evaluation early, never a status write.
+    // generation) or a rollback taking or freeing the slot triggers an evaluation early,
+    // never the guard's own status write.
     let guard_ctx = Arc::new(guard::reconciler::Context {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter.clone()),
@@ -296,6 +304,7 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
         metrics: metrics.clone(),
         outbox,
         fairness: shared.fairness.clone(),
+        opted_in,
     });
     let (reader, writer) = reflector::store();
     // A pushed alert wakes the guards it reached, as a freed rollback slot does.
@@ -306,10 +315,9 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
         .default_backoff()
         .reflect(writer)
         .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
+        .predicate_filter(wake::generation_and_slot, Default::default());
     // A change to a guard's flags ConfigMap (e.g. a flag turned back on after a
     // rollback) is evaluated at once rather than at the next interval.
-    let config_maps: Api<ConfigMap> = api(&client, &scope);
     let guards_by_config_map = reader.clone();
     // Ready once both caches hold the cluster's state.
     let (request_cache, guard_cache, readiness) = (store.clone(), reader.clone(), metrics.clone());
@@ -343,25 +351,16 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
         // Unbounded here: the bound is `fairness`, inside each evaluation, so a guard
         // waiting for its source's share holds none of the shared slots.
         .with_config(kube::runtime::controller::Config::default().concurrency(0))
-        .watches(
-            config_maps,
-            // Only ConfigMaps whose owners let rollguard write them (SPEC §5): the cache
-            // never holds the cluster's other ConfigMaps.
-            watcher::Config::default().labels(&format!(
-                "{}={}",
-                crate::api::FLAGS_LABEL,
-                crate::api::OPT_IN
-            )),
-            move |cm: ConfigMap| {
-                let (ns, name) = (cm.namespace(), cm.name_any());
-                guards_by_config_map
-                    .state()
-                    .into_iter()
-                    .filter(|g| g.namespace() == ns && g.spec.flags.config_map_ref.name == name)
-                    .map(|g| ObjectRef::from_obj(&*g))
-                    .collect::<Vec<_>>()
-            },
-        )
+        // The flags ConfigMaps' cache fills from this same watch.
+        .watches_stream(flags_changes, move |cm: ConfigMap| {
+            let (ns, name) = (cm.namespace(), cm.name_any());
+            guards_by_config_map
+                .state()
+                .into_iter()
+                .filter(|g| g.namespace() == ns && g.spec.flags.config_map_ref.name == name)
+                .map(|g| ObjectRef::from_obj(&*g))
+                .collect::<Vec<_>>()
+        })
         // A rollback took or freed a guard's slot: its phase and conditions follow now.
         .reconcile_on(futures::stream::poll_fn(move |cx| {
             guards_to_evaluate.poll_recv(cx)
@@ -377,7 +376,10 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
                 tracing::warn!(error = %e, "guard reconcile error");
             }
         });
+    // The watch ends with the controllers (a SIGTERM stops them).
+    let credentials = tokio::spawn(credentials_watch);
     futures::join!(request_controller, guard_controller);
+    credentials.abort();
 }
 
 /// Waits until a reflector store holds its first full list. A second waiter on a store's

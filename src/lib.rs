@@ -17,6 +17,7 @@ pub mod kstatus;
 pub mod leader;
 pub mod metrics;
 pub mod notify;
+pub mod opted_in;
 pub mod prometheus;
 pub mod propagation;
 pub mod report;

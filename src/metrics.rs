@@ -37,6 +37,17 @@ pub struct TriggerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GuardLabels {
+    pub namespace: String,
+    pub guard: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: String,
 }
@@ -60,6 +71,8 @@ pub struct Metrics {
     pub trigger_value: Family<TriggerLabels, Gauge<f64, AtomicU64>>,
     pub trigger_breaching: Family<TriggerLabels, Gauge>,
     pub trigger_threshold: Family<TriggerLabels, Gauge<f64, AtomicU64>>,
+    pub guard_evaluations: Family<GuardLabels, Counter>,
+    pub guard_status_writes: Family<WriteLabels, Counter>,
     pub prometheus_queries: Family<OutcomeLabels, Counter>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub notifications: Family<NotificationLabels, Counter>,
@@ -122,6 +135,18 @@ impl Metrics {
             "The threshold each trigger is compared with: a value for above/below, a relative change from the baseline for increaseAbove/decreaseBelow",
             trigger_threshold.clone(),
         );
+        let guard_evaluations = Family::<GuardLabels, Counter>::default();
+        registry.register(
+            "guard_evaluations",
+            "Evaluations of each guard that ran to their judgement, whether or not they wrote its status",
+            guard_evaluations.clone(),
+        );
+        let guard_status_writes = Family::<WriteLabels, Counter>::default();
+        registry.register(
+            "guard_status_writes",
+            "Guard status writes by reason: transition (at once) or refresh (values, at most once a minute)",
+            guard_status_writes.clone(),
+        );
         let prometheus_queries = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "prometheus_queries",
@@ -180,6 +205,8 @@ impl Metrics {
             trigger_value,
             trigger_breaching,
             trigger_threshold,
+            guard_evaluations,
+            guard_status_writes,
             prometheus_queries,
             reconcile_errors,
             notifications,
@@ -257,6 +284,29 @@ impl Metrics {
         }
     }
 
+    /// One evaluation of a guard judged, and whether (and why) it wrote its status (None: it
+    /// did not, or the write failed).
+    pub fn guard_evaluated(
+        &self,
+        namespace: &str,
+        guard: &str,
+        write: Option<crate::guard::writes::Write>,
+    ) {
+        self.guard_evaluations
+            .get_or_create(&GuardLabels {
+                namespace: namespace.to_string(),
+                guard: guard.to_string(),
+            })
+            .inc();
+        if let Some(write) = write {
+            self.guard_status_writes
+                .get_or_create(&WriteLabels {
+                    reason: write.as_str().to_string(),
+                })
+                .inc();
+        }
+    }
+
     /// Drops every trigger series of the guards for which `exists` says false.
     pub fn forget_deleted_guards(&self, exists: impl Fn(&str, &str) -> bool) {
         let mut series = self.trigger_series.lock().expect("not poisoned");
@@ -264,6 +314,10 @@ impl Metrics {
             if exists(namespace, guard) {
                 return true;
             }
+            self.guard_evaluations.remove(&GuardLabels {
+                namespace: namespace.clone(),
+                guard: guard.clone(),
+            });
             for trigger in triggers.iter() {
                 self.remove_trigger(&TriggerLabels {
                     namespace: namespace.clone(),

@@ -66,52 +66,93 @@ pub struct Target {
 }
 
 impl Target {
-    /// The guard's target, or why it has none (a message naming the field).
+    /// The guard's target, or why it has none (a message naming the field); its credentials
+    /// read by name from `secrets`.
     pub async fn of(
         guard: &crate::api::RolloutGuard,
         default_address: Option<&str>,
         secrets: &kube::Api<k8s_openapi::api::core::v1::Secret>,
         egress: &Egress,
     ) -> Result<Result<Target, String>, kube::Error> {
+        let credentials = match auth_secret(guard) {
+            Some(name) => {
+                Some(crate::trust::read_credentials(secrets, name, AUTH_SECRET_FIELD).await?)
+            }
+            None => None,
+        };
+        Ok(Self::judge(guard, default_address, credentials, egress))
+    }
+
+    /// The guard's target from what was read of its `authSecretRef` Secret (None: it names
+    /// none; Some(None): it does not exist; Some(Some(Err)): rollguard may not read it).
+    pub fn judge(
+        guard: &crate::api::RolloutGuard,
+        default_address: Option<&str>,
+        credentials: Option<Option<Result<k8s_openapi::api::core::v1::Secret, String>>>,
+        egress: &Egress,
+    ) -> Result<Target, String> {
         let spec = guard.spec.prometheus.as_ref();
         let Some(address) = spec
             .and_then(|p| p.address.clone())
             .or_else(|| default_address.map(String::from))
         else {
-            return Ok(Err("no Prometheus address: set spec.prometheus.address or the operator's --prometheus-url".into()));
+            return Err("no Prometheus address: set spec.prometheus.address or the operator's --prometheus-url".into());
         };
         // A query never outlives the guard's interval (SPEC §5).
         let timeout = spec
             .and_then(|p| p.timeout.to_std().ok())
             .unwrap_or(Duration::from_secs(5))
             .min(guard.spec.interval.to_std().unwrap_or(Duration::MAX));
-        let auth = match spec.and_then(|p| p.auth_secret_ref.as_ref()) {
-            Some(secret_ref) => {
-                match Auth::read(
-                    secrets,
-                    &secret_ref.name,
-                    "spec.prometheus.authSecretRef.name",
-                )
-                .await?
-                {
-                    Ok(auth) => Some(auth),
-                    Err(message) => return Ok(Err(message)),
+        let auth = match (auth_secret(guard), credentials) {
+            (Some(name), Some(read)) => match read {
+                Some(Err(message)) => return Err(message),
+                Some(Ok(secret)) => match Auth::from_secret(&secret) {
+                    Some(auth) => Some(auth),
+                    // Querying without the credentials someone asked for would only fail
+                    // later with a less helpful 401.
+                    None => {
+                        return Err(format!(
+                            "{AUTH_SECRET_FIELD}: Secret {name:?} has neither a key \"token\" nor both \"username\" and \"password\""
+                        ));
+                    }
+                },
+                None => {
+                    return Err(format!(
+                        "{AUTH_SECRET_FIELD}: Secret {name:?} does not exist"
+                    ));
                 }
+            },
+            // Named but not read: never query without the credentials asked for.
+            (Some(name), None) => {
+                return Err(format!("{AUTH_SECRET_FIELD}: Secret {name:?} was not read"));
             }
-            None => None,
+            (None, _) => None,
         };
         if auth.is_some()
             && let Ok(url) = reqwest::Url::parse(&address)
             && let Err(e) = egress.check_credentials(&url, AUTH_FIELD, &without_userinfo(&address))
         {
-            return Ok(Err(e.to_string()));
+            return Err(e.to_string());
         }
-        Ok(Ok(Target {
+        Ok(Target {
             address,
             timeout,
             auth,
-        }))
+        })
     }
+}
+
+/// The field that names a guard's Prometheus credentials, as messages name it.
+pub const AUTH_SECRET_FIELD: &str = "spec.prometheus.authSecretRef.name";
+
+/// The Secret a guard's `prometheus.authSecretRef` names.
+pub fn auth_secret(guard: &crate::api::RolloutGuard) -> Option<&str> {
+    guard
+        .spec
+        .prometheus
+        .as_ref()
+        .and_then(|p| p.auth_secret_ref.as_ref())
+        .map(|r| r.name.as_str())
 }
 
 #[derive(Debug, thiserror::Error)]

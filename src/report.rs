@@ -590,7 +590,7 @@ fn wide_details(out: &mut String, g: &GuardSummary, opts: &StatusOptions) {
         g.flags.guarded.join(", ")
     )];
     facts.push(format!(
-        "last evaluated: {}",
+        "values as of: {}",
         when(opts.now, g.last_evaluation_time.as_deref())
     ));
     if g.suspended {
@@ -1107,7 +1107,7 @@ pub fn render_incident_markdown(r: &IncidentRecord) -> String {
     } else {
         let _ = writeln!(
             out,
-            "\nThe guard's triggers now (last evaluated {}):\n\n| trigger | value | comparison | for | state | breaching since | last error |\n|---|---|---|---|---|---|---|",
+            "\nThe guard's triggers now (values as of {}):\n\n| trigger | value | comparison | for | state | breaching since | last error |\n|---|---|---|---|---|---|---|",
             md_time(r.triggers_as_of.as_deref())
         );
         for t in &r.triggers {

@@ -263,14 +263,14 @@ stringData: {{url: "{url}", signingKey: "whsec_kUnq167pPQtnkQdOP557DIR/FBAWiJHii
             "sent before the crash: the test would prove nothing"
         );
 
-        let _second = cluster.start_operator(&ns, &[]);
+        let second = cluster.start_operator(&ns, &[]);
         wait_until(Duration::from_secs(20), "the notice to arrive", || {
             let n = receiver.accepted().len();
             async move { (n > 0).then_some(()) }
         })
         .await;
         // Delivered, and dropped from status; two evaluations later still one delivery.
-        super::common::guard_notices_delivered(&guards, "g").await;
+        super::common::guard_notices_delivered(&guards, "g", &second, &ns).await;
         let received = receiver.received();
         assert_eq!(received.len(), 1, "one delivery after the restart");
         let body = received[0].json();

@@ -108,13 +108,21 @@ fn helm_lint_passes_and_values_shape_the_rbac() {
         !ok && err.contains("scope.watchNamespace is required"),
         "{err}"
     );
-    // No Secret list anywhere: the operator reads Secrets by name only.
+    // Secrets: read by name, and listed and watched (label-selected credential Secrets, the
+    // cache guard evaluations read); never updated or patched.
     for rendered in [&default, &namespaced] {
         assert!(
-            rendered.contains("resources: [secrets]\n    verbs: [get, create, delete]\n"),
+            rendered
+                .contains("resources: [secrets]\n    verbs: [get, list, watch, create, delete]\n"),
             "{rendered}"
         );
-        assert!(!rendered.contains("verbs: [get, list, create, delete]"));
+        for rule in rendered.split("resources: [secrets]\n    verbs: [").skip(1) {
+            let verbs = rule.split(']').next().unwrap_or_default();
+            assert!(
+                !verbs.contains("patch") && !verbs.contains("update"),
+                "{verbs}"
+            );
+        }
     }
 }
 
@@ -156,7 +164,7 @@ fn helm_scope_namespaces_renders_a_role_per_namespace() {
         .find(|d| d.contains("kind: Role\nmetadata:\n  name: rollguard\n  namespace: shop\n"))
         .unwrap();
     assert!(
-        role.contains("resources: [secrets]\n    verbs: [get, create, delete]\n"),
+        role.contains("resources: [secrets]\n    verbs: [get, list, watch, create, delete]\n"),
         "{role}"
     );
     assert!(

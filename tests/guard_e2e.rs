@@ -5,7 +5,8 @@
 mod common;
 
 use axum::{Router, routing::get};
-use common::{Cluster, Env, unique_suffix, wait_until};
+use common::gauges::Gauges as Metrics;
+use common::{Env, unique_suffix, wait_until};
 use k8s_openapi::api::core::v1::{ConfigMap, Event};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use rollguard::api::guard::GuardPhase;
@@ -14,78 +15,6 @@ use rollguard::api::{RollbackRequest, RolloutGuard};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// Gauges served on loopback for Prometheus to scrape: series name → value (None: absent).
-#[derive(Clone)]
-struct Metrics {
-    id: String,
-    values: Arc<Mutex<BTreeMap<String, f64>>>,
-}
-
-impl Metrics {
-    async fn serve(cluster: &Cluster) -> Metrics {
-        let id = format!("m{}", unique_suffix());
-        let values: Arc<Mutex<BTreeMap<String, f64>>> = Arc::default();
-        let served = values.clone();
-        let app = Router::new().route(
-            "/metrics",
-            get(move || {
-                let text: String = served
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .map(|(series, v)| format!("rollguard_test_value{{series=\"{series}\"}} {v}\n"))
-                    .collect();
-                async move { text }
-            }),
-        );
-        let addr = common::serve(app).await;
-        let targets = serde_json::json!([{"targets": [addr.to_string()], "labels": {"test": id}}]);
-        std::fs::write(
-            cluster.prom_sd_dir.join(format!("{id}.json")),
-            targets.to_string(),
-        )
-        .unwrap();
-        Metrics { id, values }
-    }
-
-    fn set(&self, series: &str, value: f64) {
-        self.values
-            .lock()
-            .unwrap()
-            .insert(series.to_string(), value);
-    }
-
-    /// PromQL for one series of this test's endpoint.
-    fn query(&self, series: &str) -> String {
-        format!(
-            "rollguard_test_value{{test=\\\"{}\\\",series=\\\"{series}\\\"}}",
-            self.id
-        )
-    }
-
-    /// Waits until Prometheus returns `value` for the series.
-    async fn scraped(&self, cluster: &Cluster, series: &str, value: f64) {
-        let client =
-            prometheus_http_query::Client::try_from(cluster.prometheus_url.as_str()).unwrap();
-        let q = format!(
-            "rollguard_test_value{{test=\"{}\",series=\"{series}\"}}",
-            self.id
-        );
-        wait_until(
-            Duration::from_secs(20),
-            &format!("Prometheus to scrape {series}={value}"),
-            || {
-                let (client, q) = (client.clone(), q.clone());
-                async move {
-                    let r = client.query(q).get().await.ok()?;
-                    (r.data().as_vector()?.first()?.sample().value() == value).then_some(())
-                }
-            },
-        )
-        .await;
-    }
-}
 
 async fn setup(test: &str) -> Option<Env> {
     let env = Env::start(test, &[]).await?;
@@ -558,6 +487,14 @@ async fn invalid_promql_or_a_missing_config_map_makes_the_guard_invalid_with_the
             .clone();
         assert_eq!(ready.status, "False");
         assert!(ready.message.contains(message), "{name}: {}", ready.message);
+        // The Event follows the status write; once, however many evaluations come after.
+        wait_until(Duration::from_secs(10), "the InvalidSpec Event", || async {
+            (!env.events(name, "InvalidSpec").await.is_empty()).then_some(())
+        })
+        .await;
+        let operator = env.operator.as_ref().unwrap();
+        let since = operator.evaluations(&env.ns, name).await;
+        operator.evaluated(&env.ns, name, since, 2).await;
         assert_eq!(env.events(name, "InvalidSpec").await.len(), 1, "{name}");
     }
     // A rollback of an invalid guard fails, and the guard is Invalid again afterwards
@@ -1006,15 +943,11 @@ async fn a_windowed_trigger_verifies_once_the_errors_stop_after_the_flags_change
     let status = done.status.unwrap();
     assert_eq!(status.phase, Some(RequestPhase::Succeeded), "{status:#?}");
     // The trigger's own query still breaches: without the shortened window this could not pass.
-    let guard = env
-        .guard_until("g", "the trigger evaluated after the rollback", |g| {
-            g.status
-                .as_ref()
-                .and_then(|s| s.last_evaluation_time.as_ref())
-                .zip(status.completed_at.as_ref())
-                .is_some_and(|(evaluated, completed)| evaluated.0 > completed.0)
-        })
-        .await;
+    // Counted by the operator: an evaluation that changes no judgement writes no status.
+    let operator = env.operator.as_ref().unwrap();
+    let since = operator.evaluations(&env.ns, "g").await;
+    operator.evaluated(&env.ns, "g", since, 2).await;
+    let guard = env.guards().get("g").await.unwrap();
     assert_eq!(
         trigger_breaching(&guard, "errors"),
         Some(true),

@@ -178,7 +178,7 @@ async fn a_rollbacks_alert_is_resolved_by_its_dedup_key_when_stable_across_an_op
     })
     .await;
     // Delivered and dropped from status; two evaluations later still one resolve.
-    common::guard_notices_delivered(&guard_api(&env), "g").await;
+    common::guard_notices_delivered(&guard_api(&env), "g", &second, &env.ns).await;
 
     let events = receiver.at("pagerduty");
     assert_eq!(

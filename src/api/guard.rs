@@ -813,7 +813,9 @@ pub struct RolloutGuardStatus {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
 
-    /// When the triggers were last evaluated.
+    /// The evaluation this status was written by: the time its values (trigger values,
+    /// baselines) were read. Written at once on a transition, otherwise at most once a minute;
+    /// the operator's metrics carry the live values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_evaluation_time: Option<Time>,
 

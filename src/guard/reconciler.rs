@@ -1,7 +1,8 @@
 //! The RolloutGuard reconciler: every `interval` (a requeue, not a sleep), judge what only
 //! the operator can judge (PromQL, the flags ConfigMap), query the triggers, ask
 //! [`assess::assess`], create the automatic RollbackRequest it asks for, emit Events on
-//! transitions, and patch status once.
+//! transitions, and patch status when [`super::writes::due`] says so (a transition at once,
+//! values at most once a minute).
 
 use super::assess::{self, Assessment, Context as AssessContext, Notice, Outcome};
 use crate::Error;
@@ -11,7 +12,7 @@ use crate::api::request::{RequestAction, RequestMode, RollbackRequestSpec, Trigg
 use crate::api::{GUARD_LABEL, LocalObjectReference, RollbackRequest, SYSTEM_REQUESTER};
 use crate::prometheus::{Prometheus, SharedQueries, Target};
 use crate::triggers;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -49,6 +50,8 @@ pub struct Context {
     pub alerts: Arc<crate::alerts::store::Store>,
     /// Reads of the guards' own Alertmanagers (pull mode).
     pub alertmanagers: crate::alerts::alertmanager::Alertmanagers,
+    /// Flags ConfigMaps and credential Secrets, from the operator's watches.
+    pub opted_in: crate::opted_in::OptedIn,
 }
 
 pub fn error_policy(guard: Arc<RolloutGuard>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -90,15 +93,16 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
     let mut previous = guard.status.clone().unwrap_or_default();
     let requests: Api<RollbackRequest> = Api::namespaced(ctx.client.clone(), &namespace);
 
-    // Read once per evaluation: judged for validity, and for drift.
-    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
-    let flags_config_map = config_maps
-        .get_opt(&guard.spec.flags.config_map_ref.name)
+    // Read once per evaluation, from the flags ConfigMaps' watch (the API server only on a
+    // miss): judged for validity, and for drift.
+    let (flags_config_map, _) = ctx
+        .opted_in
+        .config_map(&namespace, &guard.spec.flags.config_map_ref.name)
         .await?;
     let invalid = match problems(&guard, flags_config_map.as_ref()) {
         Some(problem) => Some(problem),
         None if !spec_judged(&guard) => {
-            credential_problems(&guard, &ctx.client, &namespace).await?
+            credential_problems(&guard, &ctx.opted_in, &namespace).await?
         }
         None => None,
     };
@@ -208,34 +212,29 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
         },
         None => None,
     };
+    let created = rollback.is_some();
     if let Some(auto) = rollback {
         automatic::create(&guard, &auto, now, &requests, recorder, &reference).await?;
     }
 
-    // One status write per evaluation, only of the fields this reconciler owns; the
-    // resourceVersion keeps it from overwriting the rollback slot with a stale view.
-    let mut patch = json!({
-        "metadata": { "resourceVersion": guard.resource_version() },
-        "status": {
-            "observedGeneration": status.observed_generation,
-            "phase": status.phase,
-            "conditions": status.conditions,
-            "lastEvaluationTime": status.last_evaluation_time,
-            "triggers": status.triggers,
-            "quietSince": status.quiet_since,
-            "pendingNotices": pending,
-            "stableNotified": stable_notified,
-        }
-    });
+    let mut next = status;
+    next.pending_notices = pending;
+    next.stable_notified = stable_notified;
     if orphaned {
-        patch["status"]["activeRollback"] = serde_json::Value::Null;
+        next.active_rollback = None;
     }
-    let guards: Api<RolloutGuard> = Api::namespaced(ctx.client.clone(), &namespace);
-    match guards
-        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => {
+    let announces = !events.is_empty() || created;
+    let written = guard.status.clone().unwrap_or_default();
+    let write = super::writes::due(&guard.spec, &written, &next, now, announces);
+    let result = match write {
+        // Nothing a reader or a restart relies on changed: the values wait for the refresh.
+        None => Ok(()),
+        Some(_) => write_status(&ctx.client, &guard, &next, orphaned).await,
+    };
+    ctx.metrics
+        .guard_evaluated(&namespace, &name, write.filter(|_| result.is_ok()));
+    match result {
+        Ok(()) => {
             for (type_, reason, note) in events {
                 publish(recorder, &reference, type_, reason, note).await;
             }
@@ -261,6 +260,42 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
         Err(e) if crate::is_conflict(&e) => Ok(Action::requeue(Duration::from_millis(200))),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Writes the fields of the guard's status this reconciler owns, in one patch; the
+/// resourceVersion keeps it from overwriting the rollback slot with a stale view.
+async fn write_status(
+    client: &Client,
+    guard: &RolloutGuard,
+    status: &crate::api::RolloutGuardStatus,
+    orphaned: bool,
+) -> Result<(), kube::Error> {
+    let mut patch = json!({
+        "metadata": { "resourceVersion": guard.resource_version() },
+        "status": {
+            "observedGeneration": status.observed_generation,
+            "phase": status.phase,
+            "conditions": status.conditions,
+            "lastEvaluationTime": status.last_evaluation_time,
+            "triggers": status.triggers,
+            "quietSince": status.quiet_since,
+            "pendingNotices": status.pending_notices,
+            "stableNotified": status.stable_notified,
+        }
+    });
+    if orphaned {
+        patch["status"]["activeRollback"] = serde_json::Value::Null;
+    }
+    let guards: Api<RolloutGuard> =
+        Api::namespaced(client.clone(), &guard.namespace().unwrap_or_default());
+    guards
+        .patch_status(
+            &guard.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map(|_| ())
 }
 
 /// Guards evaluate at the start of each wall-clock `interval` (the buckets in which

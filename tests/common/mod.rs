@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod alerting;
+pub mod gauges;
 pub mod plane;
 pub mod proxy;
 pub mod receivers;
@@ -434,6 +435,73 @@ pub async fn count_config_map_writes(
     writes
 }
 
+/// The API server's own count, from its /metrics, of the requests with one of `verbs` on
+/// `resource` (and `subresource`, "" for none), every response code and scope summed. It counts
+/// what reached the API server, whoever sent it: a test reads it while no one else writes.
+pub async fn api_requests(
+    client: &Client,
+    verbs: &[&str],
+    resource: &str,
+    subresource: &str,
+) -> f64 {
+    let request = axum::http::Request::get("/metrics")
+        .body(Vec::new())
+        .unwrap();
+    let text = client
+        .request_text(request)
+        .await
+        .expect("the API server's /metrics");
+    let (resource, subresource) = (
+        format!("resource=\"{resource}\""),
+        format!("subresource=\"{subresource}\""),
+    );
+    text.lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter(|l| l.contains(&resource) && l.contains(&subresource))
+        .filter(|l| verbs.iter().any(|v| l.contains(&format!("verb=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+impl Operator {
+    /// The value of the sample `series` (name and labels as printed, e.g.
+    /// `rollguard_guard_evaluations_total{namespace="a",guard="g"}`) on the operator's /metrics.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = reqwest::get(format!("{}/metrics", self.metrics_url))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// How many evaluations of guard `guard` in `namespace` ran to their judgement (0 before the first).
+    pub async fn evaluations(&self, namespace: &str, guard: &str) -> u64 {
+        self.metric(&format!(
+            "rollguard_guard_evaluations_total{{namespace=\"{namespace}\",guard=\"{guard}\"}}"
+        ))
+        .await
+        .map_or(0, |v| v as u64)
+    }
+
+    /// Waits until guard `guard` has been evaluated `more` times after `since` evaluations;
+    /// returns the count then.
+    pub async fn evaluated(&self, namespace: &str, guard: &str, since: u64, more: u64) -> u64 {
+        wait_until(
+            Duration::from_secs(60),
+            &format!("{more} more evaluation(s) of guard {guard} after {since}"),
+            || async move {
+                let now = self.evaluations(namespace, guard).await;
+                (now >= since + more).then_some(now)
+            },
+        )
+        .await
+    }
+}
+
 /// A test's own namespace with its own operator process on it.
 pub struct Env {
     pub cluster: Cluster,
@@ -559,35 +627,27 @@ pub async fn automatic_request(
 }
 
 /// Waits until guard `name`'s recorded notices have all been delivered and dropped from its
-/// status, then for evaluations spanning two more seconds: time enough for a duplicate
+/// status, then for two more evaluations by `operator`: time enough for a duplicate
 /// delivery to be sent.
-pub async fn guard_notices_delivered(guards: &Api<rollguard::api::RolloutGuard>, name: &str) {
-    let evaluated = wait_until(
+pub async fn guard_notices_delivered(
+    guards: &Api<rollguard::api::RolloutGuard>,
+    name: &str,
+    operator: &Operator,
+    namespace: &str,
+) {
+    wait_until(
         Duration::from_secs(20),
         "the delivered notices to leave the guard's status",
         || {
             let guards = guards.clone();
             async move {
                 let status = guards.get(name).await.ok()?.status?;
-                status
-                    .pending_notices
-                    .is_empty()
-                    .then_some(status.last_evaluation_time?)
+                status.pending_notices.is_empty().then_some(())
             }
         },
     )
     .await;
-    wait_until(
-        Duration::from_secs(20),
-        "two more seconds of evaluations",
-        || {
-            let guards = guards.clone();
-            let since = evaluated.0;
-            async move {
-                let at = guards.get(name).await.ok()?.status?.last_evaluation_time?;
-                (at.0.duration_since(since).as_secs_f64() >= 2.0).then_some(())
-            }
-        },
-    )
-    .await;
+    // Counted by the operator: a steady evaluation writes no status to see it by.
+    let evaluated = operator.evaluations(namespace, name).await;
+    operator.evaluated(namespace, name, evaluated, 2).await;
 }

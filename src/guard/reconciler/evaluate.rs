@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::alerts::{self, alertmanager::Source};
+use k8s_openapi::api::core::v1::Secret;
 
 pub(super) async fn evaluate_triggers(
     guard: &RolloutGuard,
@@ -16,13 +17,22 @@ pub(super) async fn evaluate_triggers(
     let target = match queries {
         0 => Err(String::new()),
         _ => {
-            Target::of(
+            // From the credential Secrets' watch: no API call while the Secret is cached.
+            let credentials = match crate::prometheus::auth_secret(guard) {
+                Some(name) => Some(
+                    ctx.opted_in
+                        .credentials(namespace, name, crate::prometheus::AUTH_SECRET_FIELD)
+                        .await?
+                        .0,
+                ),
+                None => None,
+            };
+            Target::judge(
                 guard,
                 ctx.default_prometheus_url.as_deref(),
-                &secrets,
+                credentials,
                 ctx.prometheus.egress(),
             )
-            .await?
         }
     };
     let firing = match spec.triggers.iter().any(|t| t.alert.is_some()) {

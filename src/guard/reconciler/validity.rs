@@ -85,12 +85,11 @@ pub(super) fn spec_judged(guard: &RolloutGuard) -> bool {
 /// is not a spec problem: its reader says so when it needs it.
 pub(super) async fn credential_problems(
     guard: &RolloutGuard,
-    client: &Client,
+    opted_in: &crate::opted_in::OptedIn,
     namespace: &str,
 ) -> Result<Option<String>, Error> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     for (field, name) in crate::trust::referenced_secrets(&guard.spec) {
-        if let Some(Err(message)) = crate::trust::read_credentials(&secrets, &name, &field).await? {
+        if let (Some(Err(message)), _) = opted_in.credentials(namespace, &name, &field).await? {
             return Ok(Some(message));
         }
     }
