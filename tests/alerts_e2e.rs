@@ -75,24 +75,11 @@ async fn guard(cluster: &Cluster, ns: &str, name: &str) -> RolloutGuard {
         .unwrap()
 }
 
-/// Waits until guard `name` has been evaluated at two more moments than when called
-/// (`lastEvaluationTime`, seconds; the guards here evaluate every second).
-async fn evaluated_twice_more(cluster: &Cluster, ns: &str, name: &str) {
-    let last = |g: RolloutGuard| g.status.and_then(|s| s.last_evaluation_time).map(|t| t.0);
-    let start = last(guard(cluster, ns, name).await);
-    let mut seen = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while seen.len() < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "two more evaluations of guard {name}"
-        );
-        let now = last(guard(cluster, ns, name).await);
-        if now.is_some() && now != start && !seen.contains(&now) {
-            seen.push(now);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// Waits until guard `name` has been evaluated twice more than when called, as `operator`
+/// counts its evaluations (a steady evaluation writes no status to see it by).
+async fn evaluated_twice_more(operator: &Operator, ns: &str, name: &str) {
+    let since = operator.evaluations(ns, name).await;
+    operator.evaluated(ns, name, since, 2).await;
 }
 
 /// The value of a counter sample `name{outcome="<outcome>"}` on the operator's /metrics (0
@@ -113,7 +100,12 @@ async fn counter(operator: &Operator, name: &str, outcome: &str) -> f64 {
 /// The whole story once the guard is in place: the rule fires → exactly one automatic
 /// rollback after the trigger's `for`, recording the alert; the alert resolves → the trigger
 /// stops breaching and, after two more evaluations, there is still one request.
-async fn fires_once_and_resolves(cluster: &Cluster, ns: &str, alerting: &Alerting) {
+async fn fires_once_and_resolves(
+    cluster: &Cluster,
+    operator: &Operator,
+    ns: &str,
+    alerting: &Alerting,
+) {
     let requests: Api<rollguard::api::RollbackRequest> =
         Api::namespaced(cluster.client.clone(), ns);
     wait_until(
@@ -180,7 +172,7 @@ async fn fires_once_and_resolves(cluster: &Cluster, ns: &str, alerting: &Alertin
         },
     )
     .await;
-    evaluated_twice_more(cluster, ns, "g").await;
+    evaluated_twice_more(operator, ns, "g").await;
     let all = requests.list(&ListParams::default()).await.unwrap().items;
     assert_eq!(
         all.len(),
@@ -204,7 +196,7 @@ async fn a_pushed_alert_rolls_back_once_and_its_resolution_does_not_roll_back_ag
         return;
     };
     cluster.apply(&alert_guard(&ns, None));
-    fires_once_and_resolves(&cluster, &ns, &alerting).await;
+    fires_once_and_resolves(&cluster, &operator, &ns, &alerting).await;
     assert!(
         counter(
             &operator,
@@ -238,7 +230,7 @@ async fn a_pulled_alert_rolls_back_once_and_its_resolution_does_not_roll_back_ag
         return;
     };
     cluster.apply(&alert_guard(&ns, Some(&alerting.alertmanager_url)));
-    fires_once_and_resolves(&cluster, &ns, &alerting).await;
+    fires_once_and_resolves(&cluster, &operator, &ns, &alerting).await;
     assert!(counter(&operator, "rollguard_alertmanager_reads_total", "success").await >= 2.0);
 }
 
@@ -361,7 +353,7 @@ spec:
     let no_namespace = serde_json::json!({"alertname": ALERT, "service": "shop"});
     assert_eq!(deliver(url, payload("4", no_namespace)).await, 200);
 
-    evaluated_twice_more(&cluster, &ns, "g").await;
+    evaluated_twice_more(&operator, &ns, "g").await;
     let trigger = guard(&cluster, &ns, "g").await.status.unwrap().triggers[0].clone();
     assert!(
         !trigger.breaching && trigger.value == Some(0.0),
@@ -421,7 +413,7 @@ async fn an_unreachable_alertmanager_degrades_the_guard_and_fires_nothing() {
     };
     cluster.install_crds().await;
     let ns = cluster.namespace("alerts-unreachable").await;
-    let _operator = cluster.start_operator(&ns, &[]);
+    let operator = cluster.start_operator(&ns, &[]);
     let closed = format!("http://127.0.0.1:{}", free_port());
     cluster.apply(&alert_guard(&ns, Some(&closed)));
     let message = wait_until(Duration::from_secs(30), "the guard Degraded", || async {
@@ -438,7 +430,7 @@ async fn an_unreachable_alertmanager_degrades_the_guard_and_fires_nothing() {
         message.contains(&format!("Alertmanager at {closed}/")),
         "{message}"
     );
-    evaluated_twice_more(&cluster, &ns, "g").await;
+    evaluated_twice_more(&operator, &ns, "g").await;
     let requests: Api<rollguard::api::RollbackRequest> =
         Api::namespaced(cluster.client.clone(), &ns);
     assert!(
@@ -624,7 +616,7 @@ async fn a_standby_answers_503_and_only_the_leader_takes_alerts() {
         .await,
         1.0
     );
-    evaluated_twice_more(&cluster, &ns, "g").await;
+    evaluated_twice_more(&leader, &ns, "g").await;
     let trigger = guard(&cluster, &ns, "g").await.status.unwrap().triggers[0].clone();
     assert!(!trigger.breaching, "{trigger:?}");
 
