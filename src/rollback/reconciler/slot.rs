@@ -206,11 +206,9 @@ impl Run {
         {
             Ok(updated) => {
                 self.guard = Some(updated);
-                // The slot changed: the guard's evaluation decides its phase and conditions now.
-                let _ = self
-                    .ctx
-                    .guard_changed
-                    .send(ObjectRef::new(&guard_name).within(&self.namespace));
+                // The slot changed: the guard's evaluation decides its phase and conditions
+                // once this run has recorded its next step (or ends).
+                self.wake_guard = true;
                 Ok(true)
             }
             Err(e) if is_conflict(&e) => {
