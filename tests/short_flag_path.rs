@@ -253,4 +253,115 @@ spec:
             ]
         );
     }
+
+    /// The operator's API calls made while reconciling `request`, in order, as "METHOD
+    /// path" (query strings dropped), read from its kube-client debug log, whose lines carry
+    /// the controller's `reconciling object` span.
+    fn calls_of(log: &str, ns: &str, request: &str) -> Vec<String> {
+        let span = format!("object.ref=RollbackRequest.v1alpha1.rollguard.dev/{request}.{ns} ");
+        log.lines()
+            .map(strip_ansi)
+            .filter(|l| l.contains(&span) && l.ends_with("requesting"))
+            .filter_map(|l| {
+                let method = l.split("http.method=").nth(1)?.split(' ').next()?;
+                let url = l.split("http.url=").nth(1)?.split(' ').next()?;
+                let path = url
+                    .split("://")
+                    .nth(1)?
+                    .split_once('/')?
+                    .1
+                    .split('?')
+                    .next()?;
+                Some(format!("{method} /{path}"))
+            })
+            .collect()
+    }
+
+    fn strip_ansi(line: &str) -> String {
+        let mut out = String::with_capacity(line.len());
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                for c in chars.by_ref() {
+                    if c == 'm' {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// Before its flags write, a new request without drain hooks makes two API calls: the
+    /// claim of the guard's slot (serialisation) and the snapshot Secret (no flag changes
+    /// before the snapshot exists). It reads nothing: the request, the guard and the flags
+    /// ConfigMap come from the operator's watches. Immediate and graceful alike.
+    #[tokio::test]
+    async fn a_rollback_without_hooks_writes_the_flags_after_two_api_calls() {
+        let Some(cluster) = cluster("short path calls").await else {
+            return;
+        };
+        let ns = setup(&cluster, "short-calls").await;
+        // A guard and a ConfigMap of its own for the graceful request, so that neither
+        // request finds the other's traces in a cache.
+        cluster.apply(&format!(
+            r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: ff2, namespace: {ns}, labels: {{rollguard.dev/flags: "true"}}}}
+data: {{a: "true", b: "true"}}
+---
+apiVersion: rollguard.dev/v1alpha1
+kind: RolloutGuard
+metadata: {{name: g2, namespace: {ns}}}
+spec:
+  flags: {{configMapRef: {{name: ff2}}, guarded: [a, b]}}
+"#
+        ));
+        let requests: Api<RollbackRequest> = Api::namespaced(cluster.client.clone(), &ns);
+        let operator = cluster.start_operator(
+            &ns,
+            &[("RUST_LOG", "warn,kube_runtime=info,kube_client=debug")],
+        );
+        // The operator's caches hold the guard and the ConfigMap once it is ready.
+        wait_until(Duration::from_secs(30), "the operator to be ready", || {
+            let url = format!("{}/readyz", operator.metrics_url);
+            async move {
+                let ok = reqwest::get(&url).await.ok()?.status().is_success();
+                ok.then_some(())
+            }
+        })
+        .await;
+        for (mode, guard, cm) in [("immediate", "g", "ff"), ("graceful", "g2", "ff2")] {
+            let name = format!("calls-{mode}");
+            cluster.apply(&format!(
+                "apiVersion: rollguard.dev/v1alpha1\nkind: RollbackRequest\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{guardRef: {{name: {guard}}}, requestedBy: ops, mode: {mode}}}\n"
+            ));
+            let done = finished(&requests, &name).await;
+            assert_eq!(
+                done.status.as_ref().and_then(|s| s.phase),
+                Some(RequestPhase::Succeeded),
+                "{mode}"
+            );
+            let calls = calls_of(&operator.log_text(), &ns, &name);
+            let write = format!("PATCH /api/v1/namespaces/{ns}/configmaps/{cm}");
+            let until = calls
+                .iter()
+                .position(|c| *c == write)
+                .unwrap_or_else(|| panic!("{mode}: no flags write among {calls:#?}"));
+            assert_eq!(
+                calls[..=until],
+                [
+                    format!(
+                        "PATCH /apis/rollguard.dev/v1alpha1/namespaces/{ns}/rolloutguards/g/status"
+                    ),
+                    format!("POST /api/v1/namespaces/{ns}/secrets"),
+                    write.clone(),
+                ],
+                "{mode}: every call of the reconcile: {calls:#?}"
+            );
+        }
+    }
 }

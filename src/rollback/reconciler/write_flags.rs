@@ -51,10 +51,13 @@ impl Run {
         };
         self.snapshot_for_write().await?;
         let (plan_changes, conflicts, written, cm) = loop {
-            let cm = match self.flags_seen.take() {
-                Some(cm) => cm,
+            // The snapshot step's copy (from the watch, possibly behind) is good for a write,
+            // whose precondition proves it current; a decision not to write is taken on the
+            // ConfigMap as the API server has it.
+            let (cm, read_now) = match self.flags_seen.take() {
+                Some(cm) => (cm, false),
                 None => match self.get_flags().await? {
-                    Ok(cm) => cm,
+                    Ok(cm) => (cm, true),
                     Err((reason, message)) => return self.fail(reason, message).await,
                 },
             };
@@ -87,8 +90,9 @@ impl Run {
             // An emergency that took the slot from another request writes even when every
             // flag is already off (the annotation alone): a superseded restore about to
             // write then meets a conflict, looks at the slot again and stops.
-            if plan.is_empty() && !self.took_over() {
-                break (plan.changes, plan.conflicts, false, cm);
+            let writes = !plan.is_empty() || self.took_over();
+            if !writes && !read_now {
+                continue;
             }
             // No flag changes before the snapshot of the state this write is based on
             // exists: the write's precondition is the resourceVersion the snapshot holds.
@@ -97,6 +101,9 @@ impl Run {
                 && let Err((reason, message)) = self.retake_snapshot(&cm).await?
             {
                 return self.fail(reason, message).await;
+            }
+            if !writes {
+                break (plan.changes, plan.conflicts, false, cm);
             }
             // What this write changes is not recorded before it: after a restart, the stamp
             // below says it was made, and the snapshot holds the state it was made on.
