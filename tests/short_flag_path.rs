@@ -355,7 +355,7 @@ spec:
                 calls[..=until],
                 [
                     format!(
-                        "PATCH /apis/rollguard.dev/v1alpha1/namespaces/{ns}/rolloutguards/g/status"
+                        "PATCH /apis/rollguard.dev/v1alpha1/namespaces/{ns}/rolloutguards/{guard}/status"
                     ),
                     format!("POST /api/v1/namespaces/{ns}/secrets"),
                     write.clone(),
