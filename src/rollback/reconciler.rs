@@ -113,6 +113,7 @@ pub async fn reconcile(request: Arc<RollbackRequest>, ctx: Arc<Context>) -> Resu
         after_save: Vec::new(),
         flags_seen: None,
         snapshot: None,
+        snapshot_early: false,
         wake_guard: false,
     };
     // A new request starts from the cached guard: the only step it can take on it is the
@@ -188,6 +189,8 @@ struct Run {
     flags_seen: Option<ConfigMap>,
     /// This request's snapshot Secret, as created or found.
     snapshot: Option<Secret>,
+    /// `snapshot` was created beside the claim, and the snapshot step has not recorded it.
+    snapshot_early: bool,
     /// This run changed the guard's rollback slot: the guard controller is told after the
     /// next status write (or as the run ends), not in front of the flags write.
     wake_guard: bool,

@@ -143,8 +143,66 @@ impl Run {
         self.event_after_save(EventType::Normal, "SnapshotTaken", message);
     }
 
+    /// A rollback whose snapshot needs no read (no `snapshot.include`; the watched flags
+    /// ConfigMap passes its checks): the Secret to create beside the claim, and that copy.
+    pub(super) fn early_snapshot(&self) -> Option<(Secret, ConfigMap)> {
+        let spec = &self.request.spec;
+        let guard = self.guard.as_ref()?;
+        if spec.action != RequestAction::Rollback
+            || spec.dry_run
+            || self.snapshot.is_some()
+            || !guard.spec.rollback.snapshot.include.is_empty()
+        {
+            return None;
+        }
+        let cm = self
+            .ctx
+            .flags
+            .get(&self.namespace, &self.flags_config_map())?;
+        crate::trust::writable_flags(&cm, "spec.flags.configMapRef.name").ok()?;
+        self.plan_rollback(&cm).ok()?;
+        Some((self.build_snapshot(&cm, &[]), cm))
+    }
+
+    /// The Secret created beside the claim is the snapshot step's.
+    pub(super) fn keep_early_snapshot(&mut self, secret: Secret, cm: ConfigMap) {
+        self.snapshot = Some(secret);
+        self.flags_seen = Some(cm);
+        self.snapshot_early = true;
+    }
+
+    /// The claim was lost (the guard changed): the Secret created beside it goes, so a
+    /// request that never runs leaves none behind. Best effort: a request that runs later
+    /// finds one left by a crash here as its own (AlreadyExists) and checks what it holds.
+    pub(super) async fn discard_early_snapshot(&mut self) {
+        if !std::mem::take(&mut self.snapshot_early) {
+            return;
+        }
+        self.flags_seen = None;
+        let Some(secret) = self.snapshot.take() else {
+            return;
+        };
+        let params = kube::api::DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: secret.uid(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        if let Err(e) = self.secrets.delete(&secret.name_any(), &params).await {
+            tracing::warn!(snapshot = %secret.name_any(), error = %e, "could not delete a snapshot taken beside a lost claim");
+        }
+    }
+
     pub(super) async fn snapshot(&mut self) -> Result<Flow, Error> {
         self.accept();
+        if std::mem::take(&mut self.snapshot_early)
+            && let (Some(secret), Some(cm)) = (self.snapshot.clone(), self.flags_seen.clone())
+        {
+            crate::fault::point("snapshot-created", &self.name()).await;
+            self.snapshot_recorded(&cm, secret, 0);
+            return Ok(Flow::Next);
+        }
         // Judge the input before anything is written.
         let cm = match self.flags_for_snapshot().await? {
             Ok(cm) => cm,
@@ -170,12 +228,17 @@ impl Run {
             Err((reason, message)) => return self.fail(reason, message).await,
         };
         crate::fault::point("snapshot-created", &self.name()).await;
+        self.snapshot_recorded(&cm, secret, included.len());
+        Ok(Flow::Next)
+    }
 
+    /// The snapshot step done: recorded in (unsaved) status, the Secret and the ConfigMap
+    /// copy kept for the flags write.
+    fn snapshot_recorded(&mut self, cm: &ConfigMap, secret: Secret, included: usize) {
         let message = format!(
-            "ConfigMap {:?} (resourceVersion {}) and {} more object(s) saved in Secret {:?}",
+            "ConfigMap {:?} (resourceVersion {}) and {included} more object(s) saved in Secret {:?}",
             cm.name_any(),
             snapshot::captured_version(&secret).unwrap_or_default(),
-            included.len(),
             secret.name_any()
         );
         self.snapshot_taken(&secret, "SnapshotTaken", message);
@@ -190,8 +253,7 @@ impl Run {
         // Recorded in status with the next step (a hook call's record, or the flags
         // write's); until then the Secret itself is the record.
         self.snapshot = Some(secret);
-        self.flags_seen = Some(cm);
-        Ok(Flow::Next)
+        self.flags_seen = Some(cm.clone());
     }
 
     /// This request's snapshot Secret: as this run took it, else as the API server has it
