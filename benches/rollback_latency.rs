@@ -147,6 +147,8 @@ async fn main() {
         vec![("immediate", Vec::new()), ("graceful", Vec::new())];
     let mut direct = Vec::new();
     let mut notified = Vec::new();
+    // The creation call alone (part of every request's figure).
+    let mut creates = Vec::new();
     for i in 0..=iterations {
         for (mode, samples) in through_operator.iter_mut() {
             set("true").await;
@@ -171,9 +173,11 @@ async fn main() {
                 .create(&PostParams::default(), &request)
                 .await
                 .unwrap();
+            let created = Instant::now();
             let at = seen(&mut rx, "false").await;
             if i > 0 {
                 samples.push(at.duration_since(start).as_secs_f64() * 1000.0);
+                creates.push(created.duration_since(start).as_secs_f64() * 1000.0);
             }
             // Let the request finish and free the guard's slot, so the next one does not
             // queue behind it.
@@ -221,6 +225,7 @@ async fn main() {
     }
     println!("rollback latency, {iterations} samples each, seen by an independent watch:");
     let (d50, d99) = summary("direct ConfigMap patch -> change seen", direct);
+    summary("RollbackRequest create call (answered)", creates);
     for (mode, samples) in through_operator {
         let (op50, op99) = summary(
             &format!("{mode}: RollbackRequest created -> flags changed"),
