@@ -216,10 +216,13 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
     let (store, writer) = reflector::store();
     let indexed = crate::requests::Requests::new(store.clone());
     let index = indexed.clone();
+    let arrivals = crate::rollback::ready::Arrivals::default();
+    let arrived = arrivals.clone();
     let request_events = watcher(requests, watcher::Config::default())
         .default_backoff()
         .map_ok(move |event| {
             index.apply(&event);
+            arrived.apply(&event);
             event
         })
         .reflect(writer)
@@ -241,6 +244,8 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
         metrics.clone(),
     );
     let (guard_changed, mut guards_to_evaluate) = tokio::sync::mpsc::unbounded_channel();
+    // The guards' cache, filled by the guard controller's watch below.
+    let (reader, guard_writer) = reflector::store();
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter.clone()),
@@ -252,6 +257,9 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
         outbox: outbox.clone(),
         guard_changed: guard_changed.clone(),
         effective_since: Default::default(),
+        guards: reader.clone(),
+        flags: crate::rollback::ready::FlagsCache::start(api(&client, &scope)),
+        arrivals,
     });
     tracing::info!(
         namespace = scope.as_deref().unwrap_or("<all>"),
@@ -306,14 +314,13 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
         fairness: shared.fairness.clone(),
         opted_in,
     });
-    let (reader, writer) = reflector::store();
     // A pushed alert wakes the guards it reached, as a freed rollback slot does.
     if let Some(intake) = &shared.intake {
         intake.serve_scope(reader.clone(), guard_changed);
     }
     let guard_changes = watcher(guards, watcher::Config::default())
         .default_backoff()
-        .reflect(writer)
+        .reflect(guard_writer)
         .applied_objects()
         .predicate_filter(wake::generation_and_slot, Default::default());
     // A change to a guard's flags ConfigMap (e.g. a flag turned back on after a

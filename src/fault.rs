@@ -26,7 +26,7 @@ pub async fn point(_name: &str, _request: &str) {}
 /// Test-only: at `name`, when `ROLLGUARD_FAULT_PAUSE=<name>` (and `ROLLGUARD_FAULT_REQUEST`
 /// matches), announce `FAULT-PAUSE <name> <request>` and wait `ROLLGUARD_FAULT_PAUSE_MS`
 /// (default 3000) before going on: a window in which a test makes another request race this
-/// one. Points: `before-flags-write` (the plan is recorded, the ConfigMap not yet written).
+/// one. Points: `before-flags-write` (the snapshot exists, the ConfigMap is not yet written).
 #[cfg(feature = "fault-injection")]
 pub async fn pause(name: &str, request: &str) {
     let armed = std::env::var("ROLLGUARD_FAULT_PAUSE").is_ok_and(|p| p == name)

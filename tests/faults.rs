@@ -138,6 +138,11 @@ const REGRESSIONS: &[(&str, u64, &str)] = &[
         400215581,
         "etcd compacted (410 Gone) as a restore starts: the guard's lastRollback is lost (differs 3 times in 5)",
     ),
+    (
+        "compaction",
+        94559886,
+        "etcd compacted (410 Gone) as a rollback claims the guard: the restore after it judged its flags on a ConfigMap cache still behind the rollback's write, found nothing to restore and wrote nothing",
+    ),
 ];
 
 // ---- scripts -----------------------------------------------------------------------------

@@ -324,7 +324,11 @@ async fn kstatus_and_argo_cd_read_every_phase_of_live_objects() {
         &ns_write,
         "RolloutGuard",
         "g-write",
-        &format!("{base}{quiet}"),
+        // A drain hook: its recorded outcome carries DisablingFlags, the phase the request
+        // is held in. (Without hooks the first status write comes after the flags write.)
+        &format!(
+            "{base}{quiet}  rollback: {{hooks: {{preRollback: [{{url: \"{unhealthy}\"}}]}}}}\n"
+        ),
     );
 
     guard_phase(&guards, "invalid", GuardPhase::Monitoring).await;
@@ -368,11 +372,7 @@ async fn kstatus_and_argo_cd_read_every_phase_of_live_objects() {
         "failed",
         "  guardRef: {name: no-such-guard}\n  mode: immediate",
     );
-    request(
-        &ns_write,
-        "disabling",
-        "  guardRef: {name: g-write}\n  mode: immediate",
-    );
+    request(&ns_write, "disabling", "  guardRef: {name: g-write}");
     wait_until(
         Duration::from_secs(30),
         "the snapshot of request snapshotting",
@@ -452,8 +452,8 @@ async fn kstatus_and_argo_cd_read_every_phase_of_live_objects() {
         (&ns, "rolloutguard", "monitoring", "InProgress"),
         (&ns_none, "rolloutguard", "unobserved", "InProgress"),
         (&ns, "rollbackrequest", "pending", "InProgress"),
-        // Held in its snapshot step: the operator records Snapshotting together with the
-        // snapshot, so the API still has the status the CRD defaults (observedGeneration 0).
+        // Held in its snapshot step: the operator records the snapshot with the step after
+        // it, so the API still has the status the CRD defaults (observedGeneration 0).
         (&ns, "rollbackrequest", "snapshotting", "InProgress"),
         (&ns, "rollbackrequest", "draining", "InProgress"),
         (&ns_write, "rollbackrequest", "disabling", "InProgress"),

@@ -3,6 +3,7 @@
 
 pub mod history;
 pub mod hooks;
+pub mod ready;
 pub mod reconciler;
 pub mod snapshot;
 pub mod step;

@@ -34,6 +34,7 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod capture;
 mod drain;
 mod finish;
 mod notifications;
@@ -63,6 +64,12 @@ pub struct Context {
     /// Requests (by uid) whose propagation query has said "none" since then, not yet
     /// confirmed (see `propagation::settle`). Lost with the process: a restart measures again.
     pub effective_since: std::sync::Mutex<std::collections::HashMap<String, jiff::Timestamp>>,
+    /// The guards as the guard controller's watch has them.
+    pub guards: kube::runtime::reflector::Store<RolloutGuard>,
+    /// The flags ConfigMaps, kept ready for a snapshot.
+    pub flags: super::ready::FlagsCache,
+    /// Requests created while this process watched, not reconciled yet.
+    pub arrivals: super::ready::Arrivals,
 }
 
 /// How a step left the request.
@@ -83,10 +90,19 @@ pub async fn reconcile(request: Arc<RollbackRequest>, ctx: Arc<Context>) -> Resu
     // The watch may not have delivered this reconciler's own last write yet: deciding on
     // that older view re-plans steps already done (a Succeeded request ends Superseded by
     // itself, a hook is called twice). Decide on the request as the API server has it; every
-    // status write then carries its resourceVersion.
-    let Some(request) = requests.get_opt(&request.name_any()).await? else {
-        return Ok(Action::await_change());
+    // status write then carries its resourceVersion. A request created while this process
+    // watched, at its first reconcile, is the exception: nothing has written it, so the
+    // watched copy is the request (ready::Arrivals).
+    let new = ctx.arrivals.take(&request);
+    let request = if new {
+        (*request).clone()
+    } else {
+        match requests.get_opt(&request.name_any()).await? {
+            Some(request) => request,
+            None => return Ok(Action::await_change()),
+        }
     };
+    let guard_name = request.spec.guard_ref.name.clone();
     let mut run = Run {
         requests,
         guards: Api::namespaced(ctx.client.clone(), &namespace),
@@ -98,9 +114,26 @@ pub async fn reconcile(request: Arc<RollbackRequest>, ctx: Arc<Context>) -> Resu
         guard: None,
         ctx: ctx.clone(),
         events: tokio::task::JoinSet::new(),
+        after_save: Vec::new(),
         flags_seen: None,
+        snapshot: None,
+        snapshot_early: false,
+        wake_guard: false,
     };
-    run.guard = run.guards.get_opt(&run.request.spec.guard_ref.name).await?;
+    // A new request starts from the cached guard: the only step it can take on it is the
+    // claim, whose resourceVersion precondition proves the cache current (a conflict reads
+    // the guard afresh). Any other decision is taken again on the guard as it is now.
+    let mut guard_cached = false;
+    if new {
+        let cached = ctx
+            .guards
+            .get(&ObjectRef::new(&guard_name).within(&run.namespace));
+        guard_cached = cached.is_some();
+        run.guard = cached.map(|g| (*g).clone());
+    }
+    if !guard_cached {
+        run.guard = run.guards.get_opt(&guard_name).await?;
+    }
     run.settle_notifications().await?;
     run.take_triggered_by();
     // After a restart: what was recorded as Sending goes out (again) now.
@@ -110,12 +143,16 @@ pub async fn reconcile(request: Arc<RollbackRequest>, ctx: Arc<Context>) -> Resu
         let observed = run.observe();
         let step = step::next_step(&run.request.spec, &run.status, &observed);
         tracing::debug!(request = %run.request.name_any(), ?step, "next step");
+        if std::mem::take(&mut guard_cached) && !matches!(step, Step::Claim { .. }) {
+            run.guard = run.guards.get_opt(&guard_name).await?;
+            continue;
+        }
         // Drain hooks take time, and an emergency may take the slot meanwhile: look again.
         let after_hook =
             matches!(step, Step::CallHook { .. }) && !step::is_emergency(&run.request.spec);
         let flow = run.execute(step).await;
         if after_hook && matches!(flow, Ok(Flow::Next)) {
-            run.guard = run.guards.get_opt(&run.request.spec.guard_ref.name).await?;
+            run.guard = run.guards.get_opt(&guard_name).await?;
         }
         if !matches!(flow, Ok(Flow::Next)) {
             run.flush_events().await;
@@ -150,8 +187,23 @@ struct Run {
     secrets: Api<Secret>,
     /// Events being published.
     events: tokio::task::JoinSet<()>,
+    /// Events of steps not yet recorded in status: published once they are.
+    after_save: Vec<(EventType, String, String)>,
     /// The flags ConfigMap as the snapshot step read it: the first write attempt uses it.
     flags_seen: Option<ConfigMap>,
+    /// This request's snapshot Secret, as created or found.
+    snapshot: Option<Secret>,
+    /// `snapshot` was created beside the claim, and the snapshot step has not recorded it.
+    snapshot_early: bool,
+    /// This run changed the guard's rollback slot: the guard controller is told after the
+    /// next status write (or as the run ends), not in front of the flags write.
+    wake_guard: bool,
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        self.wake_guard();
+    }
 }
 
 /// The API server's answer when it refused a write for good: forbidden, invalid, not
@@ -307,7 +359,25 @@ impl Run {
             .await?;
         // Notifications recorded as Sending go out once the record exists.
         self.send_notifications();
+        for (type_, reason, note) in std::mem::take(&mut self.after_save) {
+            self.event(type_, &reason, note);
+        }
+        self.wake_guard();
         Ok(())
+    }
+
+    /// An Event of a step that is recorded with the next status write.
+    fn event_after_save(&mut self, type_: EventType, reason: &str, note: String) {
+        self.after_save.push((type_, reason.to_string(), note));
+    }
+
+    /// Tells the guard controller that this run changed the guard's slot.
+    fn wake_guard(&mut self) {
+        if std::mem::take(&mut self.wake_guard)
+            && let Some(guard) = &self.guard
+        {
+            let _ = self.ctx.guard_changed.send(ObjectRef::from_obj(guard));
+        }
     }
 
     /// Publishes an Event without holding up the rollback; [`Run::flush_events`] waits

@@ -106,6 +106,37 @@ pub fn build(input: &SnapshotInput<'_>) -> Secret {
     }
 }
 
+/// `taken` with its flags ConfigMap captured again from `flags` and every other object as
+/// it was captured: the Secret to create in its place (same name, labels, annotations).
+pub fn recapture(taken: &Secret, flags: &ConfigMap) -> Secret {
+    let mut data = taken.data.clone().unwrap_or_default();
+    data.insert(
+        FLAGS_KEY.to_string(),
+        ByteString(serde_json::to_vec_pretty(&capture_configmap(flags)).expect("JSON serialises")),
+    );
+    Secret {
+        metadata: ObjectMeta {
+            name: taken.metadata.name.clone(),
+            namespace: taken.metadata.namespace.clone(),
+            labels: taken.metadata.labels.clone(),
+            annotations: taken.metadata.annotations.clone(),
+            ..Default::default()
+        },
+        type_: taken.type_.clone(),
+        data: Some(data),
+        immutable: Some(true),
+        ..Default::default()
+    }
+}
+
+/// The resourceVersion of the flags ConfigMap a snapshot holds: the state a flags write
+/// based on this snapshot must find (its precondition).
+pub fn captured_version(secret: &Secret) -> Option<String> {
+    let raw = secret.data.as_ref()?.get(FLAGS_KEY)?;
+    let captured: serde_json::Value = serde_json::from_slice(&raw.0).ok()?;
+    captured.get("resourceVersion")?.as_str().map(String::from)
+}
+
 /// The flags ConfigMap's data as a snapshot holds it.
 pub fn flags_data(secret: &Secret) -> Option<BTreeMap<String, String>> {
     let raw = secret.data.as_ref()?.get(FLAGS_KEY)?;
@@ -181,6 +212,54 @@ mod tests {
             (Some("u-1"), Some("42"))
         );
         assert_eq!(flags_data(&secret), cm.data);
+        assert_eq!(captured_version(&secret).as_deref(), Some("42"));
+    }
+
+    /// Taken again: the flags as they are now, every other object as first captured, the
+    /// same name, labels and annotations, nothing of the old object's identity.
+    #[test]
+    fn a_snapshot_taken_again_holds_the_new_flags_and_the_old_includes() {
+        let cm = |version: &str, a: &str| -> ConfigMap {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "ff", "uid": "u-1", "resourceVersion": version},
+                "data": {"a": a}
+            }))
+            .unwrap()
+        };
+        let extra: ConfigMap = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "extra", "resourceVersion": "7"}, "data": {"k": "v"}
+        }))
+        .unwrap();
+        let mut first = build(&SnapshotInput {
+            namespace: "shop",
+            guard: "g",
+            request: "r",
+            action: "rollback",
+            flags: &cm("42", "true"),
+            included: &[Included::ConfigMap(extra)],
+        });
+        first.metadata.uid = Some("secret-uid".into());
+        first.metadata.resource_version = Some("43".into());
+        let again = recapture(&first, &cm("44", "yes"));
+        assert_eq!(again.metadata.name, first.metadata.name);
+        assert_eq!(again.metadata.labels, first.metadata.labels);
+        assert_eq!(again.metadata.annotations, first.metadata.annotations);
+        assert_eq!(
+            (
+                again.metadata.uid.as_ref(),
+                again.metadata.resource_version.as_ref()
+            ),
+            (None, None)
+        );
+        assert_eq!(again.immutable, Some(true));
+        assert_eq!(captured_version(&again).as_deref(), Some("44"));
+        assert_eq!(flags_data(&again).unwrap()["a"], "yes");
+        let data = again.data.as_ref().unwrap();
+        assert_eq!(
+            data["configmap-extra.json"],
+            first.data.as_ref().unwrap()["configmap-extra.json"]
+        );
+        assert_eq!(data.len(), 2);
     }
 
     #[test]

@@ -93,6 +93,12 @@ impl Run {
         record.outcome = outcome;
         record.message = message.clone();
         self.record(&format!("{stage:?}Hook"), message.clone());
+        // After the last drain hook the flags are written next: the phase says so.
+        if stage == HookStage::PreRollback
+            && index + 1 == self.guard().spec.rollback.hooks.pre_rollback.len()
+        {
+            self.status.phase = Some(RequestPhase::DisablingFlags);
+        }
         self.save().await?;
         if result.is_err() {
             self.event(

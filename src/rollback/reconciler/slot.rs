@@ -81,7 +81,24 @@ impl Run {
         // A dry run holds the slot for a moment too, so nothing runs beside it. The guard's
         // phase and conditions follow from the slot in the guard's own evaluation.
         let status = json!({ "activeRollback": self.name() });
-        if !self.patch_guard_status(status).await? {
+        // A rollback's snapshot is created beside the claim (capture.rs): the flags write
+        // waits for both, one round trip sooner.
+        let early = self.early_snapshot();
+        let secrets = self.secrets.clone();
+        let creating = async move {
+            match early {
+                Some((secret, cm)) => {
+                    Some((secrets.create(&PostParams::default(), &secret).await, cm))
+                }
+                None => None,
+            }
+        };
+        let (claimed, created) = tokio::join!(self.patch_guard_status(status), creating);
+        if let Some((Ok(secret), cm)) = created {
+            self.keep_early_snapshot(secret, cm);
+        }
+        if !claimed? {
+            self.discard_early_snapshot().await;
             return Ok(Flow::Next);
         }
         // Recorded together with the first step's status write, one round trip fewer on
@@ -206,11 +223,9 @@ impl Run {
         {
             Ok(updated) => {
                 self.guard = Some(updated);
-                // The slot changed: the guard's evaluation decides its phase and conditions now.
-                let _ = self
-                    .ctx
-                    .guard_changed
-                    .send(ObjectRef::new(&guard_name).within(&self.namespace));
+                // The slot changed: the guard's evaluation decides its phase and conditions
+                // once this run has recorded its next step (or ends).
+                self.wake_guard = true;
                 Ok(true)
             }
             Err(e) if is_conflict(&e) => {

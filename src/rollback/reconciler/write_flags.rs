@@ -1,5 +1,7 @@
-//! Step 4, *Disable flags* (or restore them): the planned change recorded first, then one
-//! write with the ConfigMap's resourceVersion as precondition, retried on conflict; dry runs.
+//! Step 4, *Disable flags* (or restore them): one write with the resourceVersion of the
+//! state the snapshot holds as precondition, stamped with the request's uid (the write's
+//! record until the status write after it), retried on conflict after taking the snapshot
+//! again; dry runs.
 
 use super::*;
 
@@ -47,20 +49,23 @@ impl Run {
             RequestAction::Restore => Some(self.restore_source().await?),
             RequestAction::Rollback => None,
         };
+        self.snapshot_for_write().await?;
         let (plan_changes, conflicts, written, cm) = loop {
-            let cm = match self.flags_seen.take() {
-                Some(cm) => cm,
+            // The snapshot step's copy (from the watch, possibly behind) is good for a write,
+            // whose precondition proves it current; a decision not to write is taken on the
+            // ConfigMap as the API server has it.
+            let (cm, read_now) = match self.flags_seen.take() {
+                Some(cm) => (cm, false),
                 None => match self.get_flags().await? {
-                    Ok(cm) => cm,
+                    Ok(cm) => (cm, true),
                     Err((reason, message)) => return self.fail(reason, message).await,
                 },
             };
-            let writing = conditions::status_of(&self.status.conditions, condition::FLAGS_DISABLED)
-                == Some(UNKNOWN);
-            if writing && cm.annotations().get(LAST_CHANGE_ANNOTATION) == Some(&uid) {
-                // Written before a restart: record it, do not write again.
-                let changes = self.status.flags_changed.clone().unwrap_or_default();
-                break (changes, self.status.conflicts.clone(), true, cm);
+            if cm.annotations().get(LAST_CHANGE_ANNOTATION) == Some(&uid) {
+                // Written before a restart (or a write whose answer was lost): record it, do
+                // not write again.
+                let (changes, conflicts) = self.written_before(&cm, source.as_ref());
+                break (changes, conflicts, true, cm);
             }
             // A restore asks whether it still holds the guard after reading the ConfigMap: an
             // emergency that took the guard since would be undone by this write. On a retry it
@@ -85,27 +90,23 @@ impl Run {
             // An emergency that took the slot from another request writes even when every
             // flag is already off (the annotation alone): a superseded restore about to
             // write then meets a conflict, looks at the slot again and stops.
-            if plan.is_empty() && !self.took_over() {
+            let writes = !plan.is_empty() || self.took_over();
+            if !writes && !read_now {
+                continue;
+            }
+            // No flag changes before the snapshot of the state this write is based on
+            // exists: the write's precondition is the resourceVersion the snapshot holds.
+            let snapshotted = self.snapshot.as_ref().and_then(snapshot::captured_version);
+            if (snapshotted.is_none() || snapshotted != cm.resource_version())
+                && let Err((reason, message)) = self.retake_snapshot(&cm).await?
+            {
+                return self.fail(reason, message).await;
+            }
+            if !writes {
                 break (plan.changes, plan.conflicts, false, cm);
             }
-            // The plan is recorded before the write, so a restart after the write still
-            // knows what changed. A retry after a conflict whose plan is the one recorded
-            // (a writer changed other keys) writes at once: a status write in between would
-            // only widen the window in which a busy writer wins again.
-            let recorded = writing
-                && self.status.flags_changed.as_ref() == Some(&plan.changes)
-                && self.status.conflicts == plan.conflicts;
-            if !recorded {
-                self.status.flags_changed = Some(plan.changes.clone());
-                self.status.conflicts = plan.conflicts.clone();
-                self.set_condition(
-                    condition::FLAGS_DISABLED,
-                    UNKNOWN,
-                    "Writing",
-                    format!("writing {} flag(s)", plan.changes.len()),
-                );
-                self.save().await?;
-            }
+            // What this write changes is not recorded before it: after a restart, the stamp
+            // below says it was made, and the snapshot holds the state it was made on.
             crate::fault::pause("before-flags-write", &name).await;
             let patch = json!({
                 "metadata": {
@@ -241,6 +242,35 @@ impl Run {
             }
         }
         Ok(Flow::Next)
+    }
+
+    /// What a write made before a restart changed: the plan on the state its snapshot
+    /// holds (the write's precondition was that state). A request resumed from an earlier
+    /// version recorded its plan before writing (`FlagsDisabled=Unknown`): that record.
+    fn written_before(
+        &self,
+        cm: &ConfigMap,
+        source: Option<&Result<(Secret, Vec<FlagChange>), String>>,
+    ) -> (Vec<FlagChange>, Vec<crate::api::request::FlagConflict>) {
+        let recorded = conditions::status_of(&self.status.conditions, condition::FLAGS_DISABLED)
+            == Some(UNKNOWN);
+        let before = self
+            .snapshot
+            .as_ref()
+            .and_then(snapshot::flags_data)
+            .filter(|_| !recorded);
+        let Some(data) = before else {
+            return (
+                self.status.flags_changed.clone().unwrap_or_default(),
+                self.status.conflicts.clone(),
+            );
+        };
+        let mut snapshotted = cm.clone();
+        snapshotted.data = Some(data);
+        match self.plan_from(&snapshotted, source) {
+            Ok(plan) => (plan.changes, plan.conflicts),
+            Err(_) => (Vec::new(), Vec::new()),
+        }
     }
 
     /// forceDisableAll on flagd boolean flags with no `false` variant turns them off with
