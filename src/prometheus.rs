@@ -36,16 +36,16 @@ impl Auth {
 }
 
 impl Auth {
-    /// The credentials of Secret `name`, named by `field` of a guard, or why there are none:
-    /// its owner has not allowed rollguard to read it, it does not exist, or it has neither
-    /// key. Querying without the credentials someone asked for would only fail later with a
-    /// less helpful 401.
-    pub async fn read(
-        secrets: &kube::Api<k8s_openapi::api::core::v1::Secret>,
+    /// The credentials of Secret `name`, named by `field` of a guard, from what was read of
+    /// it (None: it does not exist; Some(Err): its owner has not allowed rollguard to read
+    /// it), or why there are none. Querying without the credentials someone asked for would
+    /// only fail later with a less helpful 401.
+    pub fn judge(
+        read: Option<Result<k8s_openapi::api::core::v1::Secret, String>>,
         name: &str,
         field: &str,
-    ) -> Result<Result<Auth, String>, kube::Error> {
-        Ok(match crate::trust::read_credentials(secrets, name, field).await? {
+    ) -> Result<Auth, String> {
+        match read {
             Some(Err(message)) => Err(message),
             Some(Ok(secret)) => Auth::from_secret(&secret).ok_or_else(|| {
                 format!(
@@ -53,7 +53,7 @@ impl Auth {
                 )
             }),
             None => Err(format!("{field}: Secret {name:?} does not exist")),
-        })
+        }
     }
 }
 

@@ -13,6 +13,19 @@ use std::time::Duration;
 
 pub const AUTH_FIELD: &str = "spec.alertmanager.authSecretRef";
 
+/// The field that names a guard's Alertmanager credentials, as messages name it.
+pub const AUTH_SECRET_FIELD: &str = "spec.alertmanager.authSecretRef.name";
+
+/// The Secret a guard's `alertmanager.authSecretRef` names.
+pub fn auth_secret(guard: &crate::api::RolloutGuard) -> Option<&str> {
+    guard
+        .spec
+        .alertmanager
+        .as_ref()
+        .and_then(|a| a.auth_secret_ref.as_ref())
+        .map(|r| r.name.as_str())
+}
+
 /// Where and how a guard reads its Alertmanager.
 #[derive(Clone, Debug)]
 pub struct Source {
@@ -24,39 +37,38 @@ pub struct Source {
 impl Source {
     /// The guard's `spec.alertmanager` (None: it takes pushed alerts), or why it cannot be
     /// read (a message naming the field).
-    pub async fn of(
+    pub fn of(
         guard: &crate::api::RolloutGuard,
-        secrets: &kube::Api<k8s_openapi::api::core::v1::Secret>,
-    ) -> Result<Option<Result<Source, String>>, kube::Error> {
-        let Some(spec) = guard.spec.alertmanager.as_ref() else {
-            return Ok(None);
-        };
+        credentials: Option<Option<Result<k8s_openapi::api::core::v1::Secret, String>>>,
+    ) -> Option<Result<Source, String>> {
+        let spec = guard.spec.alertmanager.as_ref()?;
         // A read never outlives the guard's interval (SPEC §5).
         let timeout = spec
             .timeout
             .to_std()
             .unwrap_or(Duration::from_secs(5))
             .min(guard.spec.interval.to_std().unwrap_or(Duration::MAX));
-        let auth = match &spec.auth_secret_ref {
-            Some(secret_ref) => {
-                match Auth::read(
-                    secrets,
-                    &secret_ref.name,
-                    "spec.alertmanager.authSecretRef.name",
-                )
-                .await?
-                {
+        let auth = match (&spec.auth_secret_ref, credentials) {
+            (Some(secret_ref), Some(read)) => {
+                match Auth::judge(read, &secret_ref.name, AUTH_SECRET_FIELD) {
                     Ok(auth) => Some(auth),
-                    Err(message) => return Ok(Some(Err(message))),
+                    Err(message) => return Some(Err(message)),
                 }
             }
-            None => None,
+            // Named but not read: never read without the credentials asked for.
+            (Some(secret_ref), None) => {
+                return Some(Err(format!(
+                    "{AUTH_SECRET_FIELD}: Secret {:?} was not read",
+                    secret_ref.name
+                )));
+            }
+            (None, _) => None,
         };
-        Ok(Some(Ok(Source {
+        Some(Ok(Source {
             address: spec.address.clone(),
             timeout,
             auth,
-        })))
+        }))
     }
 }
 

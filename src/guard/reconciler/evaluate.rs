@@ -2,8 +2,7 @@
 //! triggers judged over the guard's Alertmanager (pull) or the pushed alerts.
 
 use super::*;
-use crate::alerts::{self, alertmanager::Source};
-use k8s_openapi::api::core::v1::Secret;
+use crate::alerts::{self, alertmanager, alertmanager::Source};
 
 pub(super) async fn evaluate_triggers(
     guard: &RolloutGuard,
@@ -11,7 +10,6 @@ pub(super) async fn evaluate_triggers(
     namespace: &str,
     interval: Duration,
 ) -> Result<Vec<Outcome>, Error> {
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let spec = &guard.spec;
     let queries = spec.triggers.iter().filter(|t| t.query.is_some()).count();
     let target = match queries {
@@ -37,7 +35,7 @@ pub(super) async fn evaluate_triggers(
     };
     let firing = match spec.triggers.iter().any(|t| t.alert.is_some()) {
         false => None,
-        true => Some(firing_alerts(guard, ctx, &secrets, namespace, interval).await?),
+        true => Some(firing_alerts(guard, ctx, namespace, interval).await?),
     };
     let query = |q: String| {
         let target = target.clone();
@@ -117,11 +115,20 @@ enum Firing {
 async fn firing_alerts(
     guard: &RolloutGuard,
     ctx: &Context,
-    secrets: &Api<Secret>,
     namespace: &str,
     interval: Duration,
 ) -> Result<Firing, Error> {
-    Ok(match Source::of(guard, secrets).await? {
+    // From the credential Secrets' watch: no API call while the Secret is cached.
+    let credentials = match alertmanager::auth_secret(guard) {
+        Some(name) => Some(
+            ctx.opted_in
+                .credentials(namespace, name, alertmanager::AUTH_SECRET_FIELD)
+                .await?
+                .0,
+        ),
+        None => None,
+    };
+    Ok(match Source::of(guard, credentials) {
         Some(Ok(source)) => Firing::Pulled(ctx.alertmanagers.firing(&source, interval).await),
         Some(Err(problem)) => Firing::Pulled(Err(problem)),
         None => {
