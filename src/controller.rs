@@ -243,11 +243,6 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
         Recorder::new(client.clone(), reporter.clone()),
         metrics.clone(),
     );
-    // The objects whose owners opted in (SPEC §5), label-selected: the caches never hold the
-    // cluster's other ConfigMaps and Secrets. A guard's evaluation reads them from here, and
-    // a rollback takes its snapshot of the flags ConfigMap from the same cache.
-    let (opted_in, flags_changes, credentials_watch) =
-        crate::opted_in::watch(&client, api(&client, &scope), api(&client, &scope));
     let (guard_changed, mut guards_to_evaluate) = tokio::sync::mpsc::unbounded_channel();
     // The guards' cache, filled by the guard controller's watch below.
     let (reader, guard_writer) = reflector::store();
@@ -263,7 +258,7 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
         guard_changed: guard_changed.clone(),
         effective_since: Default::default(),
         guards: reader.clone(),
-        flags: crate::rollback::ready::FlagsCache::from_store(opted_in.flags()),
+        flags: crate::rollback::ready::FlagsCache::start(api(&client, &scope)),
         arrivals,
     });
     tracing::info!(
@@ -296,6 +291,11 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
                 tracing::warn!(error = %e, "rollback reconcile error");
             }
         });
+
+    // The objects whose owners opted in (SPEC §5), label-selected: the caches never hold the
+    // cluster's other ConfigMaps and Secrets. A guard's evaluation reads them from here.
+    let (opted_in, flags_changes, credentials_watch) =
+        crate::opted_in::watch(&client, api(&client, &scope), api(&client, &scope));
 
     // Guards are evaluated every interval by requeue; only a spec change (a new
     // generation) or a rollback taking or freeing the slot triggers an evaluation early,

@@ -54,11 +54,6 @@ impl OptedIn {
 
     /// Secret `name` of `namespace` for `field` of a guard, as [`read_credentials`] answers:
     /// None when it does not exist, Some(Err) with the message when rollguard may not read it.
-    /// The flags ConfigMaps' cache (shared with the rollback path's snapshots).
-    pub fn flags(&self) -> Store<ConfigMap> {
-        self.flags.clone()
-    }
-
     pub async fn credentials(
         &self,
         namespace: &str,

@@ -11,24 +11,54 @@
 use crate::api::RollbackRequest;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::api::Api;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// The flags ConfigMaps (label `rollguard.dev/flags: "true"`, the only ones rollguard may
-/// write) as the operator's opted-in ConfigMaps' watch keeps them ([`crate::opted_in`]);
-/// cheap to clone.
+/// write) as a watch keeps them; cheap to clone.
 #[derive(Clone)]
 pub struct FlagsCache {
     store: Store<ConfigMap>,
+    _watch: Arc<Watch>,
+}
+
+/// Stops the watch when the last handle goes.
+struct Watch(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
+    }
 }
 
 impl FlagsCache {
-    /// A cache filled by the caller: the operator's opted-in ConfigMaps' watch, or a unit
-    /// test.
+    /// Starts watching the opted-in ConfigMaps of `api` (one namespace, or all).
+    pub fn start(api: Api<ConfigMap>) -> Self {
+        use futures::StreamExt;
+        let (store, writer) = reflector::store();
+        let selector = format!("{}={}", crate::api::FLAGS_LABEL, crate::api::OPT_IN);
+        let stream = watcher(api, watcher::Config::default().labels(&selector))
+            .default_backoff()
+            .reflect(writer)
+            .touched_objects();
+        let task = tokio::spawn(stream.for_each(|_| async {}));
+        Self {
+            store,
+            _watch: Arc::new(Watch(Some(task))),
+        }
+    }
+
+    /// A cache filled by the caller (unit tests).
     pub fn from_store(store: Store<ConfigMap>) -> Self {
-        Self { store }
+        Self {
+            store,
+            _watch: Arc::new(Watch(None)),
+        }
     }
 
     /// ConfigMap `name` of `namespace` as last watched, if it is opted in and watched.
