@@ -138,7 +138,18 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
     }
     // A request in flight (a restore, or another rollback) is changing the flags itself.
     let drift = if assess::rolled_back(&previous) && in_flight.is_none() {
-        drift(&guard, &mine, &previous, flags_config_map.as_ref())
+        match drift(&guard, &mine, &previous, flags_config_map.as_ref()) {
+            // Drift is confirmed on the API server's copy: a watch that lags behind the
+            // rollback's own write (or a restore's) never reports it. Rare, so one GET.
+            Some(seen) if !seen.flags.is_empty() => {
+                let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
+                let fresh = config_maps
+                    .get_opt(&guard.spec.flags.config_map_ref.name)
+                    .await?;
+                drift(&guard, &mine, &previous, fresh.as_ref())
+            }
+            other => other,
+        }
     } else {
         None
     };
