@@ -407,15 +407,7 @@ spec:
             "5s",
         ],
     );
-    let ready = format!("{}/readyz", operator.metrics_url);
-    wait_until(Duration::from_secs(30), "the operator ready", || {
-        let url = ready.clone();
-        async move {
-            let r = reqwest::get(&url).await.ok()?;
-            (r.status().as_u16() == 200).then_some(())
-        }
-    })
-    .await;
+    operator.wait_ready().await;
 
     // A manual rollback, asked by the admin in its own name.
     let requests: Api<RollbackRequest> = Api::namespaced(cluster.client.clone(), &app);

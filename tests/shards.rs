@@ -9,8 +9,9 @@
 
 mod common;
 
+use common::gauges::Gauges;
 use common::tenancy::{apply_server_side, helm_template, service_account_kubeconfig};
-use common::{Cluster, Operator, cluster, unique_suffix, wait_until};
+use common::{Cluster, Operator, cluster, unique_suffix};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
@@ -81,15 +82,7 @@ async fn start(cluster: &Cluster, release: &Release, system: &str, served: &str)
             "5s",
         ],
     );
-    let ready = format!("{}/readyz", operator.metrics_url);
-    wait_until(Duration::from_secs(30), "the operator ready", || {
-        let url = ready.clone();
-        async move {
-            let r = reqwest::get(&url).await.ok()?;
-            (r.status().as_u16() == 200).then_some(())
-        }
-    })
-    .await;
+    operator.wait_ready().await;
     operator
 }
 
@@ -172,26 +165,9 @@ async fn two_releases_each_roll_back_in_their_own_namespaces_only() {
     }
 
     // A series that breaches in both namespaces' guards until the rollbacks happened.
-    let errors = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let served = errors.clone();
-    let label = tag.clone();
-    let exporter = common::serve(axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let v = u8::from(served.load(std::sync::atomic::Ordering::SeqCst));
-            let text = format!("rollguard_shard_test_errors{{test=\"{label}\"}} {v}\n");
-            async move { text }
-        }),
-    ))
-    .await;
-    let sd_file = cluster.prom_sd_dir.join(format!("shards-{tag}.json"));
-    std::fs::write(
-        &sd_file,
-        serde_json::json!([{"targets": [exporter.to_string()], "labels": {"test": tag}}])
-            .to_string(),
-    )
-    .unwrap();
-    let query = format!("rollguard_shard_test_errors{{test=\\\"{tag}\\\"}}");
+    let gauges = Gauges::serve(&cluster).await;
+    gauges.set("errors", 1.0);
+    let query = gauges.query("errors");
     cluster.apply(&guard_yaml(&a, &query));
     cluster.apply(&guard_yaml(&b, &query));
 
@@ -204,7 +180,7 @@ async fn two_releases_each_roll_back_in_their_own_namespaces_only() {
         assert_eq!(request.spec.requested_by, "system:rollguard");
         automatic.push((ns, requests, request.metadata.name.unwrap()));
     }
-    errors.store(false, std::sync::atomic::Ordering::SeqCst);
+    gauges.set("errors", 0.0);
     for (ns, requests, name) in automatic {
         let done = common::finished(&requests, &name).await;
         assert_eq!(
@@ -257,5 +233,4 @@ async fn two_releases_each_roll_back_in_their_own_namespaces_only() {
         flags_b.get("ff").await.unwrap().data.unwrap()["manual"],
         "false"
     );
-    let _ = std::fs::remove_file(sd_file);
 }

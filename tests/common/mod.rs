@@ -221,6 +221,19 @@ pub struct Operator {
 }
 
 impl Operator {
+    /// Waits until its /readyz answers 200 (its caches synced; for a standby, standing by).
+    pub async fn wait_ready(&self) {
+        let ready = format!("{}/readyz", self.metrics_url);
+        wait_until(Duration::from_secs(30), "the operator ready", || {
+            let url = ready.clone();
+            async move {
+                let r = reqwest::get(&url).await.ok()?;
+                (r.status().as_u16() == 200).then_some(())
+            }
+        })
+        .await;
+    }
+
     /// Whether the log holds `needle` yet.
     pub fn log_contains(&self, needle: &str) -> bool {
         std::fs::read_to_string(&self.log).is_ok_and(|l| l.contains(needle))
