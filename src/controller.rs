@@ -220,6 +220,7 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
     let arrived = arrivals.clone();
     let request_events = watcher(requests, watcher::Config::default())
         .default_backoff()
+        .modify(forget_managed_fields)
         .map_ok(move |event| {
             index.apply(&event);
             arrived.apply(&event);
@@ -267,22 +268,14 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
     );
     // A guard's change (e.g. its rollback slot freed) wakes the requests waiting on it.
     let queue = indexed.clone();
+    // A guard's change (e.g. its rollback slot freed) wakes the requests waiting on it: told
+    // by the guards' own watch below, once its cache holds the change, rather than by a
+    // second watch of every guard status write.
+    let (guard_touched, mut touched_guards) = tokio::sync::mpsc::unbounded_channel();
     let request_controller = controller
-        .watches(
-            guards.clone(),
-            watcher::Config::default(),
-            move |guard: RolloutGuard| {
-                let ns = guard.namespace().unwrap_or_default();
-                queue
-                    .of_guard(&ns, &guard.name_any())
-                    .into_iter()
-                    .filter(|r| {
-                        !crate::rollback::step::is_terminal(r.status.as_ref().and_then(|s| s.phase))
-                    })
-                    .map(|r| ObjectRef::from_obj(&*r))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .reconcile_on(futures::stream::poll_fn(move |cx| {
+            touched_guards.poll_recv(cx)
+        }))
         .reconcile_on(futures::stream::poll_fn(move |cx| delivered.poll_recv(cx)))
         .shutdown_on_signal()
         .run(reconciler::reconcile, reconciler::error_policy, ctx)
@@ -320,7 +313,12 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
     }
     let guard_changes = watcher(guards, watcher::Config::default())
         .default_backoff()
+        .modify(forget_managed_fields)
         .reflect(guard_writer)
+        .map_ok(move |event| {
+            wake::requests_of(&event, &queue, &guard_touched);
+            event
+        })
         .applied_objects()
         .predicate_filter(wake::generation_and_slot, Default::default());
     // A change to a guard's flags ConfigMap (e.g. a flag turned back on after a
@@ -387,6 +385,13 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
     let credentials = tokio::spawn(credentials_watch);
     futures::join!(request_controller, guard_controller);
     credentials.abort();
+}
+
+/// Cached objects keep no managedFields: nothing reads them from a guard, a request or a
+/// credential Secret (only the flags ConfigMaps' writers are asked for), and they are often
+/// the larger part of an object.
+pub fn forget_managed_fields<K: kube::Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
 }
 
 /// Waits until a reflector store holds its first full list. A second waiter on a store's

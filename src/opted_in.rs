@@ -101,6 +101,7 @@ pub fn watch(
         watcher::Config::default().labels(&credentials_selector()),
     )
     .default_backoff()
+    .modify(crate::controller::forget_managed_fields)
     .reflect(credentials_writer)
     .for_each(|event| async move {
         if let Err(e) = event {

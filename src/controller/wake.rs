@@ -1,6 +1,29 @@
 //! When a guard is evaluated before its next interval.
 
-use crate::api::RolloutGuard;
+use crate::api::{RollbackRequest, RolloutGuard};
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher::Event;
+
+/// Wakes the requests of a guard that changed or went (e.g. its rollback slot was freed, so
+/// a request waiting for it may go on) — those not finished, from the requests' index.
+pub(super) fn requests_of(
+    event: &Event<RolloutGuard>,
+    requests: &crate::requests::Requests,
+    wake: &tokio::sync::mpsc::UnboundedSender<ObjectRef<RollbackRequest>>,
+) {
+    let guard = match event {
+        Event::Apply(guard) | Event::InitApply(guard) | Event::Delete(guard) => guard,
+        Event::Init | Event::InitDone => return,
+    };
+    let namespace = guard.namespace().unwrap_or_default();
+    for request in requests.of_guard(&namespace, &guard.name_any()) {
+        if !crate::rollback::step::is_terminal(request.status.as_ref().and_then(|s| s.phase)) {
+            // The request controller is gone only when the operator stops.
+            let _ = wake.send(ObjectRef::from_obj(&*request));
+        }
+    }
+}
 
 /// What makes a guard's change worth an evaluation now: a new generation, or the rollback
 /// slot fields (`activeRollback`, `lastRollback`, `lastRestore`, written by the rollback
