@@ -36,13 +36,15 @@ impl Write {
 
 /// Whether the evaluation at `now` that turned `written` (the status as last written) into
 /// `next` writes it, and why. `announces`: it has Events to emit or a rollback to ask for,
-/// which are published only once the status that records them is written.
+/// which are published only once the status that records them is written. `phase`: where
+/// this guard's refresh minute starts ([`refresh_phase`]).
 pub fn due(
     spec: &RolloutGuardSpec,
     written: &RolloutGuardStatus,
     next: &RolloutGuardStatus,
     now: Timestamp,
     announces: bool,
+    phase: Duration,
 ) -> Option<Write> {
     let Some(last_write) = written.last_evaluation_time.as_ref() else {
         return Some(Write::Transition);
@@ -50,7 +52,31 @@ pub fn due(
     if announces || transition(spec, written, next, now) {
         return Some(Write::Transition);
     }
-    (now.duration_since(last_write.0).unsigned_abs() >= REFRESH).then_some(Write::Refresh)
+    (refresh_window(now, phase) > refresh_window(last_write.0, phase)).then_some(Write::Refresh)
+}
+
+/// Values are refreshed once per [`REFRESH`] window of the guard's own: windows start
+/// `phase` past each wall-clock minute. Guards created together (a GitOps sync of a
+/// thousand) would otherwise all refresh at the same interval boundary, once a minute, in
+/// one burst of writes.
+fn refresh_window(at: Timestamp, phase: Duration) -> i64 {
+    let refresh = i64::try_from(REFRESH.as_millis()).unwrap_or(i64::MAX);
+    let phase = i64::try_from(phase.as_millis()).unwrap_or_default();
+    (at.as_millisecond() - phase).div_euclid(refresh)
+}
+
+/// Where a guard's refresh windows start within the minute: a stable hash of its namespace
+/// and name (FNV-1a), so it survives restarts and spreads a fleet evenly. Whole seconds, as
+/// the written `lastEvaluationTime` is: an evaluation a moment past its window's start must
+/// not read back, truncated, as one written in the window before.
+pub fn refresh_phase(namespace: &str, name: &str) -> Duration {
+    let hash = [namespace.as_bytes(), b"/", name.as_bytes()]
+        .concat()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, byte| {
+            (h ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    Duration::from_secs(hash % REFRESH.as_secs())
 }
 
 /// Whether anything but values changed: the generation judged, the phase, a condition's
