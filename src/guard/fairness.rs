@@ -14,6 +14,10 @@ pub struct Fairness {
     global: Arc<Semaphore>,
     per_source: usize,
     sources: Mutex<HashMap<String, Weak<Semaphore>>>,
+    /// Status writes under way: transitions, and value refreshes apart, so a transition
+    /// never waits behind a minute's refreshes.
+    transitions: Semaphore,
+    refreshes: Semaphore,
 }
 
 /// Held while a guard evaluates; dropping it frees both slots.
@@ -28,7 +32,21 @@ impl Fairness {
             global: Arc::new(Semaphore::new(global.max(1))),
             per_source: per_source.clamp(1, global.max(1)),
             sources: Mutex::default(),
+            transitions: Semaphore::new(global.max(1)),
+            refreshes: Semaphore::new(global.max(1)),
         }
+    }
+
+    /// Waits for a slot to write a guard's status. An evaluation gives its evaluation slots
+    /// back before it writes: the write goes to the API server, not to the source, and ten
+    /// thousand guards' writes at one boundary would otherwise keep the next guards from
+    /// starting on time.
+    pub async fn write(&self, write: super::writes::Write) -> tokio::sync::SemaphorePermit<'_> {
+        let slots = match write {
+            super::writes::Write::Transition => &self.transitions,
+            super::writes::Write::Refresh => &self.refreshes,
+        };
+        slots.acquire().await.expect("never closed")
     }
 
     /// Waits for a slot of `source` (see [`source`]), then for one of all; a guard waiting

@@ -66,7 +66,6 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
     let namespace = guard
         .namespace()
         .ok_or(Error::NoNamespace("RolloutGuard"))?;
-    let name = guard.name_any();
     let interval = guard
         .spec
         .interval
@@ -82,7 +81,7 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
     let arrived = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let _admission = ctx
+    let admission = ctx
         .fairness
         .admit(&super::fairness::source(&namespace, address))
         .await;
@@ -90,6 +89,101 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
     ctx.metrics
         .evaluation_delay
         .observe(super::fairness::start_delay(arrived, waiting.elapsed(), interval).as_secs_f64());
+    // Ten thousand guards due at one boundary wait here together: the waiting future stays
+    // small, and the evaluation (its answers, its status, its write) exists only for the
+    // admitted few, on any of the runtime's threads.
+    let evaluation = tokio::spawn({
+        let (guard, ctx) = (guard.clone(), ctx.clone());
+        async move { decide(guard, ctx, admission, interval, late).await }
+    });
+    let decision = match evaluation.await {
+        Ok(decision) => decision?,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Only a runtime shutting down cancels it.
+        Err(_) => return Ok(Action::await_change()),
+    };
+    record(&guard, &ctx, decision, interval).await
+}
+
+/// What an evaluation decided and has yet to record: the status patch when one is due, and
+/// what is announced once it is written. Small, for the writes that wait their turn.
+struct Decision {
+    write: Option<(super::writes::Write, Box<serde_json::value::RawValue>)>,
+    events: Vec<(EventType, &'static str, String)>,
+    /// Notices delivered before (forgotten once written), to send again, and new.
+    delivered: Vec<crate::api::guard::PendingNotice>,
+    again: Vec<crate::api::guard::PendingNotice>,
+    fresh: Vec<crate::api::guard::PendingNotice>,
+}
+
+/// Writes the status if due (its evaluation slots already given back), then announces.
+async fn record(
+    guard: &RolloutGuard,
+    ctx: &Context,
+    decision: Decision,
+    interval: Duration,
+) -> Result<Action, Error> {
+    let (namespace, name) = (guard.namespace().unwrap_or_default(), guard.name_any());
+    let Decision {
+        write,
+        events,
+        delivered,
+        again,
+        fresh,
+    } = decision;
+    let result = match &write {
+        // Nothing a reader or a restart relies on changed: the values wait for the refresh.
+        None => Ok(()),
+        Some((why, patch)) => {
+            let _slot = ctx.fairness.write(*why).await;
+            Box::pin(write_status(&ctx.client, guard, patch)).await
+        }
+    };
+    ctx.metrics.guard_evaluated(
+        &namespace,
+        &name,
+        write.map(|(why, _)| why).filter(|_| result.is_ok()),
+    );
+    match result {
+        Ok(()) => {
+            let reference = guard.object_ref(&());
+            for (type_, reason, note) in events {
+                Box::pin(publish(&ctx.recorder, &reference, type_, reason, note)).await;
+            }
+            // Sent once the transition is recorded: a later evaluation does not repeat it.
+            for notice in &delivered {
+                ctx.outbox.forget_guard_delivery(guard, notice);
+            }
+            if !fresh.is_empty() {
+                crate::fault::point("guard-notice-recorded", &name).await;
+            }
+            for notice in again.iter().chain(&fresh) {
+                let Some(notifier) = guard.spec.notify.iter().find(|n| n.name == notice.receiver)
+                else {
+                    continue;
+                };
+                ctx.outbox.send_for_guard(guard, notifier.clone(), notice);
+            }
+            Ok(Action::requeue(until_next_evaluation(
+                interval,
+                std::time::SystemTime::now(),
+            )))
+        }
+        Err(e) if crate::is_conflict(&e) => Ok(Action::requeue(Duration::from_millis(200))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One admitted evaluation: read, judge, ask for a rollback; what to write and announce.
+async fn decide(
+    guard: Arc<RolloutGuard>,
+    ctx: Arc<Context>,
+    admission: super::fairness::Admission,
+    interval: Duration,
+    late: Option<Duration>,
+) -> Result<Decision, Error> {
+    let namespace = guard.namespace().unwrap_or_default();
+    let name = guard.name_any();
     let mut previous = guard.status.clone().unwrap_or_default();
     let requests: Api<RollbackRequest> = Api::namespaced(ctx.client.clone(), &namespace);
 
@@ -195,7 +289,7 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
     pending.extend(fresh.iter().cloned());
     // Published once the status that records them is written: an evaluation on a stale view
     // (its write conflicts) announces nothing, and the next one decides again.
-    let events: Vec<(EventType, &str, String)> = notices
+    let events: Vec<(EventType, &'static str, String)> = notices
         .into_iter()
         .map(|notice| {
             let (reason, note) = match notice {
@@ -236,51 +330,26 @@ pub async fn reconcile(guard: Arc<RolloutGuard>, ctx: Arc<Context>) -> Result<Ac
     }
     let announces = !events.is_empty() || created;
     let written = guard.status.clone().unwrap_or_default();
-    let write = super::writes::due(&guard.spec, &written, &next, now, announces);
-    let result = match write {
-        // Nothing a reader or a restart relies on changed: the values wait for the refresh.
-        None => Ok(()),
-        Some(_) => write_status(&ctx.client, &guard, &next, orphaned).await,
-    };
-    ctx.metrics
-        .guard_evaluated(&namespace, &name, write.filter(|_| result.is_ok()));
-    match result {
-        Ok(()) => {
-            for (type_, reason, note) in events {
-                publish(recorder, &reference, type_, reason, note).await;
-            }
-            // Sent once the transition is recorded: a later evaluation does not repeat it.
-            for notice in &delivered {
-                ctx.outbox.forget_guard_delivery(&guard, notice);
-            }
-            if !fresh.is_empty() {
-                crate::fault::point("guard-notice-recorded", &name).await;
-            }
-            for notice in again.iter().chain(&fresh) {
-                let Some(notifier) = guard.spec.notify.iter().find(|n| n.name == notice.receiver)
-                else {
-                    continue;
-                };
-                ctx.outbox.send_for_guard(&guard, notifier.clone(), notice);
-            }
-            Ok(Action::requeue(until_next_evaluation(
-                interval,
-                std::time::SystemTime::now(),
-            )))
-        }
-        Err(e) if crate::is_conflict(&e) => Ok(Action::requeue(Duration::from_millis(200))),
-        Err(e) => Err(e.into()),
-    }
+    let phase = super::writes::refresh_phase(&namespace, &name);
+    let write = super::writes::due(&guard.spec, &written, &next, now, announces, phase)
+        .map(|why| (why, status_patch(&guard, &next, orphaned)));
+    drop(admission);
+    Ok(Decision {
+        write,
+        events,
+        delivered,
+        again,
+        fresh,
+    })
 }
 
-/// Writes the fields of the guard's status this reconciler owns, in one patch; the
+/// The patch of the fields of the guard's status this reconciler owns, serialised once; the
 /// resourceVersion keeps it from overwriting the rollback slot with a stale view.
-async fn write_status(
-    client: &Client,
+fn status_patch(
     guard: &RolloutGuard,
     status: &crate::api::RolloutGuardStatus,
     orphaned: bool,
-) -> Result<(), kube::Error> {
+) -> Box<serde_json::value::RawValue> {
     let mut patch = json!({
         "metadata": { "resourceVersion": guard.resource_version() },
         "status": {
@@ -297,13 +366,22 @@ async fn write_status(
     if orphaned {
         patch["status"]["activeRollback"] = serde_json::Value::Null;
     }
+    serde_json::value::to_raw_value(&patch).expect("a JSON value serialises")
+}
+
+/// Writes the guard's status patch, in one request.
+async fn write_status(
+    client: &Client,
+    guard: &RolloutGuard,
+    patch: &serde_json::value::RawValue,
+) -> Result<(), kube::Error> {
     let guards: Api<RolloutGuard> =
         Api::namespaced(client.clone(), &guard.namespace().unwrap_or_default());
     guards
         .patch_status(
             &guard.name_any(),
             &PatchParams::default(),
-            &Patch::Merge(&patch),
+            &Patch::Merge(patch),
         )
         .await
         .map(|_| ())
@@ -392,6 +470,21 @@ mod tests {
         assert!(
             message.starts_with("spec.health.propagation.query: "),
             "{message}"
+        );
+    }
+
+    /// Ten thousand guards due at one boundary each wait in a reconcile future, for an
+    /// evaluation slot or a write slot: it stays under 2 KiB (the evaluation itself, about
+    /// 8 KiB, exists only while admitted).
+    #[test]
+    fn the_future_a_guard_waits_in_is_small() {
+        fn size_of_future<A, B, F: std::future::Future>(_: fn(A, B) -> F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        let waiting = size_of_future(reconcile);
+        assert!(
+            waiting < 2048,
+            "the guard's reconcile future is {waiting} bytes"
         );
     }
 
