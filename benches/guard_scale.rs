@@ -15,12 +15,10 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use axum::{Router, routing::get};
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, PostParams, WatchEvent, WatchParams};
 use rollguard::api::{RollbackRequest, RolloutGuard};
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
@@ -92,6 +90,11 @@ struct Counts {
     writes: f64,
     /// Of those, writes of RolloutGuard status.
     guard_status_writes: f64,
+    /// Of those, refused for a stale resourceVersion (409).
+    guard_status_conflicts: f64,
+    /// The operator's own count of its guard status writes: (transition, refresh).
+    transitions: f64,
+    refreshes: f64,
     /// Lease writes (leader election, the API server's own identity Lease).
     lease_writes: f64,
     /// GETs and LISTs of ConfigMaps and Secrets.
@@ -119,6 +122,9 @@ async fn counts(cluster: &common::Cluster, operator: &common::Operator) -> Count
                 c.writes += value;
                 if resource == "rolloutguards" && label("subresource") == "status" {
                     c.guard_status_writes += value;
+                    if label("code") == "409" {
+                        c.guard_status_conflicts += value;
+                    }
                 }
             }
             ("GET" | "LIST", "configmaps" | "secrets") => c.config_reads += value,
@@ -134,6 +140,12 @@ async fn counts(cluster: &common::Cluster, operator: &common::Operator) -> Count
     for (name, labels, value) in samples(&own) {
         match name.as_str() {
             "rollguard_prometheus_queries_total" => c.queries += value,
+            "rollguard_guard_status_writes_total" => match labels.get("reason").map(String::as_str)
+            {
+                Some("transition") => c.transitions += value,
+                Some("refresh") => c.refreshes += value,
+                _ => {}
+            },
             "rollguard_guard_evaluation_delay_seconds_bucket" => {
                 let le = labels.get("le").map(String::as_str).unwrap_or("+Inf");
                 let bound = if le == "+Inf" {
@@ -180,27 +192,7 @@ fn guard(ns: &str, name: &str, spec: serde_json::Value) -> RolloutGuard {
 
 /// Detection latency of `samples` guards in `ns`, which an operator serves already.
 async fn detection(cluster: &common::Cluster, ns: &str, samples: usize, beside: &str) {
-    let values: Arc<Mutex<BTreeMap<usize, f64>>> = Arc::default();
-    let served = values.clone();
-    let app = Router::new().route(
-        "/metrics",
-        get(move || {
-            let text: String = served
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|(i, v)| format!("rollguard_bench_errors{{guard=\"{i}\"}} {v}\n"))
-                .collect();
-            async move { text }
-        }),
-    );
-    let addr = common::serve(app).await;
-    let id = format!("detect-{}", common::unique_suffix());
-    std::fs::write(
-        cluster.prom_sd_dir.join(format!("{id}.json")),
-        serde_json::json!([{"targets": [addr.to_string()], "labels": {"bench": id}}]).to_string(),
-    )
-    .unwrap();
+    let gauges = common::gauges::Gauges::serve(cluster).await;
     let data: BTreeMap<String, String> = (0..samples)
         .map(|i| (format!("f{i}"), "true".to_string()))
         .collect();
@@ -209,11 +201,11 @@ async fn detection(cluster: &common::Cluster, ns: &str, samples: usize, beside: 
     let requests: Api<RollbackRequest> = Api::namespaced(cluster.client.clone(), ns);
     let mut latencies = Vec::new();
     for i in 0..samples {
-        values.lock().unwrap().insert(i, 0.0);
+        gauges.set(&i.to_string(), 0.0);
         let spec = serde_json::json!({
             "interval": "1s",
             "flags": {"configMapRef": {"name": "ff"}, "guarded": [format!("f{i}")]},
-            "triggers": [{"name": "errors", "query": format!("rollguard_bench_errors{{bench=\"{id}\",guard=\"{i}\"}}"), "above": 0.5, "for": "0s"}]
+            "triggers": [{"name": "errors", "query": format!("rollguard_test_value{{test=\"{}\",series=\"{i}\"}}", gauges.id), "above": 0.5, "for": "0s"}]
         });
         guards
             .create(&PostParams::default(), &guard(ns, &format!("g{i}"), spec))
@@ -247,7 +239,7 @@ async fn detection(cluster: &common::Cluster, ns: &str, samples: usize, beside: 
             .unwrap()
             .boxed();
         let flipped = Instant::now();
-        values.lock().unwrap().insert(i, 1.0);
+        gauges.set(&i.to_string(), 1.0);
         loop {
             match tokio::time::timeout(Duration::from_secs(30), stream.try_next()).await {
                 Ok(Ok(Some(WatchEvent::Added(_)))) => break,
@@ -256,7 +248,7 @@ async fn detection(cluster: &common::Cluster, ns: &str, samples: usize, beside: 
             }
         }
         latencies.push(flipped.elapsed().as_secs_f64());
-        values.lock().unwrap().insert(i, 0.0);
+        gauges.set(&i.to_string(), 0.0);
     }
     latencies.sort_by(f64::total_cmp);
     let p = |q: f64| {
@@ -328,11 +320,14 @@ async fn scale(cluster: &common::Cluster, guards_n: usize, minutes: u64, detecti
     let per_minute = |a: f64, b: f64| (b - a) / elapsed * 60.0;
     let (delay_p99, evaluations) = quantile(&before.delay, &after.delay, 0.99);
     println!(
-        "scale {guards_n} guards x 5 triggers @15s over {minutes} min: peak RSS {:.1} MiB | CPU {:.3} cores | writes/min {:.1} (guard status {:.1}; leases {:.1} besides) | ConfigMap+Secret reads/min {:.1} | Prometheus queries/interval {:.1} | evaluations/min {:.0} | evaluation delay p99 <= {delay_p99}s | guards created in {create_secs:.0}s",
+        "scale {guards_n} guards x 5 triggers @15s over {minutes} min: peak RSS {:.1} MiB | CPU {:.3} cores | writes/min {:.1} (guard status {:.1}: {:.1} transitions, {:.1} refreshes, {:.1} refused as conflicts; leases {:.1} besides) | ConfigMap+Secret reads/min {:.1} | Prometheus queries/interval {:.1} | evaluations/min {:.0} | evaluation delay p99 <= {delay_p99}s | guards created in {create_secs:.0}s",
         hwm_kib as f64 / 1024.0,
         (cpu_end - cpu_start) / elapsed,
         per_minute(before.writes, after.writes),
         per_minute(before.guard_status_writes, after.guard_status_writes),
+        per_minute(before.transitions, after.transitions),
+        per_minute(before.refreshes, after.refreshes),
+        per_minute(before.guard_status_conflicts, after.guard_status_conflicts),
         per_minute(before.lease_writes, after.lease_writes),
         per_minute(before.config_reads, after.config_reads),
         (after.queries - before.queries) / (elapsed / 15.0),
@@ -408,7 +403,7 @@ async fn main() {
         .expect("the benchmark needs the local control plane: make cluster-up");
     cluster.install_crds().await;
     let detections = env_or("ROLLGUARD_BENCH_DETECTIONS", 10);
-    {
+    if detections > 0 {
         let ns = cluster.namespace("bench-detect").await;
         let _operator = cluster.start_operator(&ns, &[("RUST_LOG", "warn")]);
         detection(&cluster, &ns, detections, "alone").await;
