@@ -167,8 +167,9 @@ impl Metrics {
         );
         // Seconds from the interval boundary an evaluation belongs to until it starts (slot
         // waits included); evaluations are due just past each boundary.
-        let evaluation_delay =
-            Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 15.0, 60.0]);
+        let evaluation_delay = Histogram::new([
+            0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 15.0, 60.0,
+        ]);
         registry.register(
             "guard_evaluation_delay_seconds",
             "Guard evaluations by how long after their interval boundary they started",
