@@ -8,7 +8,6 @@ use crate::notify::outbox::Outbox;
 use crate::prometheus::{Prometheus, SharedQueries};
 use crate::rollback::reconciler::{self, Context};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::controller::Controller;
@@ -19,6 +18,7 @@ use kube::{Client, Config, ResourceExt};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+mod shards;
 mod wake;
 
 #[derive(Clone, Debug, clap::Args)]
@@ -321,8 +321,6 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
         })
         .applied_objects()
         .predicate_filter(wake::generation_and_slot, Default::default());
-    // A change to a guard's flags ConfigMap (e.g. a flag turned back on after a
-    // rollback) is evaluated at once rather than at the next interval.
     let guards_by_config_map = reader.clone();
     // Ready once both caches hold the cluster's state.
     let (request_cache, guard_cache, readiness) = (store.clone(), reader.clone(), metrics.clone());
@@ -352,39 +350,85 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
             });
         }
     });
-    let guard_controller = Controller::for_stream(guard_changes, reader)
-        // Unbounded here: the bound is `fairness`, inside each evaluation, so a guard
-        // waiting for its source's share holds none of the shared slots.
-        .with_config(kube::runtime::controller::Config::default().concurrency(0))
-        // The flags ConfigMaps' cache fills from this same watch.
-        .watches_stream(flags_changes, move |cm: ConfigMap| {
-            let (ns, name) = (cm.namespace(), cm.name_any());
-            guards_by_config_map
-                .state()
-                .into_iter()
-                .filter(|g| g.namespace() == ns && g.spec.flags.config_map_ref.name == name)
-                .map(|g| ObjectRef::from_obj(&*g))
-                .collect::<Vec<_>>()
+    // Each change and each wake-up goes to its guard's shard (see `shards`).
+    let (router, shard_inputs) = shards::split(shards::GUARD_SHARDS);
+    let mut routing = tokio::task::JoinSet::new();
+    routing.spawn(router.clone().changes(guard_changes));
+    // A change to a guard's flags ConfigMap (e.g. a flag turned back on after a rollback)
+    // is evaluated at once rather than at the next interval; the flags ConfigMaps' cache
+    // fills from this same watch.
+    let flags_wake_ups = flags_changes
+        .filter_map(move |change| {
+            futures::future::ready(match change {
+                Ok(cm) => {
+                    let (ns, name) = (cm.namespace(), cm.name_any());
+                    let guards: Vec<_> = guards_by_config_map
+                        .state()
+                        .into_iter()
+                        .filter(|g| g.namespace() == ns && g.spec.flags.config_map_ref.name == name)
+                        .map(|g| ObjectRef::from_obj(&*g))
+                        .collect();
+                    Some(futures::stream::iter(guards))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "flags ConfigMaps' watch failed; retrying");
+                    None
+                }
+            })
         })
-        // A rollback took or freed a guard's slot: its phase and conditions follow now.
-        .reconcile_on(futures::stream::poll_fn(move |cx| {
-            guards_to_evaluate.poll_recv(cx)
-        }))
-        .shutdown_on_signal()
-        .run(
-            guard::reconciler::reconcile,
-            guard::reconciler::error_policy,
-            guard_ctx,
-        )
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::warn!(error = %e, "guard reconcile error");
+        .flatten();
+    routing.spawn(router.clone().wake_ups(flags_wake_ups));
+    // A rollback took or freed a guard's slot, or a pushed alert reached it: its phase and
+    // conditions follow now.
+    routing.spawn(router.wake_ups(futures::stream::poll_fn(move |cx| {
+        guards_to_evaluate.poll_recv(cx)
+    })));
+    let guard_controllers = shard_inputs.into_iter().map(|shard| {
+        let shards::Shard {
+            mut changed,
+            mut wake,
+        } = shard;
+        let changed =
+            futures::stream::poll_fn(move |cx| changed.poll_recv(cx)).map(Ok::<_, watcher::Error>);
+        let reader = reader.clone();
+        let guard_ctx = guard_ctx.clone();
+        tokio::spawn(async move {
+            // The store wakes only one of several waiters on its readiness (the last to
+            // ask), so each shard makes sure of it here before its runner waits on it too.
+            tokio::select! {
+                () = until_synced(&reader) => {}
+                () = stop_signal() => return,
             }
-        });
+            Controller::for_stream(changed, reader)
+                // Unbounded here: the bound is `fairness`, inside each evaluation, so a guard
+                // waiting for its source's share holds none of the shared slots.
+                .with_config(kube::runtime::controller::Config::default().concurrency(0))
+                .reconcile_on(futures::stream::poll_fn(move |cx| wake.poll_recv(cx)))
+                .shutdown_on_signal()
+                .run(
+                    guard::reconciler::reconcile,
+                    guard::reconciler::error_policy,
+                    guard_ctx,
+                )
+                .for_each(|result| async move {
+                    if let Err(e) = result {
+                        tracing::warn!(error = %e, "guard reconcile error");
+                    }
+                })
+                .await
+        })
+    });
+    let guard_controller = futures::future::join_all(guard_controllers);
     // The watch ends with the controllers (a SIGTERM stops them).
     let credentials = tokio::spawn(credentials_watch);
-    futures::join!(request_controller, guard_controller);
+    let (_, shards_ended) = futures::join!(request_controller, guard_controller);
+    for ended in shards_ended {
+        if let Err(e) = ended {
+            tracing::error!(error = %e, "a guard controller shard ended abnormally");
+        }
+    }
     credentials.abort();
+    routing.abort_all();
 }
 
 /// Cached objects keep no managedFields: nothing reads them from a guard, a request or a
@@ -392,6 +436,16 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
 /// the larger part of an object.
 pub fn forget_managed_fields<K: kube::Resource>(object: &mut K) {
     object.meta_mut().managed_fields = None;
+}
+
+/// A SIGTERM or SIGINT, as the controllers' `shutdown_on_signal` hear it.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }
 
 /// Waits until a reflector store holds its first full list. A second waiter on a store's

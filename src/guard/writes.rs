@@ -70,13 +70,18 @@ fn refresh_window(at: Timestamp, phase: Duration) -> i64 {
 /// the written `lastEvaluationTime` is: an evaluation a moment past its window's start must
 /// not read back, truncated, as one written in the window before.
 pub fn refresh_phase(namespace: &str, name: &str) -> Duration {
-    let hash = [namespace.as_bytes(), b"/", name.as_bytes()]
+    Duration::from_secs(stable_hash(namespace, name) % REFRESH.as_secs())
+}
+
+/// A hash of a guard's namespace and name that is the same in every process and release
+/// (FNV-1a), unlike std's randomly keyed one.
+pub fn stable_hash(namespace: &str, name: &str) -> u64 {
+    [namespace.as_bytes(), b"/", name.as_bytes()]
         .concat()
         .iter()
         .fold(0xcbf2_9ce4_8422_2325_u64, |h, byte| {
             (h ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
-    Duration::from_secs(hash % REFRESH.as_secs())
+        })
 }
 
 /// Whether anything but values changed: the generation judged, the phase, a condition's
