@@ -266,7 +266,6 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
         namespace = scope.as_deref().unwrap_or("<all>"),
         "rollguard controller starting"
     );
-    // A guard's change (e.g. its rollback slot freed) wakes the requests waiting on it.
     let queue = indexed.clone();
     // A guard's change (e.g. its rollback slot freed) wakes the requests waiting on it: told
     // by the guards' own watch below, once its cache holds the change, rather than by a

@@ -329,9 +329,11 @@ async fn decide(
         next.active_rollback = None;
     }
     let announces = !events.is_empty() || created;
-    let written = guard.status.clone().unwrap_or_default();
+    // The status as last written (no copy: this runs for every guard every interval).
+    let never_written = crate::api::RolloutGuardStatus::default();
+    let written = guard.status.as_ref().unwrap_or(&never_written);
     let phase = super::writes::refresh_phase(&namespace, &name);
-    let write = super::writes::due(&guard.spec, &written, &next, now, announces, phase)
+    let write = super::writes::due(&guard.spec, written, &next, now, announces, phase)
         .map(|why| (why, status_patch(&guard, &next, orphaned)));
     drop(admission);
     Ok(Decision {
