@@ -4,7 +4,7 @@
 //! alice holding exactly the chart's `-author` and `-requester` roles there. Plus a loopback
 //! "attacker" that records everything that reaches it.
 
-use super::{Cluster, Operator, unique_suffix, wait_until};
+use super::{Cluster, Operator, unique_suffix};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, Uri};
 use std::path::{Path, PathBuf};
@@ -242,15 +242,7 @@ impl Tenancy {
             ],
             &args,
         );
-        let ready = format!("{}/readyz", operator.metrics_url);
-        wait_until(Duration::from_secs(30), "the operator ready", || {
-            let url = ready.clone();
-            async move {
-                let r = reqwest::get(&url).await.ok()?;
-                (r.status().as_u16() == 200).then_some(())
-            }
-        })
-        .await;
+        operator.wait_ready().await;
         let alice = cluster.user_client("alice").await;
         Tenancy {
             ns,
