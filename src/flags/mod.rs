@@ -174,6 +174,41 @@ pub fn plan_restore(
     }
 }
 
+/// Whether a snapshot of an earlier state of the ConfigMap still stands for its current
+/// state `data` under `plan` (the plan on `data`): the same request plans the same on the
+/// snapshot's data (`planned_then`), and restoring `plan` from the snapshot gives back
+/// what each key it writes holds now (the same text, or the same JSON document laid out
+/// otherwise). Keys and flags the plan leaves alone may differ — another writer's edits
+/// since — and a write based on `data` keeps them.
+pub fn snapshot_stands_for(
+    spec: &FlagsSpec,
+    config_map: &str,
+    data: &Data,
+    plan: &Plan,
+    snapshot: &Data,
+    planned_then: &Plan,
+) -> bool {
+    if planned_then.changes != plan.changes || planned_then.conflicts != plan.conflicts {
+        return false;
+    }
+    let written = plan.apply(data);
+    let Ok(back) = plan_restore(spec, config_map, &written, &plan.changes, snapshot) else {
+        return false;
+    };
+    let restored = back.apply(&written);
+    plan.writes
+        .keys()
+        .all(|k| match (restored.get(k), data.get(k)) {
+            (Some(a), Some(b)) => a == b || same_json(a, b),
+            (a, b) => a == b,
+        })
+}
+
+fn same_json(a: &str, b: &str) -> bool {
+    let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).ok();
+    matches!((parse(a), parse(b)), (Some(a), Some(b)) if a == b)
+}
+
 /// The flags among a rollback's recorded `changes` (its `status.flagsChanged`) that it turned
 /// off with flagd's `state: DISABLED` (`forceDisableAll`, a boolean flag with no `false`
 /// variant): flagd answers the application's code default for them. Read from the record, so

@@ -945,3 +945,80 @@ fn the_last_writer_of_a_key_comes_from_managed_fields() {
     );
     assert_eq!(last_writer(&cm, "zzz", "rollguard"), None);
 }
+
+#[test]
+fn a_snapshot_stands_for_a_state_that_differs_only_where_the_plan_does_not_write() {
+    let spec = plain_spec(&["a", "b"]);
+    let then = data(&[("a", "true"), ("b", "false"), ("other", "1")]);
+    let now = data(&[("a", "true"), ("b", "false"), ("other", "2")]);
+    let plan = plan_disable(&spec, "ff", &now, &all()).unwrap();
+    let planned_then = plan_disable(&spec, "ff", &then, &all()).unwrap();
+    assert!(snapshot_stands_for(
+        &spec,
+        "ff",
+        &now,
+        &plan,
+        &then,
+        &planned_then
+    ));
+}
+
+#[test]
+fn a_snapshot_does_not_stand_for_a_state_where_a_written_flag_changed() {
+    let spec = plain_spec(&["a", "b"]);
+    let then = data(&[("a", "true"), ("b", "false")]);
+    for now in [
+        data(&[("a", "yes"), ("b", "false")]), // the same flag on, in other words
+        data(&[("a", "true"), ("b", "true")]), // another guarded flag turned on since
+    ] {
+        let plan = plan_disable(&spec, "ff", &now, &all()).unwrap();
+        let planned_then = plan_disable(&spec, "ff", &then, &all()).unwrap();
+        assert!(
+            !snapshot_stands_for(&spec, "ff", &now, &plan, &then, &planned_then),
+            "{now:?}"
+        );
+    }
+}
+
+#[test]
+fn a_flagd_snapshot_stands_while_other_flags_of_the_document_change() {
+    // Another flag edited, the document laid out anew, and a written flag's metadata (a
+    // restore gives back only what the rollback changed: defaultVariant and targeting).
+    let spec = flagd_spec(&["zeta", "alpha"]);
+    let then = data(&[("flags.json", FLAGD_DOC)]);
+    let mut doc: serde_json::Value = serde_json::from_str(FLAGD_DOC).unwrap();
+    doc["flags"]["colour"]["defaultVariant"] = "blue".into();
+    doc["flags"]["zeta"]["metadata"]["owner"] = "team-c".into();
+    let now = data(&[("flags.json", &serde_json::to_string_pretty(&doc).unwrap())]);
+    let plan = plan_disable(&spec, "ff", &now, &all()).unwrap();
+    let planned_then = plan_disable(&spec, "ff", &then, &all()).unwrap();
+    assert!(snapshot_stands_for(
+        &spec,
+        "ff",
+        &now,
+        &plan,
+        &then,
+        &planned_then
+    ));
+}
+
+#[test]
+fn a_flagd_snapshot_does_not_stand_once_a_written_flag_was_edited() {
+    // zeta's targeting changed since the snapshot: its on/off state did not, but a later
+    // restore from the snapshot would give back the old targeting.
+    let spec = flagd_spec(&["zeta", "alpha"]);
+    let then = data(&[("flags.json", FLAGD_DOC)]);
+    let mut doc: serde_json::Value = serde_json::from_str(FLAGD_DOC).unwrap();
+    doc["flags"]["zeta"]["targeting"] = serde_json::json!({"if": [true, "on", "off"]});
+    let now = data(&[("flags.json", &serde_json::to_string_pretty(&doc).unwrap())]);
+    let plan = plan_disable(&spec, "ff", &now, &all()).unwrap();
+    let planned_then = plan_disable(&spec, "ff", &then, &all()).unwrap();
+    assert!(!snapshot_stands_for(
+        &spec,
+        "ff",
+        &now,
+        &plan,
+        &then,
+        &planned_then
+    ));
+}

@@ -1,7 +1,7 @@
 //! Step 4, *Disable flags* (or restore them): one write with the resourceVersion of the
 //! state the snapshot holds as precondition, stamped with the request's uid (the write's
-//! record until the status write after it), retried on conflict after taking the snapshot
-//! again; dry runs.
+//! record until the status write after it), retried on conflict on a fresh read (taking the
+//! snapshot again only if it no longer stands for that state); dry runs.
 
 use super::*;
 
@@ -94,10 +94,9 @@ impl Run {
             if !writes && !read_now {
                 continue;
             }
-            // No flag changes before the snapshot of the state this write is based on
-            // exists: the write's precondition is the resourceVersion the snapshot holds.
-            let snapshotted = self.snapshot.as_ref().and_then(snapshot::captured_version);
-            if (snapshotted.is_none() || snapshotted != cm.resource_version())
+            // No flag changes before a snapshot that stands for the state this write is
+            // based on exists (the write's precondition is that state's resourceVersion).
+            if !self.snapshot_stands_for(&cm, &plan, source.as_ref())
                 && let Err((reason, message)) = self.retake_snapshot(&cm).await?
             {
                 return self.fail(reason, message).await;
@@ -242,6 +241,44 @@ impl Run {
             }
         }
         Ok(Flow::Next)
+    }
+
+    /// Whether the snapshot taken stands for `cm` under `plan`: taken of this very state,
+    /// or of an earlier one that differs only where the plan does not write
+    /// (`flags::snapshot_stands_for`). A retry after another writer's edit of other keys
+    /// then costs a read and a write, as that writer's own loop does, rather than also
+    /// deleting and creating the snapshot: a writer in a tight loop would win every race.
+    fn snapshot_stands_for(
+        &self,
+        cm: &ConfigMap,
+        plan: &flags::Plan,
+        source: Option<&Result<(Secret, Vec<FlagChange>), String>>,
+    ) -> bool {
+        let Some(taken) = &self.snapshot else {
+            return false;
+        };
+        let Some(captured) = snapshot::captured_version(taken) else {
+            return false;
+        };
+        if cm.resource_version().as_deref() == Some(captured.as_str()) {
+            return true;
+        }
+        let Some(then) = snapshot::flags_data(taken) else {
+            return false;
+        };
+        let mut earlier = cm.clone();
+        earlier.data = Some(then.clone());
+        let Ok(planned_then) = self.plan_from(&earlier, source) else {
+            return false;
+        };
+        flags::snapshot_stands_for(
+            &self.guard().spec.flags,
+            &cm.name_any(),
+            &cm.data.clone().unwrap_or_default(),
+            plan,
+            &then,
+            &planned_then,
+        )
     }
 
     /// What a write made before a restart changed: the plan on the state its snapshot
