@@ -104,3 +104,134 @@ async fn an_emergency_during_a_restore_leaves_the_flags_off() {
         "{status:#?}"
     );
 }
+
+/// An emergency killed between taking the guard's slot and its first status write (which
+/// records the restores it overtook) overtakes them again when it resumes: a restore asked
+/// for in the same second still ends Superseded after it, and the flags stay off. Found by
+/// the fault suite (`make faults`, script emergency-races-restore, SIGKILL).
+#[cfg(feature = "fault-injection")]
+#[tokio::test]
+async fn an_emergency_resumed_after_a_crash_still_overtakes_the_waiting_restore() {
+    use common::{Env, wait_until};
+    use kube::ResourceExt;
+    use kube::api::DeleteParams;
+    use rollguard::api::request::RequestPhase;
+    use std::time::Duration;
+
+    let Some(mut env) = Env::start("emergency_resumed", &[]).await else {
+        return;
+    };
+    let ns = env.ns.clone();
+    let request = |name: &str, spec: &str| {
+        format!(
+            "apiVersion: rollguard.dev/v1alpha1\nkind: RollbackRequest\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{guardRef: {{name: g}}, requestedBy: ops, reason: race, {spec}}}\n"
+        )
+    };
+    env.cluster.apply(&common::flags_and_guard(
+        &ns,
+        r#"{a: "true", keep: "me"}"#,
+        "",
+    ));
+    let requests = env.requests();
+    env.cluster.apply(&request("rollback", "mode: immediate"));
+    let rolled_back = common::finished(&requests, "rollback").await;
+    assert_eq!(
+        rolled_back.status.unwrap().phase,
+        Some(RequestPhase::Succeeded)
+    );
+    env.operator.take().unwrap().kill();
+
+    // The restore and the emergency asked for in the same second (the API server keeps
+    // creation times to the second), while no operator runs: the restore queues behind the
+    // emergency, which overtakes it.
+    let mut same_second = false;
+    for _ in 0..3 {
+        env.cluster.apply(&format!(
+            "{}---\n{}",
+            request("rs", "action: restore"),
+            request("em", "mode: immediate")
+        ));
+        let (rs, em) = (
+            requests.get("rs").await.unwrap(),
+            requests.get("em").await.unwrap(),
+        );
+        if rs.creation_timestamp() == em.creation_timestamp() {
+            same_second = true;
+            break;
+        }
+        for name in ["rs", "em"] {
+            requests
+                .delete(name, &DeleteParams::default())
+                .await
+                .unwrap();
+        }
+        wait_until(Duration::from_secs(10), "rs and em to be gone", || {
+            let requests = requests.clone();
+            async move {
+                let left = requests.list(&Default::default()).await.ok()?;
+                (left.items.len() == 1).then_some(())
+            }
+        })
+        .await;
+    }
+    assert!(same_second, "could not create both in one second");
+
+    // The emergency takes the slot and snapshots (the flag is off already: it will write
+    // nothing); killed there, before its first status write.
+    let paused = env.cluster.start_operator(
+        &ns,
+        &[
+            ("ROLLGUARD_FAULT_POINT", "snapshot-created"),
+            ("ROLLGUARD_FAULT_REQUEST", "em"),
+        ],
+    );
+    wait_until(
+        Duration::from_secs(20),
+        "the emergency to take the slot and snapshot",
+        || {
+            let at = paused.log_contains("FAULT-POINT snapshot-created em");
+            async move { at.then_some(()) }
+        },
+    )
+    .await;
+    paused.kill();
+    let em = requests.get("em").await.unwrap();
+    assert!(
+        em.status
+            .as_ref()
+            .and_then(|s| s.started_at.as_ref())
+            .is_none(),
+        "killed before the emergency's first status write: {:#?}",
+        em.status
+    );
+
+    let _resumed = env.cluster.start_operator(&ns, &[]);
+    let em = common::finished(&requests, "em").await;
+    assert_eq!(
+        em.status.as_ref().unwrap().phase,
+        Some(RequestPhase::Succeeded),
+        "{:#?}",
+        em.status
+    );
+    let restore = wait_until(Duration::from_secs(30), "the restore to end", || {
+        let requests = requests.clone();
+        async move {
+            let r = requests.get("rs").await.ok()?;
+            let phase = r.status.as_ref()?.phase?;
+            rollguard::rollback::step::is_terminal(Some(phase)).then_some(r)
+        }
+    })
+    .await;
+    let data = env.config_maps().get("ff").await.unwrap().data.unwrap();
+    assert_eq!(
+        data["a"], "false",
+        "the restore undid the emergency: {:#?}",
+        restore.status
+    );
+    assert_eq!(
+        restore.status.as_ref().unwrap().phase,
+        Some(RequestPhase::Superseded),
+        "{:#?}",
+        restore.status
+    );
+}

@@ -102,11 +102,9 @@ impl Run {
             return Ok(Flow::Next);
         }
         // Recorded together with the first step's status write, one round trip fewer on
-        // the way to the flags; a restart before it finds the slot held and starts there.
+        // the way to the flags; a restart before it finds the slot held and starts there
+        // (and accepts, and overtakes, again).
         self.accept();
-        if step::is_emergency(&self.request.spec) && self.status.overtook.is_empty() {
-            self.overtake_waiting_restores();
-        }
         if let Some(other) = supersedes {
             self.record(
                 "Superseding",
@@ -157,7 +155,10 @@ impl Run {
         Ok(Flow::Next)
     }
 
-    /// Marks the request accepted (once): phase, start time, the first timeline line.
+    /// Marks the request accepted (once): phase, start time, the first timeline line; an
+    /// emergency overtakes the restores waiting before it. All of it is recorded with the
+    /// first status write, so a request killed before that write does it again on resuming
+    /// (the slot held, at its next step).
     pub(super) fn accept(&mut self) {
         if self.status.started_at.is_some() {
             return;
@@ -175,6 +176,9 @@ impl Run {
         );
         self.record("Accepted", message);
         self.announce_started();
+        if step::is_emergency(&self.request.spec) && self.status.overtook.is_empty() {
+            self.overtake_waiting_restores();
+        }
     }
 
     pub(super) async fn release(&mut self) -> Result<Flow, Error> {
