@@ -1109,7 +1109,13 @@ async fn refresh_pods_annotates_only_pods_that_mount_the_flags_config_map() {
 
 #[tokio::test]
 async fn snapshots_beyond_retain_are_pruned_oldest_first() {
-    let Some(env) = setup("retention").await else {
+    // The operator's API calls are logged, to see which snapshots it asks to delete.
+    let Some(env) = Env::start(
+        "retention",
+        &[("RUST_LOG", "warn,rollguard=debug,kube_client=debug")],
+    )
+    .await
+    else {
         return;
     };
     env.plain_flags("ff", &[("a", "true")]);
@@ -1117,15 +1123,6 @@ async fn snapshots_beyond_retain_are_pruned_oldest_first() {
         "g",
         "  flags: {configMapRef: {name: ff}, guarded: [a]}\n  rollback: {snapshot: {retain: 2}}",
     );
-    for name in ["r1", "r2", "r3"] {
-        env.request(
-            name,
-            "  guardRef: {name: g}\n  requestedBy: ops\n  mode: immediate",
-        );
-        assert_succeeded(&env.finished(name).await);
-    }
-    // Pruning follows the Succeeded status write (off the flag path): wait for it, then
-    // make sure it went no further.
     let snapshots = || async {
         let mut names: Vec<_> = env
             .secrets()
@@ -1139,14 +1136,52 @@ async fn snapshots_beyond_retain_are_pruned_oldest_first() {
         names.sort();
         names
     };
-    wait_until(
-        Duration::from_secs(10),
-        "r1's snapshot to be pruned",
-        || async { (snapshots().await.len() <= 2).then_some(()) },
-    )
-    .await;
+    // Pruning follows the Succeeded status write (off the flag path): wait for it, then
+    // make sure it went no further.
+    let rollback_and_prune = |name: &'static str, expected: [&'static str; 2]| {
+        let env = &env;
+        async move {
+            env.request(
+                name,
+                "  guardRef: {name: g}\n  requestedBy: ops\n  mode: immediate",
+            );
+            assert_succeeded(&env.finished(name).await);
+            wait_until(
+                Duration::from_secs(10),
+                &format!("the snapshots after {name}'s pruning"),
+                || async { (snapshots().await == expected).then_some(()) },
+            )
+            .await;
+        }
+    };
+    for name in ["r1", "r2"] {
+        env.request(
+            name,
+            "  guardRef: {name: g}\n  requestedBy: ops\n  mode: immediate",
+        );
+        assert_succeeded(&env.finished(name).await);
+    }
+    rollback_and_prune("r3", ["g-snap-r2", "g-snap-r3"]).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(snapshots().await, ["g-snap-r2", "g-snap-r3"]);
+    // r4's pruning deletes r2's snapshot and does not ask for r1's, pruned before, again.
+    let operator = env.operator.as_ref().unwrap();
+    let before = operator.log_text().lines().count();
+    rollback_and_prune("r4", ["g-snap-r3", "g-snap-r4"]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deletes: Vec<String> = operator
+        .log_text()
+        .lines()
+        .skip(before)
+        .map(common::strip_ansi)
+        .filter(|l| l.contains("http.method=DELETE") && l.ends_with("requesting"))
+        .filter_map(|l| {
+            let path = l.split("/secrets/").nth(1)?;
+            Some(path.split('?').next()?.to_string())
+        })
+        .collect();
+    assert!(deletes.iter().any(|d| d == "g-snap-r2"), "{deletes:?}");
+    assert!(!deletes.iter().any(|d| d == "g-snap-r1"), "{deletes:?}");
 }
 
 #[tokio::test]

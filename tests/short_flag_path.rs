@@ -260,7 +260,7 @@ spec:
     fn calls_of(log: &str, ns: &str, request: &str) -> Vec<String> {
         let span = format!("object.ref=RollbackRequest.v1alpha1.rollguard.dev/{request}.{ns} ");
         log.lines()
-            .map(strip_ansi)
+            .map(crate::common::strip_ansi)
             .filter(|l| l.contains(&span) && l.ends_with("requesting"))
             .filter_map(|l| {
                 let method = l.split("http.method=").nth(1)?.split(' ').next()?;
@@ -275,23 +275,6 @@ spec:
                 Some(format!("{method} /{path}"))
             })
             .collect()
-    }
-
-    fn strip_ansi(line: &str) -> String {
-        let mut out = String::with_capacity(line.len());
-        let mut chars = line.chars();
-        while let Some(c) = chars.next() {
-            if c == '\u{1b}' {
-                for c in chars.by_ref() {
-                    if c == 'm' {
-                        break;
-                    }
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        out
     }
 
     /// Before its flags write, a new request without drain hooks makes two API calls, side

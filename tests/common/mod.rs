@@ -664,3 +664,21 @@ pub async fn guard_notices_delivered(
     let evaluated = operator.evaluations(namespace, name).await;
     operator.evaluated(namespace, name, evaluated, 2).await;
 }
+
+/// A log line without its ANSI colour codes (the operator's log is coloured).
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

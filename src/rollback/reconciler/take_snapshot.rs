@@ -211,9 +211,10 @@ impl Run {
     }
 
     /// Keeps the snapshots of the newest `snapshot.retain` requests of the guard that took
-    /// one, deleting the others by name (the operator may not list Secrets). A snapshot
-    /// whose request was deleted is the user's to delete. Best effort: a failure here never
-    /// fails a rollback.
+    /// one, deleting the others by name — those that still exist (the guard's snapshot
+    /// Secrets, listed by label), so a pruned snapshot is not asked for again at every
+    /// rollback. A snapshot whose request was deleted is the user's to delete. Best effort:
+    /// a failure here never fails a rollback.
     pub(super) async fn prune_snapshots(&self) {
         let guard = self.guard();
         let Ok(taken) = self.snapshots_taken().await else {
@@ -233,7 +234,21 @@ impl Run {
         let retain = usize::try_from(guard.spec.rollback.snapshot.retain)
             .unwrap_or(1)
             .max(1);
+        let listed = ListParams::default()
+            .labels(&format!(
+                "{GUARD_LABEL}={}",
+                snapshot::label_value(&guard.name_any())
+            ))
+            .fields(&format!("type={SNAPSHOT_SECRET_TYPE}"));
+        let Ok(present) = self.secrets.list_metadata(&listed).await else {
+            return;
+        };
+        let present: std::collections::BTreeSet<String> =
+            present.items.iter().map(|s| s.name_any()).collect();
         for name in snapshot::to_prune(mine, retain) {
+            if !present.contains(&name) {
+                continue;
+            }
             match self.secrets.delete(&name, &Default::default()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
