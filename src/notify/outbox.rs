@@ -67,6 +67,19 @@ pub struct Outbox {
     /// Guard notices this process is delivering (false) or has delivered (true), by
     /// [`guard_key`]; forgotten once the guard's status no longer records them.
     guard_deliveries: Mutex<HashMap<String, (bool, std::time::Instant)>>,
+    /// Per request and receiver, the end of the last delivery started: the next waits for
+    /// it, so a receiver hears a request's moments in the order they happened ("started"
+    /// before "completed", however fast the rollback).
+    queues: Mutex<HashMap<(String, String), Queued>>,
+}
+
+/// A delivery's end, as the next one to the same receiver waits for it.
+type Ended = futures::future::Shared<tokio::sync::oneshot::Receiver<()>>;
+
+/// The last delivery started for a (request, receiver): its job, and its end.
+struct Queued {
+    job: Job,
+    ended: Ended,
 }
 
 /// A guard notice's key in the outbox: namespace, guard, receiver and delivery id.
@@ -98,6 +111,7 @@ impl Outbox {
             jobs: Mutex::new(HashMap::new()),
             wake,
             guard_deliveries: Mutex::new(HashMap::new()),
+            queues: Mutex::new(HashMap::new()),
         });
         (outbox, woken)
     }
@@ -121,8 +135,28 @@ impl Outbox {
         let namespace = request.meta().namespace.clone().unwrap_or_default();
         let reference = ObjectRef::from_obj(request);
         let outbox = self.clone();
+        let (end, ended) = tokio::sync::oneshot::channel::<()>();
+        let key = (job.request.clone(), job.receiver.clone());
+        let before = self.queues.lock().expect("outbox lock").insert(
+            key.clone(),
+            Queued {
+                job: job.clone(),
+                ended: futures::FutureExt::shared(ended),
+            },
+        );
         tokio::spawn(async move {
+            if let Some(before) = before {
+                // Ended or dropped: either way, its turn is over.
+                let _ = before.ended.await;
+            }
             let delivery = outbox.courier.deliver(&namespace, &notifier, &notice).await;
+            drop(end);
+            {
+                let mut queues = outbox.queues.lock().expect("outbox lock");
+                if queues.get(&key).is_some_and(|q| q.job == job) {
+                    queues.remove(&key);
+                }
+            }
             outbox.count(&notifier, &delivery);
             outbox.jobs.lock().expect("outbox lock").insert(
                 job,
