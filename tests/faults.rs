@@ -775,12 +775,18 @@ fn normalise_guard(status: &Value, racy: &[&str]) -> Value {
         }
         json!({"name": v["name"], "outcome": v["outcome"], "flagsDisabled": v["flagsDisabled"]})
     };
+    // A racy restore that ran before its emergency was seen (a late watch) succeeds and is
+    // the guard's last restore; one the emergency overtook leaves none: both are its outcome.
+    let last_restore = match last(&status["lastRestore"]) {
+        Value::Null if !racy.is_empty() => json!({"name": "(racy)"}),
+        other => other,
+    };
     json!({
         "phase": status["phase"],
         "activeRollback": status["activeRollback"],
         "conditions": conditions(status),
         "lastRollback": last(&status["lastRollback"]),
-        "lastRestore": last(&status["lastRestore"]),
+        "lastRestore": last_restore,
     })
 }
 
