@@ -218,12 +218,22 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
     let index = indexed.clone();
     let arrivals = crate::rollback::ready::Arrivals::default();
     let arrived = arrivals.clone();
+    // A request just created starts at once, its turn taken here before the controller's
+    // scheduler (about a millisecond later) can run it (ready::Turns).
+    let turns = crate::rollback::ready::Turns::default();
+    let (starts, mut to_start) = tokio::sync::mpsc::unbounded_channel();
+    let starting = turns.clone();
     let request_events = watcher(requests, watcher::Config::default())
         .default_backoff()
         .modify(forget_managed_fields)
         .map_ok(move |event| {
             index.apply(&event);
-            arrived.apply(&event);
+            if arrived.apply(&event)
+                && let watcher::Event::Apply(r) = &event
+                && let Some(turn) = starting.take_now(&r.uid().unwrap_or_default())
+            {
+                let _ = starts.send((Arc::new(r.clone()), turn));
+            }
             event
         })
         .reflect(writer)
@@ -261,6 +271,13 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
         guards: reader.clone(),
         flags: crate::rollback::ready::FlagsCache::start(api(&client, &scope)),
         arrivals,
+        turns,
+    });
+    let starter = ctx.clone();
+    let fast_starts = tokio::spawn(async move {
+        while let Some((request, turn)) = to_start.recv().await {
+            tokio::spawn(reconciler::start_arrived(request, turn, starter.clone()));
+        }
     });
     tracing::info!(
         namespace = scope.as_deref().unwrap_or("<all>"),
@@ -277,7 +294,7 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
         }))
         .reconcile_on(futures::stream::poll_fn(move |cx| delivered.poll_recv(cx)))
         .shutdown_on_signal()
-        .run(reconciler::reconcile, reconciler::error_policy, ctx)
+        .run(reconciler::reconcile_in_turn, reconciler::error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::warn!(error = %e, "rollback reconcile error");
@@ -427,6 +444,7 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
         }
     }
     credentials.abort();
+    fast_starts.abort();
     routing.abort_all();
 }
 

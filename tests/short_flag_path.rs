@@ -280,7 +280,8 @@ spec:
 
     /// The operator's API calls made while reconciling `request`, in order, as "METHOD
     /// path" (query strings dropped), read from its kube-client debug log, whose lines carry
-    /// the controller's `reconciling object` span.
+    /// the `reconciling object` span (the controller's, or the one of a request started at its
+    /// arrival, `reconciler::start_arrived`).
     fn calls_of(log: &str, ns: &str, request: &str) -> Vec<String> {
         let span = format!("object.ref=RollbackRequest.v1alpha1.rollguard.dev/{request}.{ns} ");
         log.lines()
@@ -301,12 +302,13 @@ spec:
             .collect()
     }
 
-    /// Before its flags write, a new request without drain hooks makes two API calls, side
-    /// by side: the claim of the guard's slot (serialisation) and the snapshot Secret (no
-    /// flag changes before the snapshot exists). It reads nothing: the request, the guard and
-    /// the flags ConfigMap come from the operator's watches. Immediate and graceful alike.
+    /// Before its flags write, a new request without drain hooks makes three API calls, side
+    /// by side: the claim of the guard's slot Lease (serialisation), the snapshot Secret (no
+    /// flag changes before the snapshot exists) and a read of the guard (the watched copy it
+    /// started from is current). The request and the flags ConfigMap come from the
+    /// operator's watches. Immediate and graceful alike.
     #[tokio::test]
-    async fn a_rollback_without_hooks_writes_the_flags_after_two_api_calls() {
+    async fn a_rollback_without_hooks_writes_the_flags_after_three_api_calls_sent_together() {
         let Some(cluster) = cluster("short path calls").await else {
             return;
         };
@@ -330,7 +332,10 @@ spec:
         let requests: Api<RollbackRequest> = Api::namespaced(cluster.client.clone(), &ns);
         let operator = cluster.start_operator(
             &ns,
-            &[("RUST_LOG", "warn,kube_runtime=info,kube_client=debug")],
+            &[(
+                "RUST_LOG",
+                "warn,kube_runtime=info,rollguard::rollback::reconciler=info,kube_client=debug",
+            )],
         );
         // The operator's caches hold the guard and the ConfigMap once it is ready.
         wait_until(Duration::from_secs(30), "the operator to be ready", || {
@@ -358,16 +363,28 @@ spec:
                 .iter()
                 .position(|c| *c == write)
                 .unwrap_or_else(|| panic!("{mode}: no flags write among {calls:#?}"));
-            // The claim and the snapshot go out together; the write waits for both.
-            let mut before = calls[..until].to_vec();
+            // The claim (the slot's Lease), the snapshot and the read that proves the cached
+            // guard current go out together; the write waits for the three. The guard's
+            // activeRollback (the slot's mirror) is written beside the flags write, not in
+            // front of it: it may be sent just before.
+            let mirror = format!(
+                "PATCH /apis/rollguard.dev/v1alpha1/namespaces/{ns}/rolloutguards/{guard}/status"
+            );
+            assert!(calls.contains(&mirror), "{mode}: {calls:#?}");
+            let mut before: Vec<_> = calls[..until]
+                .iter()
+                .filter(|c| **c != mirror)
+                .cloned()
+                .collect();
             before.sort();
             assert_eq!(
                 before,
                 [
                     format!(
-                        "PATCH /apis/rollguard.dev/v1alpha1/namespaces/{ns}/rolloutguards/{guard}/status"
+                        "GET /apis/rollguard.dev/v1alpha1/namespaces/{ns}/rolloutguards/{guard}"
                     ),
                     format!("POST /api/v1/namespaces/{ns}/secrets"),
+                    format!("POST /apis/coordination.k8s.io/v1/namespaces/{ns}/leases"),
                 ],
                 "{mode}: every call of the reconcile: {calls:#?}"
             );

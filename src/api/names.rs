@@ -25,6 +25,8 @@ pub const ACTION_LABEL: &str = "rollguard.dev/action";
 /// Annotation on the flags ConfigMap: the uid of the request that last wrote it. Lets a
 /// restarted operator see that its write already happened.
 pub const LAST_CHANGE_ANNOTATION: &str = "rollguard.dev/last-change";
+/// Annotation on a guard's rollback-slot Lease: the uid of the RollbackRequest holding it.
+pub const REQUEST_UID_ANNOTATION: &str = "rollguard.dev/request-uid";
 /// Annotation on pods refreshed after a change (`refreshPods`).
 pub const FLAGS_REVISION_ANNOTATION: &str = "rollguard.dev/flags-revision";
 /// The field manager of the operator's ConfigMap writes (drift detection leaves it out).

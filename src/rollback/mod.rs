@@ -5,5 +5,6 @@ pub mod history;
 pub mod hooks;
 pub mod ready;
 pub mod reconciler;
+pub mod slot_lease;
 pub mod snapshot;
 pub mod step;

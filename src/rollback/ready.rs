@@ -92,20 +92,24 @@ fn untouched(r: &RollbackRequest) -> bool {
 
 impl Arrivals {
     /// Call on every event of the requests' watch. A request is New only when its first
-    /// sighting is a live event of an untouched request; nothing makes it New again.
-    pub fn apply(&self, event: &watcher::Event<RollbackRequest>) {
+    /// sighting is a live event of an untouched request; nothing makes it New again. True
+    /// for that first sighting: the request has just arrived.
+    pub fn apply(&self, event: &watcher::Event<RollbackRequest>) -> bool {
         let mut seen = self.0.lock().unwrap();
         match event {
             watcher::Event::Apply(r) => {
+                let uid = r.uid().unwrap_or_default();
+                let arrived = untouched(r) && !seen.contains_key(&uid);
                 let first = if untouched(r) {
                     Arrival::New
                 } else {
                     Arrival::Known
                 };
-                let entry = seen.entry(r.uid().unwrap_or_default()).or_insert(first);
+                let entry = seen.entry(uid).or_insert(first);
                 if !untouched(r) {
                     *entry = Arrival::Known;
                 }
+                return arrived;
             }
             watcher::Event::InitApply(r) => {
                 seen.insert(r.uid().unwrap_or_default(), Arrival::Known);
@@ -115,6 +119,7 @@ impl Arrivals {
             }
             watcher::Event::Init | watcher::Event::InitDone => {}
         }
+        false
     }
 
     /// Whether `request` (as the watch has it) may be used without reading it again: true
@@ -127,6 +132,72 @@ impl Arrivals {
         let new = *arrival == Arrival::New;
         *arrival = Arrival::Known;
         new && untouched(request)
+    }
+}
+
+/// One reconcile of a request at a time, between the controller and the start a newly
+/// arrived request gets straight from the watch (`controller::serve`): kube-runtime's
+/// scheduler puts every reconcile through a timer queue whose deadlines round up to the
+/// next millisecond, about 1 ms on the way to the flags (BENCHMARKS.md). The start takes
+/// the request's turn as the watch delivers it, before the controller can; the
+/// controller's own reconcile of it then waits for that turn and decides on the request as
+/// the API server has it.
+#[derive(Clone, Default)]
+pub struct Turns(Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>);
+
+/// A request's turn, held while one reconcile of it runs.
+pub struct Turn {
+    _held: tokio::sync::OwnedMutexGuard<()>,
+    uid: String,
+    turns: Turns,
+}
+
+impl Turns {
+    fn of(&self, uid: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.0
+            .lock()
+            .unwrap()
+            .entry(uid.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// The turn of a request just arrived, if nobody holds it.
+    pub fn take_now(&self, uid: &str) -> Option<Turn> {
+        let held = self.of(uid).try_lock_owned().ok()?;
+        Some(Turn {
+            _held: held,
+            uid: uid.to_string(),
+            turns: self.clone(),
+        })
+    }
+
+    /// The request's turn, once whoever holds it is done.
+    pub async fn take(&self, uid: &str) -> Turn {
+        let held = self.of(uid).lock_owned().await;
+        Turn {
+            _held: held,
+            uid: uid.to_string(),
+            turns: self.clone(),
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let mut turns = self.turns.0.lock().unwrap();
+        // The map's reference and this turn's: nobody waits for it; forget it.
+        if turns
+            .get(&self.uid)
+            .is_some_and(|m| Arc::strong_count(m) <= 2)
+        {
+            turns.remove(&self.uid);
+        }
     }
 }
 
@@ -184,5 +255,26 @@ mod tests {
         // Listed, then changed: read afresh.
         arrivals.apply(&watcher::Event::Apply(listed.clone()));
         assert!(!arrivals.take(&listed));
+    }
+
+    #[tokio::test]
+    async fn a_request_taken_at_its_arrival_waits_the_controllers_turn() {
+        let turns = Turns::default();
+        let first = turns.take_now("u1").expect("free at arrival");
+        assert!(turns.take_now("u1").is_none(), "held");
+        let waiting = tokio::spawn({
+            let turns = turns.clone();
+            async move { turns.take("u1").await }
+        });
+        tokio::task::yield_now().await;
+        assert!(
+            !waiting.is_finished(),
+            "the controller waits for the first turn"
+        );
+        drop(first);
+        let second = waiting.await.unwrap();
+        assert_eq!(turns.len(), 1);
+        drop(second);
+        assert_eq!(turns.len(), 0, "a turn nobody waits for is forgotten");
     }
 }

@@ -70,6 +70,8 @@ pub struct Context {
     pub flags: super::ready::FlagsCache,
     /// Requests created while this process watched, not reconciled yet.
     pub arrivals: super::ready::Arrivals,
+    /// One reconcile of a request at a time (the controller's and a new request's start).
+    pub turns: super::ready::Turns,
 }
 
 /// How a step left the request.
@@ -80,6 +82,35 @@ enum Flow {
     Requeue(Duration),
     /// Nothing more to do.
     Stop,
+}
+
+/// The controller's reconcile: in the request's turn (see `ready::Turns`).
+pub async fn reconcile_in_turn(
+    request: Arc<RollbackRequest>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let _turn = ctx.turns.take(&request.uid().unwrap_or_default()).await;
+    reconcile(request, ctx).await
+}
+
+/// A newly arrived request's first reconcile, started from the watch in the turn taken
+/// there. What comes after it (a requeue, a retry after an error) is the controller's: it
+/// reconciles the request too, once this turn ends.
+pub async fn start_arrived(
+    request: Arc<RollbackRequest>,
+    turn: super::ready::Turn,
+    ctx: Arc<Context>,
+) {
+    let span = tracing::info_span!(
+        "reconciling object",
+        "object.ref" = %ObjectRef::from_obj(request.as_ref()),
+        object.reason = "arrived"
+    );
+    let name = request.name_any();
+    if let Err(e) = tracing::Instrument::instrument(reconcile(request, ctx), span).await {
+        tracing::warn!(request = %name, error = %e, "rollback reconcile error (at arrival); the controller retries");
+    }
+    drop(turn);
 }
 
 pub async fn reconcile(request: Arc<RollbackRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -103,6 +134,7 @@ pub async fn reconcile(request: Arc<RollbackRequest>, ctx: Arc<Context>) -> Resu
         }
     };
     let guard_name = request.spec.guard_ref.name.clone();
+    let namespace_of_run = namespace.clone();
     let mut run = Run {
         requests,
         guards: Api::namespaced(ctx.client.clone(), &namespace),
@@ -119,10 +151,15 @@ pub async fn reconcile(request: Arc<RollbackRequest>, ctx: Arc<Context>) -> Resu
         snapshot: None,
         snapshot_early: false,
         wake_guard: false,
+        leases: Api::namespaced(ctx.client.clone(), &namespace_of_run),
+        slot_holder: None,
+        mirror: None,
+        guard_from_cache: false,
     };
     // A new request starts from the cached guard: the only step it can take on it is the
-    // claim, whose resourceVersion precondition proves the cache current (a conflict reads
-    // the guard afresh). Any other decision is taken again on the guard as it is now.
+    // claim, beside which the guard is read to prove the cache current (the claim's next
+    // steps are decided on the guard as read). Any other decision is taken again on the
+    // guard as it is now.
     let mut guard_cached = false;
     if new {
         let cached = ctx
@@ -134,6 +171,7 @@ pub async fn reconcile(request: Arc<RollbackRequest>, ctx: Arc<Context>) -> Resu
     if !guard_cached {
         run.guard = run.guards.get_opt(&guard_name).await?;
     }
+    run.guard_from_cache = guard_cached;
     run.settle_notifications().await?;
     run.take_triggered_by();
     // After a restart: what was recorded as Sending goes out (again) now.
@@ -145,6 +183,7 @@ pub async fn reconcile(request: Arc<RollbackRequest>, ctx: Arc<Context>) -> Resu
         tracing::debug!(request = %run.request.name_any(), ?step, "next step");
         if std::mem::take(&mut guard_cached) && !matches!(step, Step::Claim { .. }) {
             run.guard = run.guards.get_opt(&guard_name).await?;
+            run.guard_from_cache = false;
             continue;
         }
         // Drain hooks take time, and an emergency may take the slot meanwhile: look again.
@@ -153,6 +192,7 @@ pub async fn reconcile(request: Arc<RollbackRequest>, ctx: Arc<Context>) -> Resu
         let flow = run.execute(step).await;
         if after_hook && matches!(flow, Ok(Flow::Next)) {
             run.guard = run.guards.get_opt(&guard_name).await?;
+            run.read_slot_holder().await?;
         }
         if !matches!(flow, Ok(Flow::Next)) {
             run.flush_events().await;
@@ -198,6 +238,16 @@ struct Run {
     /// This run changed the guard's rollback slot: the guard controller is told after the
     /// next status write (or as the run ends), not in front of the flags write.
     wake_guard: bool,
+    /// The guards' rollback-slot Leases (`slot_lease`).
+    leases: Api<k8s_openapi::api::coordination::v1::Lease>,
+    /// Who holds the guard's slot, as its Lease said during this run (it goes before the
+    /// guard's `activeRollback`, which mirrors it a moment later).
+    slot_holder: Option<String>,
+    /// The guard's `activeRollback` being written after this run took the slot: awaited
+    /// before the next status write of the request.
+    mirror: Option<tokio::task::JoinHandle<Result<RolloutGuard, kube::Error>>>,
+    /// `guard` is the watch's copy, not yet proven current (see `claim`).
+    guard_from_cache: bool,
 }
 
 impl Drop for Run {
@@ -346,6 +396,7 @@ impl Run {
     /// again from the request as it is. Fields cleared since the last write are written as
     /// null, so a merge patch removes them.
     async fn save(&mut self) -> Result<(), Error> {
+        self.mirrored().await?;
         self.status.observed_generation = self.request.metadata.generation;
         self.status.fill_duration(self.created());
         crate::kstatus::request(&mut self.status, Time(now()));

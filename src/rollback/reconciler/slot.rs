@@ -3,6 +3,7 @@
 //! as a request finishes, the guard's history past `spec.rollback.history`.
 
 use super::*;
+use crate::rollback::slot_lease;
 use crate::rollback::step::Queued;
 
 impl Run {
@@ -50,7 +51,9 @@ impl Run {
             slot: step::slot(
                 &me,
                 accepted,
-                status.and_then(|s| s.active_rollback.as_deref()),
+                self.slot_holder
+                    .as_deref()
+                    .or(status.and_then(|s| s.active_rollback.as_deref())),
                 status.and_then(|s| s.last_rollback.as_ref().map(|r| r.name.as_str())),
                 &queue,
             ),
@@ -75,12 +78,11 @@ impl Run {
         Ok(Flow::Requeue(Duration::from_secs(2)))
     }
 
-    /// Takes the guard's rollback slot; the guard's resourceVersion makes two requests
-    /// racing for it see a conflict, and the loser queues.
+    /// Takes the guard's rollback slot (its Lease, `slot_lease`): one create when the guard
+    /// shows it free, a handover conditional on the holder when an emergency takes it over.
+    /// Sent beside it: the snapshot Secret and, for a guard taken from the watch's cache, a
+    /// read of the guard that proves the cached spec current.
     pub(super) async fn claim(&mut self, supersedes: Option<String>) -> Result<Flow, Error> {
-        // A dry run holds the slot for a moment too, so nothing runs beside it. The guard's
-        // phase and conditions follow from the slot in the guard's own evaluation.
-        let status = json!({ "activeRollback": self.name() });
         // A rollback's snapshot is created beside the claim (capture.rs): the flags write
         // waits for both, one round trip sooner.
         let early = self.early_snapshot();
@@ -93,11 +95,44 @@ impl Run {
                 None => None,
             }
         };
-        let (claimed, created) = tokio::join!(self.patch_guard_status(status), creating);
+        let cached = std::mem::take(&mut self.guard_from_cache);
+        let (guards, guard_name) = (self.guards.clone(), self.guard().name_any());
+        let reading = async move {
+            if cached {
+                Some(guards.get_opt(&guard_name).await)
+            } else {
+                None
+            }
+        };
+        let (taken, created, read) =
+            tokio::join!(self.take_slot(supersedes.as_deref()), creating, reading);
         if let Some((Ok(secret), cm)) = created {
             self.keep_early_snapshot(secret, cm);
         }
-        if !claimed? {
+        let taken = taken?;
+        let fresh = match read {
+            Some(read) => Some(read?),
+            None => None,
+        };
+        let spec_changed = fresh.as_ref().is_some_and(|fresh| {
+            fresh.as_ref().map(|g| g.metadata.generation) != Some(self.guard().metadata.generation)
+        });
+        if let Some(fresh) = fresh {
+            self.guard = fresh;
+        }
+        match taken {
+            slot_lease::Taken::Mine => {}
+            slot_lease::Taken::Other(holder) => {
+                self.slot_holder = holder.map(|h| h.name);
+                self.discard_early_snapshot().await;
+                return Ok(Flow::Next);
+            }
+        }
+        self.slot_holder = Some(self.name());
+        self.mirror_slot();
+        if spec_changed || self.guard.is_none() {
+            // The cached guard was behind: what was prepared from it goes, and the next
+            // steps are decided on the guard as it is (the slot is kept).
             self.discard_early_snapshot().await;
             return Ok(Flow::Next);
         }
@@ -204,10 +239,102 @@ impl Run {
         {
             status["lastRestore"] = serde_json::to_value(record).expect("serialises");
         }
+        self.mirrored().await?;
         if self.patch_guard_status(status).await? {
+            // The guard no longer names this request: the Lease goes, and with it the slot.
+            let guard = self.guard().name_any();
+            slot_lease::free(&self.leases, &guard, &self.slot_me()).await?;
+            self.slot_holder = None;
             self.prune_history().await;
         }
         Ok(Flow::Next)
+    }
+
+    /// This request as a slot Lease names it.
+    fn slot_me(&self) -> slot_lease::Holder {
+        slot_lease::Holder {
+            name: self.name(),
+            uid: self.request.uid().unwrap_or_default(),
+        }
+    }
+
+    /// Takes the slot Lease: from `supersedes` (an emergency taking over), else by creating
+    /// it — or, if it names a holder whose request is gone or finished (a release cut short
+    /// by a crash, a request deleted while holding it), by handing it over from that holder.
+    async fn take_slot(&self, supersedes: Option<&str>) -> Result<slot_lease::Taken, Error> {
+        let me = self.slot_me();
+        let guard = self.guard();
+        let taken = match supersedes {
+            Some(other) => slot_lease::take_from(&self.leases, guard, other, &me).await?,
+            None => slot_lease::create(&self.leases, guard, &me).await?,
+        };
+        let holder = match taken {
+            slot_lease::Taken::Other(Some(holder)) if supersedes.is_none() => holder,
+            // A Lease that names nobody rollguard wrote holds nothing.
+            slot_lease::Taken::Other(None) => {
+                return Ok(slot_lease::take_unheld(&self.leases, guard, &me).await?);
+            }
+            taken => return Ok(taken),
+        };
+        let cached = self
+            .ctx
+            .requests
+            .of_guard(&self.namespace, &guard.name_any())
+            .into_iter()
+            .find(|r| r.name_any() == holder.name && r.uid().as_deref() == Some(&holder.uid));
+        let found = match cached {
+            Some(r) => Some(r),
+            // Not in the cache: perhaps too new for it; asked of the API server.
+            None => self.requests.get_opt(&holder.name).await?.map(Arc::new),
+        };
+        let found = found.as_ref().map(|r| {
+            let uid = r.uid().unwrap_or_default();
+            let finished = step::is_terminal(r.status.as_ref().and_then(|s| s.phase));
+            (uid, finished)
+        });
+        if slot_lease::may_take(&holder, found.as_ref().map(|(u, f)| (u.as_str(), *f))) {
+            return Ok(slot_lease::take_from(&self.leases, guard, &holder.name, &me).await?);
+        }
+        Ok(slot_lease::Taken::Other(Some(holder)))
+    }
+
+    /// Writes the guard's `activeRollback` (the slot's mirror) beside the steps that follow
+    /// the claim; the next status write of the request waits for it.
+    fn mirror_slot(&mut self) {
+        let guards = self.guards.clone();
+        let (guard, me) = (self.guard().name_any(), self.name());
+        let write = async move {
+            let patch = json!({ "status": { "activeRollback": me } });
+            guards
+                .patch_status(&guard, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+        };
+        self.mirror = Some(tokio::spawn(tracing::Instrument::in_current_span(write)));
+        self.wake_guard = true;
+    }
+
+    /// Waits for the mirror write started by the claim, if any.
+    pub(super) async fn mirrored(&mut self) -> Result<(), Error> {
+        if let Some(mirror) = self.mirror.take() {
+            match mirror.await {
+                Ok(written) => self.guard = Some(written?),
+                Err(e) => {
+                    tracing::warn!(request = %self.name(), error = %e, "the slot's mirror write did not finish")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads who holds the slot from its Lease (after a drain hook: an emergency may have
+    /// taken it meanwhile). No Lease: the guard's `activeRollback` decides.
+    pub(super) async fn read_slot_holder(&mut self) -> Result<(), Error> {
+        let guard = self.request.spec.guard_ref.name.clone();
+        self.slot_holder = slot_lease::read(&self.leases, &guard)
+            .await?
+            .and_then(|l| slot_lease::holder(&l))
+            .map(|h| h.name);
+        Ok(())
     }
 
     /// Patches the guard's rollback fields with its resourceVersion as a precondition, so
@@ -243,10 +370,12 @@ impl Run {
     /// Whether this request still holds the guard's slot, asked of the API server (after
     /// the flags ConfigMap was read, so an emergency that took the slot since is seen).
     pub(super) async fn still_holds_slot(&mut self) -> Result<bool, Error> {
-        self.guard = self
-            .guards
-            .get_opt(&self.request.spec.guard_ref.name)
-            .await?;
+        let guard = self.request.spec.guard_ref.name.clone();
+        if let Some(lease) = slot_lease::read(&self.leases, &guard).await? {
+            return Ok(slot_lease::holder(&lease).as_ref() == Some(&self.slot_me()));
+        }
+        // No Lease: a slot taken before rollguard held slots in Leases, named by the guard.
+        self.guard = self.guards.get_opt(&guard).await?;
         Ok(self
             .guard
             .as_ref()
