@@ -10,6 +10,9 @@
 //! Beside them, the floor: the same request created in a namespace the operator does not
 //! serve, where a bare client reacts to its watch event with one ConfigMap patch.
 //!
+//! Each measured action waits 150 ms first (`quiet`), so it meets a quiet control plane;
+//! ROLLGUARD_BENCH_QUIET_MS=0 runs the rounds back to back.
+//!
 //! ROLLGUARD_BENCH_ITERATIONS (default 100) sets the sample size;
 //! ROLLGUARD_BENCH_RECEIVER=0 runs the guard without its webhook receiver (flags only);
 //! ROLLGUARD_BENCH_OPERATOR_LOG sets the operator's RUST_LOG.
@@ -125,6 +128,19 @@ async fn bare_reactor(cluster: &common::Cluster, ns: &str) {
     });
 }
 
+/// A pause before each measured action (every path alike): what the previous round set
+/// off — the last request's closing status writes and notifications, the guard's
+/// evaluation of the flag turned back on — has ended, so each measurement meets a quiet
+/// control plane, as a request in an incident usually does.
+/// `ROLLGUARD_BENCH_QUIET_MS` (default 150) sets it; 0 runs the rounds back to back.
+async fn quiet() {
+    let ms = std::env::var("ROLLGUARD_BENCH_QUIET_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(150);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
 /// Waits until guard `g`'s status satisfies `done`.
 async fn settled(guards: &Api<RolloutGuard>, done: impl Fn(&RolloutGuardStatus) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -217,6 +233,7 @@ async fn main() {
                 })
                 .await;
             }
+            quiet().await;
             let name = format!("r{i}-{mode}");
             let request: RollbackRequest = serde_json::from_value(serde_json::json!({
                 "apiVersion": "rollguard.dev/v1alpha1", "kind": "RollbackRequest",
@@ -272,6 +289,7 @@ async fn main() {
 
         set("true").await;
         seen(&mut rx, "true").await;
+        quiet().await;
         let start = Instant::now();
         set("false").await;
         let at = seen(&mut rx, "false").await;
@@ -285,6 +303,7 @@ async fn main() {
             .await
             .unwrap();
         seen(&mut floor_rx, "true").await;
+        quiet().await;
         let request: RollbackRequest = serde_json::from_value(serde_json::json!({
             "apiVersion": "rollguard.dev/v1alpha1", "kind": "RollbackRequest",
             "metadata": {"name": format!("r{i}"), "namespace": floor_ns},
