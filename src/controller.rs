@@ -272,6 +272,7 @@ async fn serve(args: &RunArgs, shared: &Shared, scope: Option<String>) {
         flags: crate::rollback::ready::FlagsCache::start(api(&client, &scope)),
         arrivals,
         turns,
+        mirrors: Default::default(),
     });
     let starter = ctx.clone();
     let fast_starts = tokio::spawn(async move {

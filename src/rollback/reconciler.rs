@@ -72,6 +72,13 @@ pub struct Context {
     pub arrivals: super::ready::Arrivals,
     /// One reconcile of a request at a time (the controller's and a new request's start).
     pub turns: super::ready::Turns,
+    /// Slot mirror writes a run left in flight, by request uid (see `Drop for Run`).
+    pub mirrors: std::sync::Mutex<
+        std::collections::HashMap<
+            String,
+            tokio::task::JoinHandle<Result<RolloutGuard, kube::Error>>,
+        >,
+    >,
 }
 
 /// How a step left the request.
@@ -124,6 +131,14 @@ pub async fn reconcile(request: Arc<RollbackRequest>, ctx: Arc<Context>) -> Resu
     // status write then carries its resourceVersion. A request created while this process
     // watched, at its first reconcile, is the exception: nothing has written it, so the
     // watched copy is the request (ready::Arrivals).
+    let pending = ctx
+        .mirrors
+        .lock()
+        .unwrap()
+        .remove(&request.uid().unwrap_or_default());
+    if let Some(mirror) = pending {
+        let _ = mirror.await;
+    }
     let new = ctx.arrivals.take(&request);
     let request = if new {
         (*request).clone()
@@ -253,6 +268,15 @@ struct Run {
 impl Drop for Run {
     fn drop(&mut self) {
         self.wake_guard();
+        // A run that ended (an error) before its next status write awaited the slot's mirror
+        // write: the request's next run awaits it first, so it can never land after that
+        // run has freed the slot.
+        if let Some(mirror) = self.mirror.take()
+            && !mirror.is_finished()
+        {
+            let uid = self.request.uid().unwrap_or_default();
+            self.ctx.mirrors.lock().unwrap().insert(uid, mirror);
+        }
     }
 }
 
