@@ -117,3 +117,103 @@ async fn graceful_rollbacks_seen_through_a_late_watch_succeed_once_and_stay_succ
     }
     drop(operator);
 }
+
+/// The guard watch 6–8 s late: a request that starts from the guard's cached copy reads the
+/// guard beside its claim, so it follows the guard as it is. A guard that guards another
+/// flag since a moment ago has that flag turned off; a guard deleted a moment ago fails the
+/// request (GuardNotFound) and leaves no slot Lease behind.
+#[tokio::test]
+async fn a_request_follows_the_guard_as_it_is_while_the_guard_watch_lags() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::api::{Patch, PatchParams};
+    use rollguard::api::RolloutGuard;
+
+    let Some(cluster) = common::cluster("stale_guard_watch").await else {
+        return;
+    };
+    cluster.install_crds().await;
+    let ns = cluster.namespace("stale-guards").await;
+    for g in ["moved", "gone"] {
+        cluster.apply(&format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ff-{g}, namespace: {ns}, labels: {{rollguard.dev/flags: \"true\"}}}}\ndata: {{a: \"true\", b: \"true\"}}\n---\napiVersion: rollguard.dev/v1alpha1\nkind: RolloutGuard\nmetadata: {{name: {g}, namespace: {ns}}}\nspec:\n  flags: {{configMapRef: {{name: ff-{g}}}, guarded: [a]}}\n"
+        ));
+    }
+    let proxy = Proxy::start(
+        cluster.client.clone(),
+        Some(Lag {
+            seed: 17,
+            min: Duration::from_millis(6000),
+            max: Duration::from_millis(8000),
+            late_percent: 100,
+            only: Some("/rolloutguards"),
+        }),
+    )
+    .await;
+    let kubeconfig = proxy.kubeconfig.clone();
+    let operator = cluster.start_operator_with(
+        &ns,
+        &[],
+        &[
+            "--leader-elect=false",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ],
+    );
+    operator.wait_ready().await;
+    let guards: kube::Api<RolloutGuard> = kube::Api::namespaced(cluster.client.clone(), &ns);
+    let requests: kube::Api<RollbackRequest> = kube::Api::namespaced(cluster.client.clone(), &ns);
+    let request = |name: &str, guard: &str| {
+        format!(
+            "apiVersion: rollguard.dev/v1alpha1\nkind: RollbackRequest\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{guardRef: {{name: {guard}}}, mode: immediate, requestedBy: alice}}\n"
+        )
+    };
+
+    // "moved" now guards b, not a; the operator's watch shows that 6–8 s from now.
+    guards
+        .patch(
+            "moved",
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"spec": {"flags": {"guarded": ["b"]}}})),
+        )
+        .await
+        .unwrap();
+    cluster.apply(&request("after-move", "moved"));
+    let done = common::finished(&requests, "after-move").await;
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Some(RequestPhase::Succeeded), "{status:#?}");
+    let changed: Vec<_> = status
+        .flags_changed
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(changed, ["b"], "the flag the guard guards now");
+    let behind = || proxy.stats.held.load(Ordering::SeqCst) > 0;
+    assert!(behind(), "the operator's guard watch was still behind");
+    let config_maps: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(cluster.client.clone(), &ns);
+    let data = config_maps.get("ff-moved").await.unwrap().data.unwrap();
+    assert_eq!((data["a"].as_str(), data["b"].as_str()), ("true", "false"));
+
+    // "gone" is deleted; the operator's watch still shows it for 6–8 s.
+    guards.delete("gone", &Default::default()).await.unwrap();
+    cluster.apply(&request("after-delete", "gone"));
+    let done = common::finished(&requests, "after-delete").await;
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Some(RequestPhase::Failed), "{status:#?}");
+    let failed = rollguard::conditions::get(&status.conditions, "Failed").unwrap();
+    assert_eq!(failed.reason, "GuardNotFound", "{failed:?}");
+    assert!(behind(), "the operator's guard watch was still behind");
+    let leases: kube::Api<Lease> = kube::Api::namespaced(cluster.client.clone(), &ns);
+    assert!(
+        leases
+            .get_opt("rollguard-slot-gone")
+            .await
+            .unwrap()
+            .is_none(),
+        "no slot Lease left for a deleted guard"
+    );
+    let data = config_maps.get("ff-gone").await.unwrap().data.unwrap();
+    assert_eq!(data["a"], "true", "nothing changed for a deleted guard");
+    drop(operator);
+}

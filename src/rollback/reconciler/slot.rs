@@ -96,10 +96,11 @@ impl Run {
             }
         };
         let cached = std::mem::take(&mut self.guard_from_cache);
-        let (guards, guard_name) = (self.guards.clone(), self.guard().name_any());
+        let guard_name = self.guard().name_any();
+        let (guards, name) = (self.guards.clone(), guard_name.clone());
         let reading = async move {
             if cached {
-                Some(guards.get_opt(&guard_name).await)
+                Some(guards.get_opt(&name).await)
             } else {
                 None
             }
@@ -128,9 +129,16 @@ impl Run {
                 return Ok(Flow::Next);
             }
         }
+        if self.guard.is_none() {
+            // The guard went a moment before (its cached copy was behind): so does the
+            // Lease, and the request decides again (the guard is not found).
+            slot_lease::free(&self.leases, &guard_name, &self.slot_me()).await?;
+            self.discard_early_snapshot().await;
+            return Ok(Flow::Next);
+        }
         self.slot_holder = Some(self.name());
         self.mirror_slot();
-        if spec_changed || self.guard.is_none() {
+        if spec_changed {
             // The cached guard was behind: what was prepared from it goes, and the next
             // steps are decided on the guard as it is (the slot is kept).
             self.discard_early_snapshot().await;
