@@ -223,21 +223,11 @@ async fn detection(cluster: &common::Cluster, ns: &str, samples: usize, beside: 
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let version = requests
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .metadata
-            .resource_version
-            .unwrap();
-        let mut stream = requests
-            .watch(
-                &WatchParams::default().labels(&format!("rollguard.dev/guard=g{i}")),
-                &version,
-            )
-            .await
-            .unwrap()
-            .boxed();
+        let mut stream = common::watch_from_now(
+            &requests,
+            &WatchParams::default().labels(&format!("rollguard.dev/guard=g{i}")),
+        )
+        .await;
         let flipped = Instant::now();
         gauges.set(&i.to_string(), 1.0);
         loop {

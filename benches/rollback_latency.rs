@@ -66,18 +66,8 @@ async fn observe(
 ) -> mpsc::UnboundedReceiver<(Instant, String)> {
     let client = common::client_for(&cluster.kubeconfig).await;
     let watched: Api<ConfigMap> = Api::namespaced(client, ns);
-    let version = watched
-        .get("ff")
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
-    let mut stream = watched
-        .watch(&WatchParams::default().fields("metadata.name=ff"), &version)
-        .await
-        .unwrap()
-        .boxed();
+    let mut stream =
+        common::watch_from_now(&watched, &WatchParams::default().fields("metadata.name=ff")).await;
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(Ok(event)) = stream.next().await {
@@ -103,18 +93,7 @@ async fn bare_reactor(cluster: &common::Cluster, ns: &str) {
     let client = common::client_for(&cluster.kubeconfig).await;
     let requests: Api<RollbackRequest> = Api::namespaced(client.clone(), ns);
     let config_maps: Api<ConfigMap> = Api::namespaced(client, ns);
-    let version = requests
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
-    let mut stream = requests
-        .watch(&WatchParams::default(), &version)
-        .await
-        .unwrap()
-        .boxed();
+    let mut stream = common::watch_from_now(&requests, &WatchParams::default()).await;
     tokio::spawn(async move {
         while let Some(Ok(event)) = stream.next().await {
             if let WatchEvent::Added(_) = event {

@@ -20,6 +20,32 @@ fn emergency_race_tests_need_the_fault_injection_feature() {
 #[cfg(feature = "fault-injection")]
 mod common;
 
+/// A request of guard `g` in `ns`; `spec` adds fields (flow style).
+#[cfg(feature = "fault-injection")]
+fn request(ns: &str, name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: rollguard.dev/v1alpha1\nkind: RollbackRequest\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{guardRef: {{name: g}}, requestedBy: ops, reason: race, {spec}}}\n"
+    )
+}
+
+/// Flags `a: "true", keep: me` under guard `g`, then an immediate rollback "rollback" that
+/// Succeeded: the flag is off, and a restore has something to restore.
+#[cfg(feature = "fault-injection")]
+async fn rolled_back(env: &common::Env) {
+    env.cluster.apply(&common::flags_and_guard(
+        &env.ns,
+        r#"{a: "true", keep: "me"}"#,
+        "",
+    ));
+    env.cluster
+        .apply(&request(&env.ns, "rollback", "mode: immediate"));
+    let rolled_back = common::finished(&env.requests(), "rollback").await;
+    assert_eq!(
+        rolled_back.status.unwrap().phase,
+        Some(rollguard::api::request::RequestPhase::Succeeded)
+    );
+}
+
 #[cfg(feature = "fault-injection")]
 #[tokio::test]
 async fn an_emergency_during_a_restore_leaves_the_flags_off() {
@@ -40,25 +66,11 @@ async fn an_emergency_during_a_restore_leaves_the_flags_off() {
         return;
     };
     let ns = &env.ns;
-    let request = |name: &str, spec: &str| {
-        format!(
-            "apiVersion: rollguard.dev/v1alpha1\nkind: RollbackRequest\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{guardRef: {{name: g}}, requestedBy: ops, reason: race, {spec}}}\n"
-        )
-    };
-    env.cluster.apply(&common::flags_and_guard(
-        ns,
-        r#"{a: "true", keep: "me"}"#,
-        "",
-    ));
+    rolled_back(&env).await;
     let requests = env.requests();
-    env.cluster.apply(&request("rollback", "mode: immediate"));
-    let rolled_back = common::finished(&requests, "rollback").await;
-    assert_eq!(
-        rolled_back.status.unwrap().phase,
-        Some(RequestPhase::Succeeded)
-    );
 
-    env.cluster.apply(&request("restore", "action: restore"));
+    env.cluster
+        .apply(&request(ns, "restore", "action: restore"));
     let operator = env.operator.as_ref().unwrap();
     wait_until(
         Duration::from_secs(20),
@@ -69,7 +81,8 @@ async fn an_emergency_during_a_restore_leaves_the_flags_off() {
         },
     )
     .await;
-    env.cluster.apply(&request("emergency", "mode: immediate"));
+    env.cluster
+        .apply(&request(ns, "emergency", "mode: immediate"));
     let emergency = common::finished(&requests, "emergency").await;
     assert_eq!(
         emergency.status.as_ref().unwrap().phase,
@@ -77,15 +90,7 @@ async fn an_emergency_during_a_restore_leaves_the_flags_off() {
         "{:#?}",
         emergency.status
     );
-    let restore = wait_until(Duration::from_secs(30), "the restore to end", || {
-        let requests = requests.clone();
-        async move {
-            let r = requests.get("restore").await.ok()?;
-            let phase = r.status.as_ref()?.phase?;
-            rollguard::rollback::step::is_terminal(Some(phase)).then_some(r)
-        }
-    })
-    .await;
+    let restore = common::ended(&requests, "restore").await;
     let data = env.config_maps().get("ff").await.unwrap().data.unwrap();
     assert_eq!(
         (data["a"].as_str(), data["keep"].as_str()),
@@ -122,23 +127,8 @@ async fn an_emergency_resumed_after_a_crash_still_overtakes_the_waiting_restore(
         return;
     };
     let ns = env.ns.clone();
-    let request = |name: &str, spec: &str| {
-        format!(
-            "apiVersion: rollguard.dev/v1alpha1\nkind: RollbackRequest\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{guardRef: {{name: g}}, requestedBy: ops, reason: race, {spec}}}\n"
-        )
-    };
-    env.cluster.apply(&common::flags_and_guard(
-        &ns,
-        r#"{a: "true", keep: "me"}"#,
-        "",
-    ));
+    rolled_back(&env).await;
     let requests = env.requests();
-    env.cluster.apply(&request("rollback", "mode: immediate"));
-    let rolled_back = common::finished(&requests, "rollback").await;
-    assert_eq!(
-        rolled_back.status.unwrap().phase,
-        Some(RequestPhase::Succeeded)
-    );
     env.operator.take().unwrap().kill();
 
     // The restore and the emergency asked for in the same second (the API server keeps
@@ -148,8 +138,8 @@ async fn an_emergency_resumed_after_a_crash_still_overtakes_the_waiting_restore(
     for _ in 0..3 {
         env.cluster.apply(&format!(
             "{}---\n{}",
-            request("rs", "action: restore"),
-            request("em", "mode: immediate")
+            request(&ns, "rs", "action: restore"),
+            request(&ns, "em", "mode: immediate")
         ));
         let (rs, em) = (
             requests.get("rs").await.unwrap(),
@@ -213,15 +203,7 @@ async fn an_emergency_resumed_after_a_crash_still_overtakes_the_waiting_restore(
         "{:#?}",
         em.status
     );
-    let restore = wait_until(Duration::from_secs(30), "the restore to end", || {
-        let requests = requests.clone();
-        async move {
-            let r = requests.get("rs").await.ok()?;
-            let phase = r.status.as_ref()?.phase?;
-            rollguard::rollback::step::is_terminal(Some(phase)).then_some(r)
-        }
-    })
-    .await;
+    let restore = common::ended(&requests, "rs").await;
     let data = env.config_maps().get("ff").await.unwrap().data.unwrap();
     assert_eq!(
         data["a"], "false",

@@ -12,6 +12,40 @@ use rollguard::api::request::RequestPhase;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+/// An operator on `ns` whose watches of `only` (a path suffix) reach it through the proxy
+/// `millis` late, frame by frame (`seed`: repeatable); every other call at once
+/// (tests/common/proxy.rs).
+async fn behind(
+    cluster: &common::Cluster,
+    ns: &str,
+    seed: u64,
+    millis: std::ops::RangeInclusive<u64>,
+    only: &'static str,
+) -> (Proxy, common::Operator) {
+    let proxy = Proxy::start(
+        cluster.client.clone(),
+        Some(Lag {
+            seed,
+            min: Duration::from_millis(*millis.start()),
+            max: Duration::from_millis(*millis.end()),
+            late_percent: 100,
+            only: Some(only),
+        }),
+    )
+    .await;
+    let kubeconfig = proxy.kubeconfig.clone();
+    let operator = cluster.start_operator_with(
+        ns,
+        &[],
+        &[
+            "--leader-elect=false",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ],
+    );
+    (proxy, operator)
+}
+
 #[tokio::test]
 async fn graceful_rollbacks_seen_through_a_late_watch_succeed_once_and_stay_succeeded() {
     let Some(cluster) = common::cluster("stale_watch").await else {
@@ -29,27 +63,7 @@ async fn graceful_rollbacks_seen_through_a_late_watch_succeed_once_and_stay_succ
     }
     // The RollbackRequest watch 0.5–3 s late, frame by frame (a fixed seed: repeatable);
     // every other call at once (tests/common/proxy.rs).
-    let proxy = Proxy::start(
-        cluster.client.clone(),
-        Some(Lag {
-            seed: 7919,
-            min: Duration::from_millis(500),
-            max: Duration::from_millis(3000),
-            late_percent: 100,
-            only: Some("/rollbackrequests"),
-        }),
-    )
-    .await;
-    let kubeconfig = proxy.kubeconfig.clone();
-    let operator = cluster.start_operator_with(
-        &ns,
-        &[],
-        &[
-            "--leader-elect=false",
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-        ],
-    );
+    let (proxy, operator) = behind(&cluster, &ns, 7919, 500..=3000, "/rollbackrequests").await;
     let requests: kube::Api<RollbackRequest> = kube::Api::namespaced(cluster.client.clone(), &ns);
     for i in 0..GUARDS {
         cluster.apply(&format!(
@@ -138,27 +152,7 @@ async fn a_request_follows_the_guard_as_it_is_while_the_guard_watch_lags() {
             "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ff-{g}, namespace: {ns}, labels: {{rollguard.dev/flags: \"true\"}}}}\ndata: {{a: \"true\", b: \"true\"}}\n---\napiVersion: rollguard.dev/v1alpha1\nkind: RolloutGuard\nmetadata: {{name: {g}, namespace: {ns}}}\nspec:\n  flags: {{configMapRef: {{name: ff-{g}}}, guarded: [a]}}\n"
         ));
     }
-    let proxy = Proxy::start(
-        cluster.client.clone(),
-        Some(Lag {
-            seed: 17,
-            min: Duration::from_millis(6000),
-            max: Duration::from_millis(8000),
-            late_percent: 100,
-            only: Some("/rolloutguards"),
-        }),
-    )
-    .await;
-    let kubeconfig = proxy.kubeconfig.clone();
-    let operator = cluster.start_operator_with(
-        &ns,
-        &[],
-        &[
-            "--leader-elect=false",
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-        ],
-    );
+    let (proxy, operator) = behind(&cluster, &ns, 17, 6000..=8000, "/rolloutguards").await;
     operator.wait_ready().await;
     let guards: kube::Api<RolloutGuard> = kube::Api::namespaced(cluster.client.clone(), &ns);
     let requests: kube::Api<RollbackRequest> = kube::Api::namespaced(cluster.client.clone(), &ns);

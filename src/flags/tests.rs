@@ -946,21 +946,19 @@ fn the_last_writer_of_a_key_comes_from_managed_fields() {
     assert_eq!(last_writer(&cm, "zzz", "rollguard"), None);
 }
 
+/// Whether a rollback of every guarded flag, planned on `now`, may keep a snapshot of `then`.
+fn stands(spec: &FlagsSpec, then: &Data, now: &Data) -> bool {
+    let plan = plan_disable(spec, "ff", now, &all()).unwrap();
+    let planned_then = plan_disable(spec, "ff", then, &all()).unwrap();
+    snapshot_stands_for(spec, "ff", now, &plan, then, &planned_then)
+}
+
 #[test]
 fn a_snapshot_stands_for_a_state_that_differs_only_where_the_plan_does_not_write() {
     let spec = plain_spec(&["a", "b"]);
     let then = data(&[("a", "true"), ("b", "false"), ("other", "1")]);
     let now = data(&[("a", "true"), ("b", "false"), ("other", "2")]);
-    let plan = plan_disable(&spec, "ff", &now, &all()).unwrap();
-    let planned_then = plan_disable(&spec, "ff", &then, &all()).unwrap();
-    assert!(snapshot_stands_for(
-        &spec,
-        "ff",
-        &now,
-        &plan,
-        &then,
-        &planned_then
-    ));
+    assert!(stands(&spec, &then, &now));
 }
 
 #[test]
@@ -971,12 +969,7 @@ fn a_snapshot_does_not_stand_for_a_state_where_a_written_flag_changed() {
         data(&[("a", "yes"), ("b", "false")]), // the same flag on, in other words
         data(&[("a", "true"), ("b", "true")]), // another guarded flag turned on since
     ] {
-        let plan = plan_disable(&spec, "ff", &now, &all()).unwrap();
-        let planned_then = plan_disable(&spec, "ff", &then, &all()).unwrap();
-        assert!(
-            !snapshot_stands_for(&spec, "ff", &now, &plan, &then, &planned_then),
-            "{now:?}"
-        );
+        assert!(!stands(&spec, &then, &now), "{now:?}");
     }
 }
 
@@ -990,16 +983,7 @@ fn a_flagd_snapshot_stands_while_other_flags_of_the_document_change() {
     doc["flags"]["colour"]["defaultVariant"] = "blue".into();
     doc["flags"]["zeta"]["metadata"]["owner"] = "team-c".into();
     let now = data(&[("flags.json", &serde_json::to_string_pretty(&doc).unwrap())]);
-    let plan = plan_disable(&spec, "ff", &now, &all()).unwrap();
-    let planned_then = plan_disable(&spec, "ff", &then, &all()).unwrap();
-    assert!(snapshot_stands_for(
-        &spec,
-        "ff",
-        &now,
-        &plan,
-        &then,
-        &planned_then
-    ));
+    assert!(stands(&spec, &then, &now));
 }
 
 #[test]
@@ -1011,14 +995,5 @@ fn a_flagd_snapshot_does_not_stand_once_a_written_flag_was_edited() {
     let mut doc: serde_json::Value = serde_json::from_str(FLAGD_DOC).unwrap();
     doc["flags"]["zeta"]["targeting"] = serde_json::json!({"if": [true, "on", "off"]});
     let now = data(&[("flags.json", &serde_json::to_string_pretty(&doc).unwrap())]);
-    let plan = plan_disable(&spec, "ff", &now, &all()).unwrap();
-    let planned_then = plan_disable(&spec, "ff", &then, &all()).unwrap();
-    assert!(!snapshot_stands_for(
-        &spec,
-        "ff",
-        &now,
-        &plan,
-        &then,
-        &planned_then
-    ));
+    assert!(!stands(&spec, &then, &now));
 }

@@ -395,16 +395,39 @@ pub async fn finished(
     name: &str,
 ) -> rollguard::api::RollbackRequest {
     use rollguard::api::request::RequestPhase;
+    in_phase(api, name, "finish", |phase| {
+        matches!(phase, RequestPhase::Succeeded | RequestPhase::Failed)
+    })
+    .await
+}
+
+/// Waits until RollbackRequest `name` has ended in any way (Superseded too), and returns it.
+pub async fn ended(
+    api: &Api<rollguard::api::RollbackRequest>,
+    name: &str,
+) -> rollguard::api::RollbackRequest {
+    in_phase(api, name, "end", |phase| {
+        rollguard::rollback::step::is_terminal(Some(phase))
+    })
+    .await
+}
+
+async fn in_phase(
+    api: &Api<rollguard::api::RollbackRequest>,
+    name: &str,
+    what: &str,
+    accept: fn(rollguard::api::request::RequestPhase) -> bool,
+) -> rollguard::api::RollbackRequest {
     wait_until(
         Duration::from_secs(30),
-        &format!("request {name} to finish"),
+        &format!("request {name} to {what}"),
         || {
             let api = api.clone();
             let name = name.to_string();
             async move {
                 let r = api.get(&name).await.ok()?;
                 let phase = r.status.as_ref()?.phase?;
-                matches!(phase, RequestPhase::Succeeded | RequestPhase::Failed).then_some(r)
+                accept(phase).then_some(r)
             }
         },
     )
@@ -421,22 +444,12 @@ pub async fn count_config_map_writes(
     use futures::StreamExt;
     use kube::api::{WatchEvent, WatchParams};
     use std::sync::atomic::{AtomicUsize, Ordering};
-    let version = config_maps
-        .get(name)
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
     let writes = std::sync::Arc::new(AtomicUsize::new(0));
-    let mut stream = config_maps
-        .watch(
-            &WatchParams::default().fields(&format!("metadata.name={name}")),
-            &version,
-        )
-        .await
-        .unwrap()
-        .boxed();
+    let mut stream = watch_from_now(
+        config_maps,
+        &WatchParams::default().fields(&format!("metadata.name={name}")),
+    )
+    .await;
     let counted = writes.clone();
     tokio::spawn(async move {
         while let Some(Ok(event)) = stream.next().await {
@@ -663,6 +676,25 @@ pub async fn guard_notices_delivered(
     // Counted by the operator: a steady evaluation writes no status to see it by.
     let evaluated = operator.evaluations(namespace, name).await;
     operator.evaluated(namespace, name, evaluated, 2).await;
+}
+
+/// A watch of `api` (narrowed by `params`) from now on: what changes after the call.
+pub async fn watch_from_now<K>(
+    api: &Api<K>,
+    params: &kube::api::WatchParams,
+) -> futures::stream::BoxStream<'static, kube::Result<kube::api::WatchEvent<K>>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    use futures::StreamExt;
+    let version = api
+        .list_metadata(&kube::api::ListParams::default().limit(1))
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    api.watch(params, &version).await.unwrap().boxed()
 }
 
 /// A log line without its ANSI colour codes (the operator's log is coloured).
