@@ -149,12 +149,12 @@ pub async fn reconcile(request: Arc<RollbackRequest>, ctx: Arc<Context>) -> Resu
         }
     };
     let guard_name = request.spec.guard_ref.name.clone();
-    let namespace_of_run = namespace.clone();
     let mut run = Run {
         requests,
         guards: Api::namespaced(ctx.client.clone(), &namespace),
         config_maps: Api::namespaced(ctx.client.clone(), &namespace),
         secrets: Api::namespaced(ctx.client.clone(), &namespace),
+        leases: Api::namespaced(ctx.client.clone(), &namespace),
         status: request.status.clone().unwrap_or_default(),
         request,
         namespace,
@@ -166,7 +166,6 @@ pub async fn reconcile(request: Arc<RollbackRequest>, ctx: Arc<Context>) -> Resu
         snapshot: None,
         snapshot_early: false,
         wake_guard: false,
-        leases: Api::namespaced(ctx.client.clone(), &namespace_of_run),
         slot_holder: None,
         mirror: None,
         guard_from_cache: false,
@@ -175,18 +174,16 @@ pub async fn reconcile(request: Arc<RollbackRequest>, ctx: Arc<Context>) -> Resu
     // claim, beside which the guard is read to prove the cache current (the claim's next
     // steps are decided on the guard as read). Any other decision is taken again on the
     // guard as it is now.
-    let mut guard_cached = false;
     if new {
         let cached = ctx
             .guards
             .get(&ObjectRef::new(&guard_name).within(&run.namespace));
-        guard_cached = cached.is_some();
+        run.guard_from_cache = cached.is_some();
         run.guard = cached.map(|g| (*g).clone());
     }
-    if !guard_cached {
+    if !run.guard_from_cache {
         run.guard = run.guards.get_opt(&guard_name).await?;
     }
-    run.guard_from_cache = guard_cached;
     run.settle_notifications().await?;
     run.take_triggered_by();
     // After a restart: what was recorded as Sending goes out (again) now.
@@ -196,9 +193,10 @@ pub async fn reconcile(request: Arc<RollbackRequest>, ctx: Arc<Context>) -> Resu
         let observed = run.observe();
         let step = step::next_step(&run.request.spec, &run.status, &observed);
         tracing::debug!(request = %run.request.name_any(), ?step, "next step");
-        if std::mem::take(&mut guard_cached) && !matches!(step, Step::Claim { .. }) {
-            run.guard = run.guards.get_opt(&guard_name).await?;
+        // The claim reads the guard beside it (and clears the flag); any other step first.
+        if run.guard_from_cache && !matches!(step, Step::Claim { .. }) {
             run.guard_from_cache = false;
+            run.guard = run.guards.get_opt(&guard_name).await?;
             continue;
         }
         // Drain hooks take time, and an emergency may take the slot meanwhile: look again.

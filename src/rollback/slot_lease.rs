@@ -115,10 +115,7 @@ pub async fn create(
         .await
     {
         Ok(_) => Ok(Taken::Mine),
-        Err(kube::Error::Api(e)) if e.code == 409 => {
-            let found = read(leases, &guard.name_any()).await?;
-            Ok(found_taken(found.and_then(|l| holder(&l)), me))
-        }
+        Err(kube::Error::Api(e)) if e.code == 409 => holds(leases, &guard.name_any(), me).await,
         Err(e) => Err(e),
     }
 }
@@ -141,8 +138,7 @@ pub async fn take_from(
         Err(kube::Error::Api(e)) if e.code == 404 => create(leases, guard, me).await,
         // The test failed: someone else holds it now.
         Err(kube::Error::Api(e)) if e.code == 422 || e.code == 409 => {
-            let found = read(leases, &guard.name_any()).await?;
-            Ok(found_taken(found.and_then(|l| holder(&l)), me))
+            holds(leases, &guard.name_any(), me).await
         }
         Err(e) => Err(e),
     }
@@ -178,6 +174,12 @@ async fn delete_as_read(leases: &Api<Lease>, lease: &Lease) -> Result<(), kube::
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Who holds `guard`'s slot now, as its Lease says, seen from `me`.
+async fn holds(leases: &Api<Lease>, guard: &str, me: &Holder) -> Result<Taken, kube::Error> {
+    let found = read(leases, guard).await?;
+    Ok(found_taken(found.and_then(|l| holder(&l)), me))
 }
 
 fn found_taken(found: Option<Holder>, me: &Holder) -> Taken {
