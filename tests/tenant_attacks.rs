@@ -680,6 +680,23 @@ spec:
         ),
     ));
 
+    // The operator writes Leases in tenants' namespaces only as guards' rollback slots: an
+    // application's leader-election Lease is not among them.
+    let operator_leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(tenancy.operator_client.clone(), &ns);
+    let app_lease: k8s_openapi::api::coordination::v1::Lease =
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "app-leader"}, "spec": {"holderIdentity": "rollguard"},
+        }))
+        .unwrap();
+    tally.push((
+        "the operator's ServiceAccount writes a Lease that is not a rollback slot",
+        refused(
+            operator_leases.create(&pp, &app_lease).await,
+            &["app-leader"],
+        ),
+    ));
+
     // Nothing any attacker received carries a credential of this namespace.
     for secret in [DB_PASSWORD, SA_TOKEN, PROM_TOKEN, TEAM_B_KEY] {
         tally.push((
